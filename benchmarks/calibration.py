@@ -1,0 +1,189 @@
+"""Calibration speed and memory: quantbench vs ONNX Runtime's quantize_static, side by side.
+
+Each measurement runs in its own process (peak memory is that process's own),
+one after another in one run, on the sample model and photos:
+
+* quantbench calibrate, all four methods, histograms collected afresh;
+* onnxruntime.quantization.quantize_static, CalibrationMethod.Entropy and .MinMax
+  (symmetric int8 activations, as TensorRT wants), fed the same preprocessed images;
+* the bare FP32 inference of the same images (the floor), and the same with every
+  float tensor exposed as an output (what a calibration pass has to read).
+
+Usage:  python benchmarks/calibration.py [--sample DIR] [--counts 100,400]
+Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESET = "inception"
+
+
+def _images(model: Path, images: Path, n: int) -> list:
+    from quantbench.datasets import open_dataset
+    from quantbench.model import input_specs, load_model
+
+    dataset = open_dataset(images, input_specs(load_model(model)), preset=PRESET)
+    return [batch.inputs for batch in dataset.batches(n, 0, 1)]
+
+
+def worker(tool: str, model: Path, images: Path, n: int) -> dict:
+    """Run one tool; return its seconds (and extra figures). Runs in a child process."""
+    if tool == "quantbench":
+        # imported before the clock starts, as quantize_static's modules are below
+        import quantbench.calibrators.collect
+        import quantbench.datasets  # noqa: F401
+        from quantbench import calibrate
+
+        with tempfile.TemporaryDirectory() as out:
+            started = time.perf_counter()
+            result = calibrate(
+                model,
+                images,
+                n=n,
+                methods=["entropy", "minmax", "percentile", "mse"],
+                preset=PRESET,
+                out=out,
+                force=True,
+            )
+            return {"seconds": time.perf_counter() - started, "collect_seconds": result.collect_seconds}
+    if tool.startswith("ort-"):
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.feeds = iter(_images(model, images, n))  # decoded inside the timed call
+
+            def get_next(self):  # type: ignore[no-untyped-def]
+                return next(self.feeds, None)
+
+        method = {"ort-entropy": CalibrationMethod.Entropy, "ort-minmax": CalibrationMethod.MinMax}[tool]
+        with tempfile.TemporaryDirectory() as out:
+            started = time.perf_counter()
+            quantize_static(
+                str(model),
+                str(Path(out) / "int8.onnx"),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            )
+            return {"seconds": time.perf_counter() - started}
+    if tool in ("fp32", "fp32-exposed"):
+        from quantbench.calibrators.collect import open_session
+        from quantbench.model import expose_tensors, float_activations, load_model
+
+        proto = load_model(model)
+        names = [t for t in float_activations(proto) if t != "input"] if tool == "fp32-exposed" else None
+        session = open_session((expose_tensors(proto, names) if names else proto).SerializeToString())
+        feeds = _images(model, images, n)
+        started = time.perf_counter()
+        for feed in feeds:
+            session.run(names, feed)
+        return {"seconds": time.perf_counter() - started}
+    raise SystemExit(f"unknown tool {tool}")
+
+
+def measure(tool: str, model: Path, images: Path, n: int) -> dict:
+    """Run ``tool`` in a fresh process; its result plus that process's peak memory (MiB)."""
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        tool,
+        "--model",
+        str(model),
+        "--images",
+        str(images),
+        "--n",
+        str(n),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    _, status, usage = os.wait4(process.pid, 0)
+    output = process.stdout.read() if process.stdout else ""
+    if status != 0:
+        raise SystemExit(f"{tool} failed:\n{output}")
+    result = json.loads(output.strip().splitlines()[-1])
+    result["peak_mib"] = usage.ru_maxrss / 1024
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sample", type=Path, default=ROOT / ".bench" / "sample")
+    parser.add_argument("--counts", default="100,400")
+    parser.add_argument(
+        "--peer-counts",
+        default="100",
+        help="counts at which ORT runs too (its Entropy keeps every activation: ~25 GB at 400 images)",
+    )
+    parser.add_argument("--worker")
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--images", type=Path)
+    parser.add_argument("--n", type=int)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.model, args.images, args.n)))
+        return
+
+    sys.path.insert(0, str(ROOT))
+    from sample.make_sample import make_sample
+
+    counts = [int(c) for c in args.counts.split(",")]
+    peer_counts = {int(c) for c in args.peer_counts.split(",")}
+    model, images = make_sample(args.sample, images=max(counts))
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; model: {model.name}; preset {PRESET}\n"
+    )
+    print(
+        "| tool | images | seconds | peak MiB | time vs ORT Entropy at 100 | memory vs ORT Entropy at 100 |"
+    )
+    print("|---|---|---|---|---|---|")
+    base: dict = {}
+    for n in counts:
+        tools = ["quantbench", "fp32", "fp32-exposed"]
+        if n in peer_counts:
+            tools[1:1] = ["ort-entropy", "ort-minmax"]
+        rows = {tool: measure(tool, model, images, n) for tool in tools}
+        base = rows.get("ort-entropy", base)
+        labels = {
+            "quantbench": "quantbench calibrate (entropy, minmax, percentile, mse)",
+            "ort-entropy": "ORT quantize_static, Entropy",
+            "ort-minmax": "ORT quantize_static, MinMax",
+            "fp32": "bare FP32 inference (floor)",
+            "fp32-exposed": "FP32 inference, every float tensor an output",
+        }
+        for tool, row in rows.items():
+            print(
+                f"| {labels[tool]} | {n} | {row['seconds']:.2f} | {row['peak_mib']:.0f} | "
+                f"{base['seconds'] / row['seconds']:.1f}x faster | {row['peak_mib'] / base['peak_mib']:.3f} |"
+            )
+        qb = rows["quantbench"]
+        print(
+            f"| quantbench collection pass alone | {n} | {qb['collect_seconds']:.2f} | | "
+            f"{qb['collect_seconds'] / rows['fp32']['seconds']:.1f}x the bare pass, "
+            f"{qb['collect_seconds'] / rows['fp32-exposed']['seconds']:.1f}x the exposed pass | |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""One streaming pass of the FP32 model through ONNX Runtime, histogramming every float tensor."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from quantbench.calibrators.histograms import TensorHistogram
+from quantbench.errors import QuantbenchError
+
+Progress = Callable[[int], None]
+"""Called with the number of samples just processed."""
+
+
+@dataclass
+class Collection:
+    """What one calibration pass gathered.
+
+    Attributes:
+        histograms: tensor name -> histogram, in graph order.
+        samples: number of samples that went through the model.
+        seconds: wall time of the pass, decoding included.
+        skipped_tensors: tensors exposed but not float at run time (left out).
+    """
+
+    histograms: dict[str, TensorHistogram]
+    samples: int
+    seconds: float
+    skipped_tensors: list[str]
+
+
+def open_session(model_bytes: bytes, threads: int = 0):  # type: ignore[no-untyped-def]
+    """An ONNX Runtime CPU session for a serialized model.
+
+    Args:
+        model_bytes: the serialized ONNX model.
+        threads: intra-op threads; 0 lets ONNX Runtime use every core.
+
+    Raises:
+        QuantbenchError: ONNX Runtime cannot load the model.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_cpu_mem_arena = False  # return each batch's activations to the system
+    options.log_severity_level = 3
+    # histogram threads share the cores with ONNX Runtime: idle ORT threads must sleep, not spin
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QuantbenchError(f"ONNX Runtime cannot load the model: {message}") from None
+
+
+def _balanced_groups(sizes: dict[str, int], count: int) -> list[list[str]]:
+    """Split tensor names into ``count`` groups of about equal total size."""
+    groups: list[list[str]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for name in sorted(sizes, key=lambda n: -sizes[n]):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(name)
+        loads[lightest] += sizes[name]
+    return [group for group in groups if group]
+
+
+class _Folder:
+    """Folds one batch's outputs into a fixed group of histograms, with its own scratch buffer."""
+
+    def __init__(self, hists: dict[str, TensorHistogram], names: list[str]) -> None:
+        self.hists = hists
+        self.names = names
+        self.scratch = np.empty(0, dtype=np.uint16)
+        self.not_float: set[str] = set()
+
+    def __call__(self, values: dict[str, Any]) -> None:
+        for name in self.names:
+            value = values[name]
+            if not (isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)):
+                self.not_float.add(name)
+                continue
+            if self.scratch.size < value.size:
+                self.scratch = np.empty(value.size, dtype=np.uint16)
+            self.hists[name].update(value, self.scratch)
+
+
+def collect_histograms(
+    session,  # type: ignore[no-untyped-def]
+    tensors: list[str],
+    graph_inputs: list[str],
+    batches: Iterable[dict[str, np.ndarray]],
+    progress: Progress | None = None,
+    workers: int = 2,
+) -> Collection:
+    """Run every batch through ``session`` and histogram each tensor in ``tensors``.
+
+    Each output array is folded into its histogram (and overwritten in the
+    process) and dropped before the next batch after it runs.
+
+    While ONNX Runtime computes batch k+1, ``workers`` threads fold batch k into
+    the histograms (each thread owns a fixed share of the tensors, so no
+    histogram is touched by two threads). At most two batches of activations are
+    alive at any time, so memory does not grow with the number of samples; and
+    since histogram updates commute (see :mod:`.histograms`), the result does not
+    depend on this overlap.
+
+    Args:
+        session: an ONNX Runtime session whose outputs include ``tensors``.
+        tensors: names to histogram, in graph order; graph inputs among them are
+            read from the batch instead of the session.
+        graph_inputs: names of the model's inputs.
+        batches: input name -> array, one dict per batch.
+        progress: called after each batch with its sample count.
+        workers: histogram threads.
+
+    Raises:
+        QuantbenchError: ONNX Runtime fails on a batch.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from onnxruntime import OrtValue
+
+    hists = {name: TensorHistogram() for name in tensors}
+    fetched = [name for name in tensors if name not in graph_inputs]
+    folders: list[_Folder] = []
+    pending: list[Future[None]] = []
+    samples = 0
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="histogram") as pool:
+        for feed in batches:
+            try:
+                # OrtValues viewed as numpy arrays share ONNX Runtime's memory: no copy of the outputs
+                ort_feed = {name: OrtValue.ortvalue_from_numpy(array) for name, array in feed.items()}
+                outputs = session.run_with_ort_values(fetched, ort_feed)
+            except Exception as exc:
+                message = str(exc).strip().splitlines()[0]
+                raise QuantbenchError(f"ONNX Runtime failed on a calibration batch: {message}") from None
+            values: dict[str, Any] = {name: value.numpy() for name, value in zip(fetched, outputs)}
+            values["__keep_alive__"] = outputs  # the arrays view these until they are folded in
+            for name in tensors:
+                if name in graph_inputs:  # a copy: folding overwrites its input
+                    values[name] = np.array(feed[name], dtype=np.float32)
+            for job in pending:
+                job.result()  # the previous batch is folded in before its histograms are touched again
+            if not folders:
+                sizes = {name: int(getattr(values[name], "size", 0)) for name in tensors}
+                folders = [_Folder(hists, group) for group in _balanced_groups(sizes, max(1, workers))]
+            pending = [pool.submit(folder, values) for folder in folders]
+            del values
+            size = len(next(iter(feed.values()))) if feed else 0
+            samples += size
+            if progress is not None:
+                progress(size)
+        for job in pending:
+            job.result()
+    skipped = sorted(set().union(*(folder.not_float for folder in folders))) if folders else []
+    for name in skipped:
+        hists.pop(name, None)
+    return Collection(hists, samples, time.perf_counter() - started, skipped)

@@ -1,0 +1,206 @@
+"""ONNX model loading, input description, tensor inventory and hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from quantbench.errors import QuantbenchError
+
+if TYPE_CHECKING:
+    import onnx
+
+Dim = int | str | None
+"""One dimension of a tensor shape: a fixed size, a symbolic name, or unknown."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One graph input of a model.
+
+    Attributes:
+        name: the input's name in the ONNX graph.
+        shape: its dimensions; ``int`` where fixed, ``str``/``None`` where dynamic.
+        dtype: the numpy dtype the model expects.
+    """
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: np.dtype
+
+    def fixed(self, axis: int) -> int | None:
+        """The size of ``axis`` if it is fixed (a positive int), else None."""
+        dim = self.shape[axis]
+        return dim if isinstance(dim, int) and dim > 0 else None
+
+    @property
+    def is_float(self) -> bool:
+        """True when the input takes float16/float32/float64 values."""
+        return np.issubdtype(self.dtype, np.floating)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Load an ONNX model with its external data.
+
+    Raises:
+        QuantbenchError: the file is missing or is not a readable ONNX model.
+    """
+    import onnx
+
+    model_path = Path(path)
+    if not model_path.is_file():
+        raise QuantbenchError(f"model file not found: {model_path}")
+    try:
+        return onnx.load(str(model_path))
+    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError...
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QuantbenchError(f"{model_path} is not a readable ONNX model ({first_line})") from None
+
+
+def _elem_dtype(elem_type: int) -> np.dtype | None:
+    import onnx
+
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The model's real inputs (graph inputs that are not initializers), in graph order."""
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        dims: list[Dim] = []
+        for dim in tensor_type.shape.dim:
+            if dim.HasField("dim_value"):
+                dims.append(int(dim.dim_value))
+            elif dim.HasField("dim_param"):
+                dims.append(dim.dim_param)
+            else:
+                dims.append(None)
+        dtype = _elem_dtype(tensor_type.elem_type) or np.dtype(np.float32)
+        specs.append(InputSpec(value.name, tuple(dims), dtype))
+    return specs
+
+
+FLOAT_TYPES = (1, 10, 11, 16)  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+_INFERRED: dict[int, tuple[onnx.ModelProto, onnx.ModelProto]] = {}
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with inferred tensor types and shapes, or as it is if inference fails.
+
+    The last result is kept, so the helpers below share one inference per model.
+    """
+    import onnx
+
+    cached = _INFERRED.get(id(model))
+    if cached is not None and cached[0] is model:
+        return cached[1]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is best effort; fall back to what the file declares
+        inferred = model
+    _INFERRED.clear()
+    _INFERRED[id(model)] = (model, inferred)
+    return inferred
+
+
+def elements_per_sample(model: onnx.ModelProto, names: list[str]) -> int | None:
+    """Total elements of ``names`` for one sample, from inferred shapes.
+
+    The leading dimension of each tensor is taken as the batch. Returns None
+    when a shape (apart from the batch) is not fixed.
+    """
+    shapes = {}
+    for value in [*_inferred(model).graph.value_info, *model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
+    total = 0
+    for name in names:
+        dims = shapes.get(name)
+        if not dims or any(d <= 0 for d in dims[1:]):
+            return None
+        total += int(np.prod(dims[1:]))
+    return total
+
+
+def float_activations(model: onnx.ModelProto) -> list[str]:
+    """Names of every float activation tensor, in graph order.
+
+    Graph inputs come first, then node outputs in node order. Initializers and
+    the outputs of ``Constant`` nodes are weights, not activations, and are left
+    out. A tensor whose type shape inference cannot tell is kept: the collector
+    skips it at run time if it turns out not to be float.
+    """
+    graph = _inferred(model).graph
+    types: dict[str, int] = {}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        types[value.name] = value.type.tensor_type.elem_type
+    weights = {init.name for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            weights.update(node.output)
+
+    names: list[str] = []
+    seen: set[str] = set()
+
+    def add(name: str) -> None:
+        if not name or name in seen or name in weights:
+            return
+        seen.add(name)
+        elem = types.get(name, 0)
+        if elem == 0 or elem in FLOAT_TYPES:
+            names.append(name)
+
+    for value in graph.input:
+        add(value.name)
+    for node in graph.node:
+        for output in node.output:
+            add(output)
+    return names
+
+
+def expose_tensors(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph outputs are ``names`` (in that order).
+
+    The original outputs are kept only where they are in ``names``; every tensor
+    listed becomes readable from an inference session.
+    """
+    import onnx
+
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    graph = _inferred(model).graph
+    known = {v.name: v for v in [*graph.value_info, *graph.output, *graph.input]}
+    del exposed.graph.output[:]
+    for name in names:
+        value = known.get(name)
+        if value is not None and value.type.tensor_type.elem_type != 0:
+            out = onnx.ValueInfoProto()
+            out.name = name
+            out.type.tensor_type.elem_type = value.type.tensor_type.elem_type
+            exposed.graph.output.append(out)
+        else:
+            exposed.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return exposed

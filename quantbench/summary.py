@@ -1,0 +1,116 @@
+"""Terminal output: the calibration summary and range tables."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from quantbench.calibration import CalibrationResult
+    from quantbench.ranges import DynamicRanges, RangeDiff
+
+LISTED = 10
+"""Skipped files and warnings listed by name before the rest are only counted."""
+
+
+def _listed(console: Console, title: str, lines: list[str]) -> None:
+    if not lines:
+        return
+    console.print(f"{title} ({len(lines)}):")
+    for line in lines[:LISTED]:
+        console.print(f"  {line}", markup=False)
+    if len(lines) > LISTED:
+        console.print(f"  ... and {len(lines) - LISTED} more")
+
+
+def print_calibration_summary(console: Console, result: CalibrationResult) -> None:
+    """Tensors, images used and skipped, time, peak memory and where the files went."""
+    from rich.table import Table
+
+    how = "reused stored histograms" if result.reused else f"collected in {result.collect_seconds:.1f} s"
+    rate = len(result.images_used) / result.collect_seconds if result.collect_seconds > 0 else 0.0
+    console.print(
+        f"[bold]calibrated[/bold] {result.tensors} tensors on {len(result.images_used)} images "
+        f"({how}{f', {rate:.1f} images/s' if rate else ''}); "
+        f"total {result.total_seconds:.1f} s, peak memory {result.peak_memory_mb:.0f} MiB"
+    )
+    if result.converted:
+        kinds: dict[str, int] = {}
+        for _, what in result.converted:
+            kinds[what] = kinds.get(what, 0) + 1
+        console.print("converted: " + ", ".join(f"{count} {what}" for what, count in sorted(kinds.items())))
+    _listed(console, "skipped", [f"{name}: {reason}" for name, reason in result.skipped])
+    _listed(console, "warnings", result.warnings)
+    table = Table(box=None, pad_edge=False)
+    table.add_column("method")
+    table.add_column("median amax / absmax", justify="right")
+    table.add_column("files")
+    absmax = result.ranges.get("minmax")
+    for label, ranges in result.ranges.items():
+        ratio = "-"
+        if absmax is not None and label != "minmax":
+            ratios = sorted(ranges.amax[k] / absmax.amax[k] for k in ranges.amax if absmax.amax.get(k))
+            ratio = f"{ratios[len(ratios) // 2]:.3f}" if ratios else "-"
+        names = ", ".join(path.name for path in result.files[label])
+        table.add_row(label, ratio, names)
+    console.print(table)
+    console.print(f"ranges in {result.out_dir / 'ranges'}; histograms in {result.histogram_file}")
+
+
+def print_ranges(console: Console, ranges: DynamicRanges, limit: int = 0) -> None:
+    """Metadata lines, then one row per tensor: name, amax, scale (amax/127)."""
+    from rich.table import Table
+
+    from quantbench.ranges import trt_version_string
+
+    console.print(f"{ranges.source or 'ranges'}: {len(ranges.amax)} tensors", markup=False)
+    details = {
+        "method": ranges.method,
+        "TensorRT header": (
+            f"{trt_version_string(ranges.trt_version)} {ranges.trt_algorithm}" if ranges.trt_version else ""
+        ),
+        "images": str(ranges.image_count or ""),
+        "model sha256": ranges.model_hash[:16],
+        "quantbench": ranges.quantbench_version,
+    }
+    for key, value in details.items():
+        if value:
+            console.print(f"  {key}: {value}", markup=False)
+    table = Table(box=None, pad_edge=False)
+    table.add_column("tensor", overflow="fold")
+    table.add_column("amax", justify="right")
+    table.add_column("scale", justify="right")
+    items = list(ranges.amax.items())
+    shown = items if limit <= 0 else items[:limit]
+    for name, amax in shown:
+        table.add_row(name, f"{amax:.6g}", f"{amax / 127.0:.6g}")
+    console.print(table)
+    if len(shown) < len(items):
+        console.print(f"... {len(items) - len(shown)} more (--limit 0 shows all)")
+
+
+def print_diff(console: Console, diff: RangeDiff, name_a: str, name_b: str, limit: int = 0) -> None:
+    """Tensors in both tables by disagreement (|log ratio|, largest first), then one-sided ones."""
+    from rich.table import Table
+
+    rows = sorted(diff.rows, key=lambda row: -abs(math.log(row[3])) if row[3] > 0 else -math.inf)
+    console.print(f"a = {name_a}\nb = {name_b}", markup=False)
+    console.print(f"{len(rows)} tensors in both, {len(diff.only_a)} only in a, {len(diff.only_b)} only in b")
+    if rows:
+        ratios = sorted(row[3] for row in rows)
+        console.print(
+            f"ratio b/a: min {ratios[0]:.4g}, median {ratios[len(ratios) // 2]:.4g}, max {ratios[-1]:.4g}"
+        )
+    table = Table(box=None, pad_edge=False)
+    for column in ("tensor", "a", "b", "b/a"):
+        table.add_column(column, justify="left" if column == "tensor" else "right", overflow="fold")
+    shown = rows if limit <= 0 else rows[:limit]
+    for name, a, b, ratio in shown:
+        table.add_row(name, f"{a:.6g}", f"{b:.6g}", f"{ratio:.4f}")
+    console.print(table)
+    if len(shown) < len(rows):
+        console.print(f"... {len(rows) - len(shown)} more (--limit 0 shows all)")
+    _listed(console, "only in a", diff.only_a)
+    _listed(console, "only in b", diff.only_b)
