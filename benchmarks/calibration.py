@@ -95,10 +95,13 @@ def worker(tool: str, model: Path, images: Path, n: int) -> dict:
         names = [t for t in float_activations(proto) if t != "input"] if tool == "fp32-exposed" else None
         session = open_session((expose_tensors(proto, names) if names else proto).SerializeToString())
         feeds = _images(model, images, n)
-        started = time.perf_counter()
-        for feed in feeds:
-            session.run(names, feed)
-        return {"seconds": time.perf_counter() - started}
+        best = float("inf")
+        for _ in range(3):  # a floor: the best of three passes
+            started = time.perf_counter()
+            for feed in feeds:
+                session.run(names, feed)
+            best = min(best, time.perf_counter() - started)
+        return {"seconds": best}
     raise SystemExit(f"unknown tool {tool}")
 
 
@@ -154,9 +157,7 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; model: {model.name}; preset {PRESET}\n"
     )
-    print(
-        "| tool | images | seconds | peak MiB | time vs ORT Entropy at 100 | memory vs ORT Entropy at 100 |"
-    )
+    print("| tool | images | seconds | peak MiB | time vs ORT Entropy | memory vs ORT Entropy at 100 |")
     print("|---|---|---|---|---|---|")
     base: dict = {}
     for n in counts:
@@ -173,9 +174,10 @@ def main() -> None:
             "fp32-exposed": "FP32 inference, every float tensor an output",
         }
         for tool, row in rows.items():
+            speed = f"{base['seconds'] / row['seconds']:.1f}x faster" if n in peer_counts else "-"
             print(
                 f"| {labels[tool]} | {n} | {row['seconds']:.2f} | {row['peak_mib']:.0f} | "
-                f"{base['seconds'] / row['seconds']:.1f}x faster | {row['peak_mib'] / base['peak_mib']:.3f} |"
+                f"{speed} | {row['peak_mib'] / base['peak_mib']:.3f} |"
             )
         qb = rows["quantbench"]
         print(

@@ -54,6 +54,7 @@ class CalibrationResult:
         collect_seconds: time of the model pass (0 when reused).
         total_seconds: time of the whole call.
         peak_memory_mb: peak resident memory of the process.
+        absmax: tensor -> the largest finite |x| seen, for comparing methods.
         warnings: degenerate tensors and other notes, one line each.
     """
 
@@ -69,6 +70,7 @@ class CalibrationResult:
     collect_seconds: float
     total_seconds: float
     peak_memory_mb: float
+    absmax: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -289,5 +291,6 @@ def calibrate(
         collect_seconds=0.0 if reused else float(sidecar["collect_seconds"]),
         total_seconds=time.perf_counter() - started,
         peak_memory_mb=peak_memory_mb(),
+        absmax={name: acc.absmax for name, acc in hists.items()},
         warnings=warnings,
     )

@@ -47,12 +47,9 @@ def print_calibration_summary(console: Console, result: CalibrationResult) -> No
     table.add_column("method")
     table.add_column("median amax / absmax", justify="right")
     table.add_column("files")
-    absmax = result.ranges.get("minmax")
     for label, ranges in result.ranges.items():
-        ratio = "-"
-        if absmax is not None and label != "minmax":
-            ratios = sorted(ranges.amax[k] / absmax.amax[k] for k in ranges.amax if absmax.amax.get(k))
-            ratio = f"{ratios[len(ratios) // 2]:.3f}" if ratios else "-"
+        ratios = sorted(amax / result.absmax[k] for k, amax in ranges.amax.items() if result.absmax.get(k))
+        ratio = f"{ratios[len(ratios) // 2]:.3f}" if ratios else "-"
         names = ", ".join(path.name for path in result.files[label])
         table.add_row(label, ratio, names)
     console.print(table)

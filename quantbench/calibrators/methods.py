@@ -8,6 +8,8 @@ constant, no finite value) never reach a method: :mod:`.registry` handles them.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from quantbench.calibrators.histograms import Histogram
@@ -77,11 +79,11 @@ def entropy_threshold_bin(counts: np.ndarray) -> tuple[int, np.ndarray]:
     h = np.asarray(counts, dtype=np.float64)
     n_bins = h.size
     total = h.sum()
-    cands = np.arange(ENTROPY_FIRST_CANDIDATE, n_bins)
-    if cands.size == 0 or total <= 0:
+    if n_bins <= ENTROPY_FIRST_CANDIDATE or total <= 0:
         return n_bins, np.zeros(0)
+    cands, starts = _level_starts(n_bins)
     csum = np.concatenate(([0.0], np.cumsum(h)))
-    nonzero = np.concatenate(([0], np.cumsum(h > 0)))
+    nonzero = np.concatenate(([0.0], np.cumsum(h > 0, dtype=np.float64)))
     hlogh = np.zeros_like(h)
     np.multiply(h, np.log(h, where=h > 0, out=np.zeros_like(h)), out=hlogh)
     hlogh_sum = np.concatenate(([0.0], np.cumsum(hlogh)))
@@ -91,16 +93,14 @@ def entropy_threshold_bin(counts: np.ndarray) -> tuple[int, np.ndarray]:
     last_p = last_raw + outliers  # P's last bin
     kept = csum[cands]  # mass of Q, the raw first i bins
 
-    # level boundaries: level j covers bins [ceil(j i / 128), ceil((j + 1) i / 128))
-    starts = (np.arange(LEVELS + 1)[None, :] * cands[:, None] + LEVELS - 1) // LEVELS
-    level_mass = csum[starts[:, 1:]] - csum[starts[:, :-1]]  # M_j, raw
-    level_nonzero = (nonzero[starts[:, 1:]] - nonzero[starts[:, :-1]]).astype(np.float64)
+    level_mass = np.diff(csum[starts], axis=1)  # M_j: raw mass of each level
+    level_nonzero = np.diff(nonzero[starts], axis=1)
     level_nonzero[:, -1] += (last_p > 0).astype(np.float64) - (last_raw > 0).astype(np.float64)
     level_p = level_mass.copy()  # P's mass per level: the outliers land in the last level
     level_p[:, -1] += outliers
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_q = np.log(level_mass) - np.log(level_nonzero)
+        log_q = np.log(level_mass) - np.log(level_nonzero)  # log of Q's value in each level
         cross = np.where(level_p > 0, level_p * log_q, 0.0).sum(axis=1)  # sum_k P_k log Q_k
         p_log_p = hlogh_sum[cands - 1] + np.where(last_p > 0, last_p * np.log(last_p), 0.0)
         kl = (p_log_p - cross) / total - np.log(total) + np.log(kept)
@@ -110,6 +110,18 @@ def entropy_threshold_bin(counts: np.ndarray) -> tuple[int, np.ndarray]:
         return n_bins, kl
     best = kl.size - 1 - int(np.argmin(kl[::-1]))
     return int(cands[best]), kl
+
+
+@functools.cache
+def _level_starts(n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates 128..n_bins-1 and, per candidate, where each of its 128 levels starts.
+
+    Level ``j`` of candidate ``i`` covers bins ``[ceil(j i / 128), ceil((j + 1) i / 128))``;
+    the last column is ``i`` itself.
+    """
+    cands = np.arange(ENTROPY_FIRST_CANDIDATE, n_bins)
+    starts = (np.arange(LEVELS + 1)[None, :] * cands[:, None] + LEVELS - 1) // LEVELS
+    return cands, starts
 
 
 def entropy(hist: Histogram) -> float:
