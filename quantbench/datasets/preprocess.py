@@ -48,15 +48,15 @@ class Preprocessing:
 
     preset: str
     resize: ResizeMode
-    size: tuple[int, int]
-    crop_fraction: float
-    scale: float
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    channels: Channels
-    layout: Layout
-    interpolation: Interpolation
-    pad_value: int
+    size: tuple[int, int] = (224, 224)
+    crop_fraction: float = 1.0
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    channels: Channels = "RGB"
+    layout: Layout = "NCHW"
+    interpolation: Interpolation = "linear"
+    pad_value: int = 0
 
     def __post_init__(self) -> None:
         """Check the values.
@@ -177,57 +177,13 @@ class Preprocessing:
 
 PRESETS: dict[str, Preprocessing] = {
     "imagenet": Preprocessing(
-        preset="imagenet",
-        resize="shorter",
-        size=(224, 224),
-        crop_fraction=0.875,
-        scale=1 / 255,
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        channels="RGB",
-        layout="NCHW",
-        interpolation="linear",
-        pad_value=0,
+        "imagenet", "shorter", crop_fraction=0.875, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
     ),
     "inception": Preprocessing(
-        preset="inception",
-        resize="shorter",
-        size=(224, 224),
-        crop_fraction=0.875,
-        scale=1 / 127.5,
-        mean=(1.0, 1.0, 1.0),
-        std=(1.0, 1.0, 1.0),
-        channels="RGB",
-        layout="NCHW",
-        interpolation="linear",
-        pad_value=0,
+        "inception", "shorter", crop_fraction=0.875, scale=1 / 127.5, mean=(1.0, 1.0, 1.0)
     ),
-    "yolo": Preprocessing(
-        preset="yolo",
-        resize="letterbox",
-        size=(640, 640),
-        crop_fraction=1.0,
-        scale=1 / 255,
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
-        channels="RGB",
-        layout="NCHW",
-        interpolation="linear",
-        pad_value=114,
-    ),
-    "raw": Preprocessing(
-        preset="raw",
-        resize="stretch",
-        size=(224, 224),
-        crop_fraction=1.0,
-        scale=1 / 255,
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
-        channels="RGB",
-        layout="NCHW",
-        interpolation="linear",
-        pad_value=0,
-    ),
+    "yolo": Preprocessing("yolo", "letterbox", size=(640, 640), pad_value=114),
+    "raw": Preprocessing("raw", "stretch"),
 }
 """The named presets; size and layout are defaults that a static model input overrides."""
 
