@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -78,7 +77,8 @@ class _Folder:
         self.scratch = np.empty(0, dtype=np.uint16)
         self.not_float: set[str] = set()
 
-    def __call__(self, values: dict[str, Any]) -> None:
+    def __call__(self, values: dict[str, np.ndarray], owners: object = None) -> None:
+        """Fold ``values`` in; ``owners`` only keeps the memory the arrays view alive meanwhile."""
         for name in self.names:
             value = values[name]
             if not (isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)):
@@ -140,8 +140,7 @@ def collect_histograms(
             except Exception as exc:
                 message = str(exc).strip().splitlines()[0]
                 raise QuantbenchError(f"ONNX Runtime failed on a calibration batch: {message}") from None
-            values: dict[str, Any] = {name: value.numpy() for name, value in zip(fetched, outputs)}
-            values["__keep_alive__"] = outputs  # the arrays view these until they are folded in
+            values = {name: value.numpy() for name, value in zip(fetched, outputs)}
             for name in tensors:
                 if name in graph_inputs:  # a copy: folding overwrites its input
                     values[name] = np.array(feed[name], dtype=np.float32)
@@ -150,7 +149,8 @@ def collect_histograms(
             if not folders:
                 sizes = {name: int(getattr(values[name], "size", 0)) for name in tensors}
                 folders = [_Folder(hists, group) for group in _balanced_groups(sizes, max(1, workers))]
-            pending = [pool.submit(folder, values) for folder in folders]
+            # the arrays view the OrtValues' memory: pass those along until the folding is done
+            pending = [pool.submit(folder, values, outputs) for folder in folders]
             del values
             size = len(next(iter(feed.values()))) if feed else 0
             samples += size

@@ -121,6 +121,7 @@ def _level_starts(n_bins: int) -> tuple[np.ndarray, np.ndarray]:
     """
     cands = np.arange(ENTROPY_FIRST_CANDIDATE, n_bins)
     starts = (np.arange(LEVELS + 1)[None, :] * cands[:, None] + LEVELS - 1) // LEVELS
+    cands.flags.writeable = starts.flags.writeable = False  # shared by every call
     return cands, starts
 
 
