@@ -4,6 +4,8 @@ The Python API mirrors the command line; heavy dependencies load on first use::
 
     import quantbench
     result = quantbench.calibrate("model.onnx", "calib/", n=100, methods=["entropy", "mse"])
+    run = quantbench.run("model.onnx", "images/", n=100, precisions=["fp32", "int8"])
+    print(run.summary())
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from quantbench.calibration import CalibrationResult
+    from quantbench.pipeline import RunResult
 
 
 def calibrate(*args: Any, **kwargs: Any) -> CalibrationResult:
@@ -23,4 +26,11 @@ def calibrate(*args: Any, **kwargs: Any) -> CalibrationResult:
     return _calibrate(*args, **kwargs)
 
 
-__all__ = ["__version__", "calibrate"]
+def run(*args: Any, **kwargs: Any) -> RunResult:
+    """Build FP32 / FP16 / INT8 variants and compare them; see :func:`quantbench.pipeline.run`."""
+    from quantbench.pipeline import run as _run
+
+    return _run(*args, **kwargs)
+
+
+__all__ = ["__version__", "calibrate", "run"]

@@ -56,6 +56,8 @@ class CalibrationResult:
         peak_memory_mb: peak resident memory of the process.
         absmax: tensor -> the largest finite |x| seen, for comparing methods.
         warnings: degenerate tensors and other notes, one line each.
+        next_start: position in the shuffled file order after the last file used,
+            where held-out samples begin (``Dataset.batches(start=...)``).
     """
 
     out_dir: Path
@@ -72,6 +74,7 @@ class CalibrationResult:
     peak_memory_mb: float
     absmax: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    next_start: int = 0
 
 
 def peak_memory_mb() -> float:
@@ -293,4 +296,5 @@ def calibrate(
         peak_memory_mb=peak_memory_mb(),
         absmax={name: acc.absmax for name, acc in hists.items()},
         warnings=warnings,
+        next_start=int(sidecar.get("next_start") or 0),
     )

@@ -71,32 +71,111 @@ def _root(
         raise typer.Exit()
 
 
+Model = Annotated[Path, typer.Option(help="FP32 ONNX model.", rich_help_panel=DATA)]
+Seed = Annotated[int, typer.Option(help="Picks and orders the samples.", rich_help_panel=DATA)]
+Preset = Annotated[str, typer.Option(help="imagenet | inception | yolo | raw.", rich_help_panel=PREPROCESS)]
+Size = Annotated[str | None, typer.Option(help="SIZE or HEIGHTxWIDTH.", rich_help_panel=PREPROCESS)]
+Mean = Annotated[
+    str | None, typer.Option(help="Per-channel mean, e.g. 0.485,0.456,0.406.", rich_help_panel=PREPROCESS)
+]
+Std = Annotated[str | None, typer.Option(help="Per-channel std.", rich_help_panel=PREPROCESS)]
+Channels = Annotated[str | None, typer.Option(help="RGB | BGR.", rich_help_panel=PREPROCESS)]
+Layout = Annotated[str | None, typer.Option(help="NCHW | NHWC.", rich_help_panel=PREPROCESS)]
+Interpolation = Annotated[
+    str | None, typer.Option(help="linear | nearest | area | cubic | lanczos.", rich_help_panel=PREPROCESS)
+]
+Batch = Annotated[
+    int | None,
+    typer.Option(
+        help="Batch for a dynamic batch dim (default: 128 MiB of activations); ranges stay the same.",
+        rich_help_panel=CALIBRATION,
+    ),
+]
+Workers = Annotated[int, typer.Option(help="Image decoding threads.", rich_help_panel=CALIBRATION)]
+Threads = Annotated[
+    int, typer.Option(help="ONNX Runtime threads (0: all cores).", rich_help_panel=CALIBRATION)
+]
+
+
+def _preprocess(
+    size: str | None,
+    mean: str | None,
+    std: str | None,
+    channels: str | None,
+    layout: str | None,
+    interpolation: str | None,
+) -> dict[str, Any]:
+    given = {
+        "size": _size(size),
+        "mean": _floats(mean, "--mean"),
+        "std": _floats(std, "--std"),
+        "channels": channels,
+        "layout": layout,
+        "interpolation": interpolation,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+class _Bars:
+    """Progress bars for the steps of a command (see ``quantbench.pipeline.Progress``)."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description:18s}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task: Any = None
+        self._started = False
+
+    def start(self, step: str, total: int | None) -> None:
+        self.finish()
+        if not self._started:
+            self._progress.start()
+            self._started = True
+        self._task = self._progress.add_task(step, total=total, rate="")
+
+    def advance(self, count: int = 1) -> None:
+        if self._task is None:
+            return
+        self._progress.advance(self._task, count)
+        task = next(t for t in self._progress.tasks if t.id == self._task)
+        unit = "images/s" if task.description in ("calibrating", "collecting", "evaluating") else "/s"
+        self._progress.update(self._task, rate=f"{task.speed:.1f} {unit}" if task.speed else "")
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None
+
+    def close(self) -> None:
+        self.finish()
+        self._progress.stop()
+
+
 @app.command()
 def calibrate(
-    model: Annotated[Path, typer.Option(help="FP32 ONNX model.", rich_help_panel=DATA)],
+    model: Model,
     images: Annotated[
         Path, typer.Option(help="Folder of images, or of .npy/.npz files.", rich_help_panel=DATA)
     ],
     n: Annotated[
         int | None, typer.Option(help="Number of samples (default: all).", rich_help_panel=DATA)
     ] = None,
-    seed: Annotated[int, typer.Option(help="Picks and orders the samples.", rich_help_panel=DATA)] = 0,
-    preset: Annotated[
-        str, typer.Option(help="imagenet | inception | yolo | raw.", rich_help_panel=PREPROCESS)
-    ] = "imagenet",
-    size: Annotated[
-        str | None, typer.Option(help="SIZE or HEIGHTxWIDTH.", rich_help_panel=PREPROCESS)
-    ] = None,
-    mean: Annotated[
-        str | None, typer.Option(help="Per-channel mean, e.g. 0.485,0.456,0.406.", rich_help_panel=PREPROCESS)
-    ] = None,
-    std: Annotated[str | None, typer.Option(help="Per-channel std.", rich_help_panel=PREPROCESS)] = None,
-    channels: Annotated[str | None, typer.Option(help="RGB | BGR.", rich_help_panel=PREPROCESS)] = None,
-    layout: Annotated[str | None, typer.Option(help="NCHW | NHWC.", rich_help_panel=PREPROCESS)] = None,
-    interpolation: Annotated[
-        str | None,
-        typer.Option(help="linear | nearest | area | cubic | lanczos.", rich_help_panel=PREPROCESS),
-    ] = None,
+    seed: Seed = 0,
+    preset: Preset = "imagenet",
+    size: Size = None,
+    mean: Mean = None,
+    std: Std = None,
+    channels: Channels = None,
+    layout: Layout = None,
+    interpolation: Interpolation = None,
     method: Annotated[
         str,
         typer.Option(
@@ -104,17 +183,9 @@ def calibrate(
             rich_help_panel=CALIBRATION,
         ),
     ] = "entropy",
-    batch: Annotated[
-        int | None,
-        typer.Option(
-            help="Batch for a dynamic batch dim (default: 128 MiB of activations); ranges stay the same.",
-            rich_help_panel=CALIBRATION,
-        ),
-    ] = None,
-    workers: Annotated[int, typer.Option(help="Image decoding threads.", rich_help_panel=CALIBRATION)] = 2,
-    threads: Annotated[
-        int, typer.Option(help="ONNX Runtime threads (0: all cores).", rich_help_panel=CALIBRATION)
-    ] = 0,
+    batch: Batch = None,
+    workers: Workers = 2,
+    threads: Threads = 0,
     force: Annotated[
         bool,
         typer.Option(help="Recompute histograms even if stored ones match.", rich_help_panel=CALIBRATION),
@@ -125,40 +196,10 @@ def calibrate(
     ] = None,
 ) -> None:
     """Calibrate activation ranges from a folder of images and write TensorRT-format tables."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from quantbench.calibration import calibrate as run_calibration
 
-    overrides: dict[str, Any] = {
-        "size": _size(size),
-        "mean": _floats(mean, "--mean"),
-        "std": _floats(std, "--std"),
-        "channels": channels,
-        "layout": layout,
-        "interpolation": interpolation,
-    }
     console = _console()
-    progress = Progress(
-        TextColumn("collecting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-    state: dict[str, Any] = {}
-
-    def on_start(total: int | None) -> None:
-        progress.start()
-        state["task"] = progress.add_task("collect", total=total, rate="")
-
-    def on_batch(count: int) -> None:
-        task = state["task"]
-        progress.advance(task, count)
-        speed = progress.tasks[task].speed
-        progress.update(task, rate=f"{speed:.1f} images/s" if speed else "")
-
+    bars = _Bars(console)
     try:
         result = run_calibration(
             model,
@@ -168,19 +209,133 @@ def calibrate(
             methods=_split(method),
             batch=batch,
             preset=preset,
-            preprocess={k: v for k, v in overrides.items() if v is not None},
+            preprocess=_preprocess(size, mean, std, channels, layout, interpolation),
             out=out,
             force=force,
             workers=workers,
             threads=threads,
-            on_start=on_start,
-            on_batch=on_batch,
+            on_start=lambda total: bars.start("collecting", total),
+            on_batch=bars.advance,
         )
     finally:
-        progress.stop()
+        bars.close()
     from quantbench.summary import print_calibration_summary
 
     print_calibration_summary(console, result)
+
+
+EVALUATION = "Evaluation"
+VARIANTS = "Variants"
+
+
+@app.command("run")
+def run_command(
+    model: Model,
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Calibration images (held-out images come from here too).", rich_help_panel=DATA),
+    ] = None,
+    n: Annotated[int, typer.Option(help="Calibration images.", rich_help_panel=DATA)] = 100,
+    seed: Seed = 0,
+    eval_images: Annotated[
+        Path | None,
+        typer.Option(help="Held-out images (default: --images not used to calibrate).", rich_help_panel=DATA),
+    ] = None,
+    eval_n: Annotated[
+        int | None, typer.Option(help="Held-out images (default: all, at most 500).", rich_help_panel=DATA)
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="File of image name -> class index, for top-1/top-5 accuracy.", rich_help_panel=DATA
+        ),
+    ] = None,
+    preset: Preset = "imagenet",
+    size: Size = None,
+    mean: Mean = None,
+    std: Std = None,
+    channels: Channels = None,
+    layout: Layout = None,
+    interpolation: Interpolation = None,
+    method: Annotated[
+        str,
+        typer.Option(help="Calibration methods, one INT8 variant each.", rich_help_panel=CALIBRATION),
+    ] = "entropy,minmax,percentile",
+    ranges: Annotated[
+        Path | None,
+        typer.Option(
+            help="Range file (.cache, name:amax .txt, .json) instead of calibrating.",
+            rich_help_panel=CALIBRATION,
+        ),
+    ] = None,
+    batch: Batch = None,
+    workers: Workers = 2,
+    precisions: Annotated[
+        str, typer.Option(help="Comma-separated: fp32, fp16, int8.", rich_help_panel=VARIANTS)
+    ] = "fp32,fp16,int8",
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Keep nodes in float: NAME, OPTYPE or REGEX (repeatable).", rich_help_panel=VARIANTS
+        ),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="auto | onnxruntime | tensorrt.", rich_help_panel=VARIANTS)
+    ] = "auto",
+    threads: Threads = 0,
+    bench_batch: Annotated[
+        str, typer.Option(help="Batch sizes to time, e.g. 1,8.", rich_help_panel=EVALUATION)
+    ] = "1",
+    bench_runs: Annotated[int, typer.Option(help="Fewest timed runs.", rich_help_panel=EVALUATION)] = 50,
+    bench_seconds: Annotated[
+        float, typer.Option(help="Fewest seconds of timed runs.", rich_help_panel=EVALUATION)
+    ] = 2.0,
+    out: Annotated[
+        Path, typer.Option(help="Folder for the run folder <model>-<timestamp>.", rich_help_panel=OUTPUT)
+    ] = Path("reports"),
+) -> None:
+    """Build FP32 / FP16 / INT8 variants and compare them on held-out images."""
+    from quantbench.pipeline import run
+
+    try:
+        sizes = [int(part) for part in _split(bench_batch)]
+    except ValueError:
+        raise QuantbenchError(
+            f"--bench-batch takes comma-separated sizes, e.g. 1,8; got {bench_batch!r}"
+        ) from None
+    console = _console()
+    bars = _Bars(console)
+    try:
+        result = run(
+            model,
+            images,
+            n=n,
+            seed=seed,
+            eval_images=eval_images,
+            eval_n=eval_n,
+            labels=labels,
+            precisions=_split(precisions),
+            methods=_split(method),
+            ranges=ranges,
+            exclude=exclude or [],
+            backend=backend,
+            out=out,
+            batch=batch,
+            bench_batch=sizes,
+            bench_runs=bench_runs,
+            bench_seconds=bench_seconds,
+            preset=preset,
+            preprocess=_preprocess(size, mean, std, channels, layout, interpolation),
+            threads=threads,
+            workers=workers,
+            progress=bars,
+            command=["quantbench", *sys.argv[1:]],
+        )
+    finally:
+        bars.close()
+    from quantbench.summary import print_run_summary
+
+    print_run_summary(console, result)
 
 
 @app.command("methods")

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from quantbench.calibration import CalibrationResult
+    from quantbench.pipeline import RunResult
     from quantbench.ranges import DynamicRanges, RangeDiff
 
 LISTED = 10
@@ -111,3 +112,52 @@ def print_diff(console: Console, diff: RangeDiff, name_a: str, name_b: str, limi
         console.print(f"... {len(rows) - len(shown)} more (--limit 0 shows all)")
     _listed(console, "only in a", diff.only_a)
     _listed(console, "only in b", diff.only_b)
+
+
+def _figure(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def print_run_summary(console: Console, result: RunResult) -> None:
+    """The variants table (top-1 agreement, relative L2, ms/batch, speed-up), notes and where files are."""
+    from rich.table import Table
+
+    from quantbench.results import main_output
+
+    results = result.results
+    evaluation = results["data"]["evaluation"]
+    output = main_output(results)
+    console.print(
+        f"[bold]compared[/bold] {len(results['variants'])} variants of {results['model']['name']} on "
+        f"{evaluation['samples']} held-out samples from {evaluation['root']} "
+        f"(output {output!r}, backend {results['manifest']['backend']['name']})"
+    )
+    for note in results["notes"]:
+        console.print(f"[bold yellow]{note}[/bold yellow]", markup=True, highlight=False)
+    _listed(console, "held-out files skipped", [f"{n}: {r}" for n, r in evaluation["skipped"]])
+    for label, info in results["ranges"].items():
+        if info.get("unknown") or info.get("missing"):
+            console.print(
+                f"ranges {label}: {len(info['missing'])} model tensors without a range, "
+                f"{len(info['unknown'])} names not in the model (listed in results.json)"
+            )
+        _listed(console, f"ranges {label} warnings", info.get("warnings", []))
+    table = Table(box=None, pad_edge=False)
+    for column in ("variant", "top-1 agreement", "rel. L2", "ms/batch", "speed-up vs fp32"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    footnote = False
+    for row in result.summary():
+        mark = "" if row["representative"] else " *"
+        footnote = footnote or bool(mark)
+        ms = "-" if row["ms"] is None else f"{row['ms']:.2f} (b{row['batch']}){mark}"
+        table.add_row(
+            row["variant"],
+            _figure(row["top1_agreement"], ".1f") + ("%" if row["top1_agreement"] is not None else ""),
+            _figure(row["rel_l2"], ".4f"),
+            ms,
+            _figure(row["speedup"], ".2f") + ("x" if row["speedup"] is not None else ""),
+        )
+    console.print(table)
+    if footnote:
+        console.print("* emulated on this CPU (no float16 kernels): not representative of a GPU")
+    console.print(f"results in {result.run_dir} (results.json, metrics.csv, models/, ranges/)")

@@ -136,9 +136,18 @@ def entropy(hist: Histogram) -> float:
     2017 slides place it at ``(i + 0.5) * width``, half a bin into the clipped
     region; the two differ by at most absmax/4096.) When every candidate has
     infinite divergence (all mass beyond bin 128, say), the result is absmax.
+
+    Before the search the first bin's count is replaced by the second's, as NVIDIA's own reference
+    implementation (pytorch-quantization, carried into ModelOpt) does: the outputs of ReLU-family
+    activations hold a spike of exact zeros, and left in, the cost of merging that spike with its
+    neighbours dominates the divergence and drives the threshold far down (on a ReLU6 tensor of the
+    sample CNN, 0.70 instead of about 6).
     """
     bins = hist.resample(ENTROPY_BINS)
-    best, _ = entropy_threshold_bin(bins.counts)
+    counts = np.array(bins.counts, dtype=np.float64)
+    if counts.size > 1:
+        counts[0] = counts[1]
+    best, _ = entropy_threshold_bin(counts)
     return float(best * bins.bin_width)
 
 

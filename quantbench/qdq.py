@@ -1,0 +1,343 @@
+"""Q/DQ INT8 models from dynamic ranges, placed the way TensorRT wants them.
+
+Placement (TensorRT's explicit-quantization recommendations):
+
+* the activation inputs of Conv, ConvTranspose, Gemm and MatMul get a QuantizeLinear ->
+  DequantizeLinear pair (per-tensor, symmetric: scale = amax / 127, zero point 0);
+* their weights become per-channel symmetric int8 initializers followed by a DequantizeLinear, on
+  the output-channel axis (Conv 0, ConvTranspose 1, Gemm 0 or 1 by ``transB``, MatMul the last);
+* an Add fed by a quantized Conv (its only consumer) also quantizes its other, residual input, so
+  TensorRT can fuse the Add into the convolution;
+* one Q/DQ pair per tensor, shared by every consumer that quantizes it; model outputs stay float;
+* a node whose activation input has no range, or that ``exclude`` names, stays entirely in float.
+
+The TensorRT flavour is this graph with int8 activations. ONNX Runtime's flavour
+(:mod:`quantbench.qdq_onnxruntime`) reshapes it to run fast on the CPU with the same quantized values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from quantbench.errors import QuantbenchError
+
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+"""Ops whose activation inputs (and weights) are quantized."""
+
+MIN_OPSET = 13
+"""Per-axis DequantizeLinear needs opset 13."""
+
+
+@dataclass
+class QdqPlan:
+    """Where the Q/DQ nodes go.
+
+    Attributes:
+        activations: tensor -> the (node index, input index) uses that read it quantized, graph order.
+        weights: (node index, input index, channel axis) of every weight quantized per channel.
+        quantized_nodes: indices of the Conv/Gemm/MatMul nodes that run in INT8.
+        residual_adds: indices of Add nodes whose residual input is quantized for fusion.
+        missing: tensors that would be quantized but have no range (their consumers stay float).
+        excluded: labels of the nodes kept in float by ``exclude``.
+    """
+
+    activations: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    weights: list[tuple[int, int, int]] = field(default_factory=list)
+    quantized_nodes: list[int] = field(default_factory=list)
+    residual_adds: list[int] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+
+
+def node_label(node: onnx.NodeProto, index: int) -> str:
+    """A readable name for a node: its name, else ``<op type>:<first output>``, else ``<op>#<index>``."""
+    if node.name:
+        return node.name
+    if node.output and node.output[0]:
+        return f"{node.op_type}:{node.output[0]}"
+    return f"{node.op_type}#{index}"
+
+
+def match_excluded(graph: onnx.GraphProto, patterns: Iterable[str], source: str = "the model") -> set[int]:
+    """Indices of the nodes named by ``patterns``.
+
+    A pattern matches a node whose name, op type or an output tensor equals it, or, failing any exact
+    match in the graph, whose name or an output tensor it matches as a whole regular expression.
+
+    Raises:
+        QuantbenchError: a pattern is not a valid regular expression or matches no node.
+    """
+    matched: set[int] = set()
+    for pattern in patterns:
+        exact = {
+            i
+            for i, node in enumerate(graph.node)
+            if pattern in (node.name, node.op_type) or pattern in node.output
+        }
+        if not exact:
+            try:
+                regex = re.compile(pattern)
+            except re.error as exc:
+                raise QuantbenchError(
+                    f"--exclude {pattern!r} is not a valid regular expression: {exc}"
+                ) from None
+            exact = {
+                i
+                for i, node in enumerate(graph.node)
+                if any(regex.fullmatch(text) for text in [node.name, *node.output] if text)
+            }
+        if not exact:
+            raise QuantbenchError(
+                f"--exclude '{pattern}' matches no node name, op type or output tensor of {source}"
+            )
+        matched |= exact
+    return matched
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[int, int]]]:
+    uses: dict[str, list[tuple[int, int]]] = {}
+    for i, node in enumerate(graph.node):
+        for j, name in enumerate(node.input):
+            if name:
+                uses.setdefault(name, []).append((i, j))
+    return uses
+
+
+def _weight_axis(node: onnx.NodeProto, input_index: int, ndim: int) -> int:
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        return 1
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return ndim - 1  # MatMul: output features are the last axis of B
+
+
+def plan_qdq(model: onnx.ModelProto, amax: Mapping[str, float], exclude: Iterable[str] = ()) -> QdqPlan:
+    """Decide which tensors and weights get Q/DQ (see the module docstring).
+
+    Args:
+        model: the FP32 model.
+        amax: tensor name -> calibrated amax.
+        exclude: node names, op types or regular expressions of nodes to keep in float.
+
+    Raises:
+        QuantbenchError: a bad ``exclude`` pattern, or an opset below 13 that cannot be converted.
+    """
+    graph = at_least_opset13(model).graph
+    constants = _constants(graph)
+    consumers = _consumers(graph)
+    producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    excluded = match_excluded(graph, exclude)
+    plan = QdqPlan(excluded=[node_label(graph.node[i], i) for i in sorted(excluded)])
+    missing: dict[str, None] = {}
+
+    def has_range(name: str) -> bool:
+        value = amax.get(name)
+        if value is not None and np.isfinite(value) and value > 0:
+            return True
+        missing[name] = None
+        return False
+
+    def quantize_use(name: str, use: tuple[int, int]) -> None:
+        plan.activations.setdefault(name, []).append(use)
+
+    for i, node in enumerate(graph.node):
+        if node.op_type not in QUANTIZED_OPS or i in excluded or len(node.input) < 2:
+            continue
+        a, b = node.input[0], node.input[1]
+        b_weight = b in constants and constants[b].dtype == np.float32 and constants[b].ndim >= 2
+        if a in constants or not has_range(a):
+            continue
+        if not b_weight and not (node.op_type == "MatMul" and has_range(b)):
+            continue
+        quantize_use(a, (i, 0))
+        if b_weight:
+            plan.weights.append((i, 1, _weight_axis(node, 1, constants[b].ndim)))
+        else:
+            quantize_use(b, (i, 1))
+        plan.quantized_nodes.append(i)
+
+    quantized = set(plan.quantized_nodes)
+    for i, node in enumerate(graph.node):
+        if node.op_type != "Add" or i in excluded or len(node.input) != 2:
+            continue
+        fusable = [
+            j
+            for j, name in enumerate(node.input)
+            if producers.get(name) in quantized
+            and graph.node[producers[name]].op_type == "Conv"
+            and len(consumers.get(name, [])) == 1
+        ]
+        if not fusable:
+            continue
+        conv_side = max(fusable, key=lambda j: producers[node.input[j]])  # the later conv fuses
+        residual = node.input[1 - conv_side]
+        if residual in constants or not has_range(residual):
+            continue
+        quantize_use(residual, (i, 1 - conv_side))
+        plan.residual_adds.append(i)
+
+    plan.missing = [name for name in missing if name not in plan.activations]
+    return plan
+
+
+def _unique(taken: set[str], name: str) -> str:
+    candidate, k = name, 1
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    taken.add(candidate)
+    return candidate
+
+
+def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel int8: returns (int8 values, float32 scales along ``axis``).
+
+    scale = max |w| of the channel / 127 (1.0 for an all-zero channel); values round half to even.
+    """
+    moved = np.moveaxis(weight.astype(np.float32), axis, 0)
+    peaks = np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1) if moved.size else np.zeros(0)
+    scales = np.where(peaks > 0, peaks / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    q = np.clip(np.rint(weight / scales.reshape(shape)), -127, 127).astype(np.int8)
+    return q, scales
+
+
+@dataclass
+class QdqNames:
+    """The names the Q/DQ of one activation tensor use in the built model."""
+
+    scale: str
+    zero_point: str
+    quantized: str
+    dequantized: str
+
+
+def build_qdq(
+    model: onnx.ModelProto, amax: Mapping[str, float], plan: QdqPlan
+) -> tuple[onnx.ModelProto, dict[str, QdqNames]]:
+    """The TensorRT-flavour Q/DQ model: int8 activations with zero point 0, int8 per-channel weights.
+
+    Args:
+        model: the FP32 model (not modified).
+        amax: tensor name -> amax for every tensor in ``plan.activations``.
+        plan: from :func:`plan_qdq` on the same model.
+
+    Returns:
+        (the new model, tensor -> names of its Q/DQ), the second for reshaping the graph further.
+
+    Raises:
+        QuantbenchError: the model's opset is below 13 and cannot be converted.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(at_least_opset13(model))
+    graph = out.graph
+    taken = {name for node in graph.node for name in [*node.input, *node.output]}
+    taken |= {init.name for init in graph.initializer} | {v.name for v in graph.input}
+    inserts: dict[int, list[onnx.NodeProto]] = {}  # node index -> Q/DQ nodes to put before it
+    names: dict[str, QdqNames] = {}
+    first_use = {name: min(i for i, _ in uses) for name, uses in plan.activations.items()}
+
+    for tensor, uses in plan.activations.items():
+        qn = QdqNames(
+            scale=_unique(taken, f"{tensor}_scale"),
+            zero_point=_unique(taken, f"{tensor}_zero_point"),
+            quantized=_unique(taken, f"{tensor}_quantized"),
+            dequantized=_unique(taken, f"{tensor}_dequantized"),
+        )
+        names[tensor] = qn
+        graph.initializer.append(
+            numpy_helper.from_array(np.array(amax[tensor] / 127.0, np.float32), qn.scale)
+        )
+        graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), qn.zero_point))
+        inserts.setdefault(first_use[tensor], []).extend(
+            [
+                helper.make_node(
+                    "QuantizeLinear", [tensor, qn.scale, qn.zero_point], [qn.quantized], f"{tensor}_Q"
+                ),
+                helper.make_node(
+                    "DequantizeLinear",
+                    [qn.quantized, qn.scale, qn.zero_point],
+                    [qn.dequantized],
+                    f"{tensor}_DQ",
+                ),
+            ]
+        )
+        for i, j in uses:
+            graph.node[i].input[j] = qn.dequantized
+
+    constants = _constants(graph)
+    for i, j, axis in plan.weights:
+        node = graph.node[i]
+        name = node.input[j]
+        q, scales = quantize_weight(constants[name], axis)
+        q_name = _unique(taken, f"{name}_int8")
+        s_name = _unique(taken, f"{name}_scale")
+        z_name = _unique(taken, f"{name}_zero_point")
+        dq_name = _unique(taken, f"{name}_dequantized")
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, q_name),
+                numpy_helper.from_array(scales, s_name),
+                numpy_helper.from_array(np.zeros(scales.shape, np.int8), z_name),
+            ]
+        )
+        inserts.setdefault(i, []).append(
+            helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [dq_name], f"{name}_DQ", axis=axis)
+        )
+        node.input[j] = dq_name
+
+    nodes = []
+    for i, node in enumerate(graph.node):
+        nodes.extend(inserts.get(i, []))
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop_unused_initializers(graph)
+    return out, names
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    dropped = {init.name for init in graph.initializer if init.name not in used}
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    inputs = [v for v in graph.input if v.name not in dropped]
+    del graph.input[:]
+    graph.input.extend(inputs)
+
+
+def at_least_opset13(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` itself when its opset is 13 or more, else a converted copy.
+
+    The conversion is deterministic, so plans made on the result match models built from it.
+
+    Raises:
+        QuantbenchError: the conversion fails.
+    """
+    version = next((op.version for op in model.opset_import if op.domain in ("", "ai.onnx")), 0)
+    if version >= MIN_OPSET:
+        return model
+    try:
+        return onnx.version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:
+        raise QuantbenchError(
+            f"the model uses opset {version}; Q/DQ needs {MIN_OPSET} and the conversion failed ({exc})"
+        ) from None

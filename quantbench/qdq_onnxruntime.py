@@ -1,0 +1,243 @@
+"""ONNX Runtime's flavour of a Q/DQ model: the same quantized values, in a shape its CPU kernels fuse.
+
+ONNX Runtime turns ``DequantizeLinear -> Conv -> QuantizeLinear`` into one integer QLinearConv (likewise
+Gemm, MatMul, Add) but leaves a Conv whose output is not quantized, and any DequantizeLinear ->
+Relu/Clip -> QuantizeLinear, in float. TensorRT's placement quantizes a convolution's *input* only,
+so run as it is, the model is slower than FP32. This module reshapes it without changing what it
+computes:
+
+1. Activations become uint8 with zero point 128 instead of int8 with zero point 0. Both store
+   ``clamp(round(x / scale), -128, 127)``: the same grid, the integer shifted by 128. ONNX Runtime's
+   x86 integer kernels are built for uint8 activations with int8 weights.
+2. A Conv/Gemm/MatMul followed by Relu or Clip whose output is quantized gets that output's
+   quantization moved before the activation, and the activation becomes an integer Clip on the
+   quantized values. Rounding is monotonic, so ``round(clip(y, lo, hi) / s)`` equals
+   ``clip(round(y / s), round(lo / s), round(hi / s))``: the stored integers are the same.
+3. The float bias of a quantized Conv/Gemm becomes int32 at scale ``s_x * s_w`` (the accumulator's
+   own step), which ONNX Runtime's fusion requires; it moves the bias by at most half a step of the
+   int32 accumulator.
+
+4. A quantized Conv that still cannot fuse (its output feeds an Add that TensorRT fuses into it, or
+   a float op) reads a constant holding its dequantized weights instead of dequantizing every run.
+
+What stays in float is what the TensorRT graph keeps in float too: such a convolution, computed from
+the dequantized input exactly as the Q/DQ graph says, and every op outside the quantized set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from quantbench.qdq import QdqNames
+
+ZERO_POINT = 128
+INT32_LIMIT = 2**31 - 1
+
+
+def _initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    return {init.name: init for init in graph.initializer}
+
+
+def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+    for init in graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Constant" and name in node.output and node.attribute[0].name == "value":
+            return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def _set_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:
+    inits = _initializers(graph)
+    inits[name].CopyFrom(numpy_helper.from_array(value, name))
+
+
+def to_onnxruntime_flavour(model: onnx.ModelProto, names: dict[str, QdqNames]) -> onnx.ModelProto:
+    """Reshape a TensorRT-flavour Q/DQ model (from :func:`quantbench.qdq.build_qdq`) for ONNX Runtime.
+
+    Args:
+        model: the TensorRT-flavour model; not modified.
+        names: tensor -> Q/DQ names, as returned with it.
+
+    Returns:
+        A new model with the same quantized values (see the module docstring).
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    for qn in names.values():
+        _set_initializer(graph, qn.zero_point, np.array(ZERO_POINT, np.uint8))
+    _integer_activations(graph, names)
+    _float_weights(graph)
+    _int32_bias(graph, names)
+    return out
+
+
+def _clip_bounds(graph: onnx.GraphProto, node: onnx.NodeProto) -> tuple[float, float] | None:
+    if node.op_type == "Relu":
+        return 0.0, float("inf")
+    lo, hi = -float("inf"), float("inf")
+    for attr in node.attribute:  # opset < 11
+        if attr.name == "min":
+            lo = attr.f
+        elif attr.name == "max":
+            hi = attr.f
+    for k, name in enumerate(node.input[1:3]):
+        if not name:
+            continue
+        value = _constant(graph, name)
+        if value is None or value.size != 1:
+            return None
+        if k == 0:
+            lo = float(value.reshape(()))
+        else:
+            hi = float(value.reshape(()))
+    return lo, hi
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    uses: dict[str, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            uses.setdefault(name, []).append(i)
+    return uses
+
+
+def _rebuild(graph: onnx.GraphProto, replaced: dict[int, list[onnx.NodeProto]]) -> None:
+    """Replace node i by ``replaced[i]`` (an empty list drops it); DequantizeLinear nodes and
+    initializers nothing reads any more go too."""
+    nodes = []
+    for i, node in enumerate(graph.node):
+        nodes.extend(replaced.get(i, [node]))
+    used = {name for node in nodes for name in node.input} | {o.name for o in graph.output}
+    nodes = [n for n in nodes if n.op_type != "DequantizeLinear" or any(o in used for o in n.output)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> None:
+    """Step 2 of the module docstring."""
+    outputs = {o.name for o in graph.output}
+    consumers = _consumers(graph)
+    inits = _initializers(graph)
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            continue
+        y = node.output[0]
+        users = consumers.get(y, [])
+        if y in outputs or len(users) != 1 or graph.node[users[0]].op_type not in ("Relu", "Clip"):
+            continue
+        act = graph.node[users[0]]
+        z = act.output[0]
+        bounds = _clip_bounds(graph, act)
+        z_users = consumers.get(z, [])
+        if bounds is None or z not in names or z in outputs or len(z_users) != 1:
+            continue
+        qn = names[z]
+        z_quantize = graph.node[z_users[0]]
+        if z_quantize.op_type != "QuantizeLinear" or z_quantize.output[0] != qn.quantized:
+            continue
+        scale = np.float32(numpy_helper.to_array(inits[qn.scale]))
+        lo, hi = (int(np.clip(np.rint(np.float32(b) / scale), -128, 127)) for b in bounds)
+        q_out = f"{y}_quantized"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(ZERO_POINT + lo, np.uint8), f"{z}_clip_min"),
+                numpy_helper.from_array(np.array(ZERO_POINT + hi, np.uint8), f"{z}_clip_max"),
+            ]
+        )
+        replaced[users[0]] = [
+            helper.make_node("QuantizeLinear", [y, qn.scale, qn.zero_point], [q_out], f"{y}_Q"),
+            helper.make_node(
+                "Clip", [q_out, f"{z}_clip_min", f"{z}_clip_max"], [qn.quantized], f"{z}_integer_clip"
+            ),
+        ]
+        replaced[z_users[0]] = []  # the integer Clip now writes z's quantized values
+    _rebuild(graph, replaced)
+
+
+def _int32_bias(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> None:
+    """Step 3 of the module docstring."""
+    consumers = _consumers(graph)
+    inits = _initializers(graph)
+    by_dequantized = {qn.dequantized: qn for qn in names.values()}
+    dq_of = {node.output[0]: node for node in graph.node if node.op_type == "DequantizeLinear"}
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    for i, node in enumerate(graph.node):
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or not node.input[2]:
+            continue
+        x, w, b = node.input[0], node.input[1], node.input[2]
+        if x not in by_dequantized or w not in dq_of or b not in inits:
+            continue
+        users = consumers.get(node.output[0], [])
+        if node.op_type == "Conv" and not (
+            len(users) == 1 and graph.node[users[0]].op_type == "QuantizeLinear"
+        ):
+            continue  # runs in float: keeps its float bias
+        bias = numpy_helper.to_array(inits[b]).astype(np.float32)
+        s_x = np.float32(numpy_helper.to_array(inits[by_dequantized[x].scale]))
+        s_w = numpy_helper.to_array(inits[dq_of[w].input[1]]).astype(np.float32)
+        if bias.ndim != 1 or s_w.shape not in ((bias.shape[0],), ()):
+            continue
+        step = (s_x * s_w * np.ones_like(bias)).astype(np.float32)
+        q = np.rint(bias.astype(np.float64) / step)
+        if np.abs(q).max(initial=0) > INT32_LIMIT:
+            continue  # keeps the float bias (that node runs in float) rather than overflow
+        base = f"{b}_{node.output[0]}"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(q.astype(np.int32), f"{base}_int32"),
+                numpy_helper.from_array(step, f"{base}_scale"),
+                numpy_helper.from_array(np.zeros(step.shape, np.int32), f"{base}_zero_point"),
+            ]
+        )
+        dq = helper.make_node(
+            "DequantizeLinear",
+            [f"{base}_int32", f"{base}_scale", f"{base}_zero_point"],
+            [f"{base}_dequantized"],
+            f"{base}_DQ",
+            axis=0,
+        )
+        fused = onnx.NodeProto()
+        fused.CopyFrom(node)
+        fused.input[2] = dq.output[0]
+        replaced[i] = [dq, fused]
+    _rebuild(graph, replaced)
+
+
+def _float_weights(graph: onnx.GraphProto) -> None:
+    """Step 4: a quantized Conv that ONNX Runtime cannot fuse reads its dequantized weights as a constant.
+
+    Its output feeds something other than one QuantizeLinear, so it runs in float on the dequantized
+    input; a constant holding ``int8 * scale`` (the values DequantizeLinear would compute each run)
+    saves the per-run dequantization.
+    """
+    consumers = _consumers(graph)
+    inits = _initializers(graph)
+    dq_of = {node.output[0]: node for node in graph.node if node.op_type == "DequantizeLinear"}
+    for node in graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose") or node.input[1] not in dq_of:
+            continue
+        users = consumers.get(node.output[0], [])
+        if len(users) == 1 and graph.node[users[0]].op_type == "QuantizeLinear":
+            continue
+        dq = dq_of[node.input[1]]
+        if not all(name in inits for name in dq.input):
+            continue
+        q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
+        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        name = f"{dq.output[0]}_constant"
+        graph.initializer.append(numpy_helper.from_array(q * scale.reshape(shape), name))
+        node.input[1] = name
+    _rebuild(graph, {})

@@ -1,0 +1,271 @@
+"""``results.json`` and ``metrics.csv`` of a run, and the summary rows printed at its end.
+
+``results.json`` (``"format": "quantbench-results"``, version 1) holds:
+
+* ``manifest``: quantbench / ONNX Runtime / TensorRT versions, Python, platform, CPU and GPU, the
+  arguments and command line, SHA-256 of the input files and of every model written, date, duration;
+* ``model``: name, path, hash, inputs, outputs, number of float tensors;
+* ``data``: calibration images used / skipped / converted, held-out images evaluated / skipped;
+* ``calibration``: methods, time, peak memory, warnings, each tensor's absmax (null with ``--ranges``);
+* ``ranges``: per set of ranges its file, amax per tensor, tensors of the model without a range and
+  names unknown to the model, header warnings;
+* ``variants``: per variant its files, build details, per-output metrics and latency;
+* ``notes``: things the reader must know (e.g. evaluation on the calibration images).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quantbench import __version__
+from quantbench.fileio import write_text_atomic
+
+if TYPE_CHECKING:
+    import onnx
+
+    from quantbench.calibration import CalibrationResult
+    from quantbench.comparison import Comparison
+    from quantbench.ranges import DynamicRanges
+    from quantbench.variants import Variant
+
+FORMAT = "quantbench-results"
+FORMAT_VERSION = 1
+METRIC_COLUMNS = (
+    "max_abs",
+    "mean_abs",
+    "rel_l2",
+    "cosine",
+    "snr_db",
+    "top1_agreement",
+    "top5_overlap",
+    "top1_accuracy",
+    "top5_accuracy",
+)
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _json_safe(value: Any) -> Any:
+    """Floats JSON cannot hold (inf, nan) as strings, so the file stays standard JSON."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _io(values: Any) -> list[dict[str, Any]]:
+    out = []
+    for v in values:
+        dims = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in v.type.tensor_type.shape.dim
+        ]
+        out.append({"name": v.name, "shape": dims, "elem_type": v.type.tensor_type.elem_type})
+    return out
+
+
+def build_results(
+    *,
+    run_dir: Path,
+    onnx_model: onnx.ModelProto,
+    model_path: Path,
+    tensors: list[str],
+    backend: dict[str, Any],
+    arguments: dict[str, Any],
+    command: list[str] | None,
+    hashes: dict[str, str],
+    calibration: CalibrationResult | None,
+    range_sets: dict[str, DynamicRanges],
+    range_info: dict[str, dict[str, Any]],
+    variants: list[Variant],
+    comparison: Comparison,
+    evaluation: dict[str, Any],
+    notes: list[str],
+    seconds: float,
+) -> dict[str, Any]:
+    """Assemble the content of ``results.json`` (see the module docstring)."""
+    from quantbench.model import file_sha256, input_specs
+
+    initializers = {init.name for init in onnx_model.graph.initializer}
+    model_files = {}
+    for variant in variants:
+        for path in {variant.model, variant.cpu_model}:
+            if path.is_relative_to(run_dir):
+                model_files[str(path.relative_to(run_dir))] = file_sha256(path)
+    manifest = {
+        "quantbench": __version__,
+        "onnxruntime": _version("onnxruntime"),
+        "tensorrt": _version("tensorrt"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpu": None,
+        "backend": backend,
+        "arguments": arguments,
+        "command": command,
+        "files": {"inputs": hashes, "outputs": model_files},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(seconds, 3),
+    }
+    data: dict[str, Any] = {
+        "evaluation": {
+            **evaluation,
+            "samples": comparison.samples,
+            "names": comparison.names,
+            "skipped": [list(item) for item in comparison.skipped],
+        }
+    }
+    calib = None
+    if calibration is not None:
+        data["calibration"] = {
+            "used": calibration.images_used,
+            "skipped": [list(item) for item in calibration.skipped],
+            "converted": [list(item) for item in calibration.converted],
+        }
+        calib = {
+            "methods": list(calibration.ranges),
+            "collect_seconds": calibration.collect_seconds,
+            "total_seconds": calibration.total_seconds,
+            "peak_memory_mb": calibration.peak_memory_mb,
+            "warnings": calibration.warnings,
+            "absmax": calibration.absmax,
+        }
+    variant_rows = []
+    for variant in variants:
+        variant_rows.append(
+            {
+                "name": variant.name,
+                "precision": variant.precision,
+                "method": variant.method,
+                "model": _relative(variant.model, run_dir),
+                "cpu_model": _relative(variant.cpu_model, run_dir),
+                "emulated_ops": variant.emulated,
+                "latency_representative": comparison.representative.get(variant.name, True),
+                **variant.details,
+                "outputs": comparison.metrics.get(variant.name, {}),
+                "latency": comparison.latency.get(variant.name, []),
+            }
+        )
+    results = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "manifest": manifest,
+        "model": {
+            "name": model_path.stem,
+            "path": str(model_path),
+            "sha256": hashes["model"],
+            "inputs": [
+                {"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)}
+                for s in input_specs(onnx_model)
+            ],
+            "outputs": _io(o for o in onnx_model.graph.output if o.name not in initializers),
+            "float_tensors": len(tensors),
+            "tensor_order": tensors,
+            "comparison_outputs": comparison.outputs,
+        },
+        "data": data,
+        "calibration": calib,
+        "ranges": {
+            label: {**range_info.get(label, {}), "amax": table.amax, "method": table.method or label}
+            for label, table in range_sets.items()
+        },
+        "variants": variant_rows,
+        "notes": notes,
+    }
+    return _json_safe(results)  # type: ignore[no-any-return]
+
+
+def _relative(path: Path, run_dir: Path) -> str:
+    return str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
+
+
+def main_output(results: dict[str, Any]) -> str | None:
+    """The output the summary is about: the first class-score output, else the first output."""
+    outputs = results["model"]["comparison_outputs"]
+    for name, info in outputs.items():
+        if info.get("class_scores"):
+            return str(name)
+    return next(iter(outputs), None)
+
+
+def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per variant: top-1 agreement (%), relative L2, ms per batch and speed-up over FP32 at the first
+    bench batch size; None where a figure does not apply."""
+    output = main_output(results)
+    reference = next((v for v in results["variants"] if v["name"] == "fp32"), None)
+    ref_ms = reference["latency"][0]["median_ms"] if reference and reference["latency"] else None
+    rows = []
+    for variant in results["variants"]:
+        metrics = variant["outputs"].get(output, {}) if output else {}
+        latency = variant["latency"][0] if variant["latency"] else None
+        agreement = metrics.get("top1_agreement")
+        rows.append(
+            {
+                "variant": variant["name"],
+                "top1_agreement": 100.0 * agreement if isinstance(agreement, float) else None,
+                "rel_l2": metrics.get("rel_l2"),
+                "batch": latency["batch"] if latency else None,
+                "ms": latency["median_ms"] if latency else None,
+                "speedup": ref_ms / latency["median_ms"] if latency and ref_ms else None,
+                "representative": variant["latency_representative"],
+            }
+        )
+    return rows
+
+
+def metrics_csv(results: dict[str, Any]) -> str:
+    """``metrics.csv``: one row per variant and output, with the first bench batch's latency."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["variant", "precision", "output", *METRIC_COLUMNS, "batch", "median_ms", "images_per_s"])
+    for variant in results["variants"]:
+        latency = variant["latency"][0] if variant["latency"] else {}
+        for output, metrics in variant["outputs"].items():
+            writer.writerow(
+                [
+                    variant["name"],
+                    variant["precision"],
+                    output,
+                    *(metrics.get(col, "") for col in METRIC_COLUMNS),
+                    latency.get("batch", ""),
+                    latency.get("median_ms", ""),
+                    latency.get("images_per_s", ""),
+                ]
+            )
+    return buffer.getvalue()
+
+
+def write_results(run_dir: Path, results: dict[str, Any]) -> None:
+    """Write ``results.json`` and ``metrics.csv`` atomically."""
+    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=1, allow_nan=False))
+    write_text_atomic(run_dir / "metrics.csv", metrics_csv(results))

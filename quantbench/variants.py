@@ -1,0 +1,137 @@
+"""The variants of a run: FP32, FP16 and one INT8 model per set of ranges, written as ONNX files.
+
+Each variant has the model TensorRT takes (``model``) and the model ONNX Runtime runs on the CPU
+(``cpu_model``; the same file unless the CPU needs another shape of it):
+
+==============  ===========================================  ================================================
+variant         model (TensorRT)                             cpu_model (ONNX Runtime on the CPU)
+==============  ===========================================  ================================================
+fp32            the input model                              the same
+fp16            FP16-typed ONNX (``models/fp16.onnx``)       ops without CPU float16 kernels wrapped in casts
+int8-<method>   symmetric int8 Q/DQ (``int8-<m>.onnx``)      uint8 flavour, same quantized values
+==============  ===========================================  ================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from quantbench.errors import QuantbenchError
+from quantbench.fileio import write_bytes_atomic
+from quantbench.ranges import DynamicRanges
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class Variant:
+    """One model to compare.
+
+    Attributes:
+        name: ``fp32``, ``fp16`` or ``int8-<ranges label>``.
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        model: the ONNX file for TensorRT (and for GPU execution providers).
+        cpu_model: the ONNX file ONNX Runtime runs on the CPU.
+        method: the ranges label of an INT8 variant.
+        emulated: op types the CPU runs through float32 casts (their latency is not a GPU's).
+        details: what the build did (quantized tensors, tensors without a range, nodes kept in float).
+    """
+
+    name: str
+    precision: str
+    model: Path
+    cpu_model: Path
+    method: str | None = None
+    emulated: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_precisions(items: Iterable[str]) -> list[str]:
+    """Validated precisions in the canonical order fp32, fp16, int8; fp32 is always included.
+
+    Raises:
+        QuantbenchError: an unknown precision.
+    """
+    given = {item.strip().lower() for item in items if item.strip()}
+    unknown = sorted(given - set(PRECISIONS))
+    if unknown:
+        raise QuantbenchError(f"unknown precision {unknown[0]!r}; use fp32, fp16 and/or int8")
+    return [p for p in PRECISIONS if p in given or p == "fp32"]
+
+
+def _save(model: onnx.ModelProto, path: Path, check: bool = True) -> Path:
+    if check:
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except Exception as exc:  # a bug here must not leave a model that TensorRT rejects later
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise QuantbenchError(f"the model built for {path.name} fails onnx.checker: {first}") from None
+    write_bytes_atomic(path, model.SerializeToString())
+    return path
+
+
+def fp32_variant(model_path: Path) -> Variant:
+    """The input model as it is."""
+    return Variant("fp32", "fp32", model_path, model_path)
+
+
+def fp16_variant(model: onnx.ModelProto, absmax: Mapping[str, float], models_dir: Path) -> Variant:
+    """An FP16-typed model, in FP32 where calibrated values overflow float16 and at its inputs/outputs.
+
+    Args:
+        model: the FP32 model.
+        absmax: tensor -> largest |x| seen in calibration (empty when unknown).
+        models_dir: where ``fp16.onnx`` (and ``fp16.cpu.onnx`` when the CPU needs casts) go.
+    """
+    from quantbench.fp16 import convert_to_fp16, runnable_on_cpu
+
+    converted = convert_to_fp16(model, absmax=dict(absmax), keep_io_types=True)
+    path = _save(converted.model, models_dir / "fp16.onnx")
+    cpu_model, emulated = runnable_on_cpu(converted.model)
+    cpu_path = _save(cpu_model, models_dir / "fp16.cpu.onnx") if emulated else path
+    details = {"kept_fp32": converted.kept_fp32, "kept_fp32_reasons": converted.reasons}
+    return Variant("fp16", "fp16", path, cpu_path, emulated=emulated, details=details)
+
+
+def int8_variant(
+    model: onnx.ModelProto, ranges: DynamicRanges, label: str, exclude: Iterable[str], models_dir: Path
+) -> Variant:
+    """A Q/DQ INT8 model from ``ranges`` (TensorRT placement) and its ONNX Runtime flavour.
+
+    Args:
+        model: the FP32 model.
+        ranges: the dynamic ranges to quantize with.
+        label: the ranges' name (the method, or the imported file's name).
+        exclude: node names, op types or regular expressions to keep in float.
+        models_dir: where ``int8-<label>.onnx`` and ``int8-<label>.onnxruntime.onnx`` go.
+
+    Raises:
+        QuantbenchError: a bad exclude pattern, or no tensor of the model could be quantized.
+    """
+    from quantbench.qdq import at_least_opset13, build_qdq, node_label, plan_qdq
+    from quantbench.qdq_onnxruntime import to_onnxruntime_flavour
+
+    model = at_least_opset13(model)
+    plan = plan_qdq(model, ranges.amax, exclude)
+    if not plan.quantized_nodes:
+        raise QuantbenchError(
+            f"no Conv, ConvTranspose, Gemm or MatMul of the model could be quantized with the {label} ranges "
+            f"({len(plan.missing)} of their inputs have no range)"
+        )
+    name = f"int8-{label}"
+    qdq_model, names = build_qdq(model, ranges.amax, plan)
+    path = _save(qdq_model, models_dir / f"{name}.onnx")
+    cpu_path = _save(to_onnxruntime_flavour(qdq_model, names), models_dir / f"{name}.onnxruntime.onnx")
+    details = {
+        "quantized_tensors": list(plan.activations),
+        "quantized_nodes": [node_label(model.graph.node[i], i) for i in plan.quantized_nodes],
+        "residual_adds": [node_label(model.graph.node[i], i) for i in plan.residual_adds],
+        "tensors_without_range": plan.missing,
+        "excluded_nodes": plan.excluded,
+    }
+    return Variant(name, "int8", path, cpu_path, method=label, details=details)
