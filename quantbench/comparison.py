@@ -49,6 +49,15 @@ class Comparison:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+def stack_feeds(feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """Inputs for a batch of ``batch`` samples, repeating the given samples as often as needed."""
+    out = {}
+    for name, value in feeds.items():
+        reps = -(-batch // value.shape[0])
+        out[name] = np.ascontiguousarray(np.concatenate([value] * reps)[:batch])
+    return out
+
+
 def _accuracy_labels(label_map: dict[str, int] | None, batch: Batch) -> list[int | None] | None:
     if label_map is None:
         return None
@@ -144,8 +153,6 @@ def compare_variants(
     if progress is not None:
         progress.start("timing", len(runners) * len(sizes))
     try:
-        from quantbench.pipeline import stack_feeds
-
         for name, runner in runners.items():
             result.representative[name] = bool(getattr(runner, "representative", True))
             result.latency[name] = []

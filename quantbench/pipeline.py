@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from quantbench.errors import QuantbenchError
 from quantbench.ranges import DynamicRanges
 from quantbench.variants import Variant
@@ -335,12 +333,3 @@ def run(
     )
     write_results(run_dir, results)
     return RunResult(run_dir, results, variants)
-
-
-def stack_feeds(feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    """Inputs for a batch of ``batch`` samples, repeating the given samples as often as needed."""
-    out = {}
-    for name, value in feeds.items():
-        reps = -(-batch // value.shape[0])
-        out[name] = np.ascontiguousarray(np.concatenate([value] * reps)[:batch])
-    return out

@@ -100,7 +100,8 @@ def match_excluded(graph: onnx.GraphProto, patterns: Iterable[str], source: str 
     return matched
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+def graph_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Values of the initializers and Constant-node outputs of ``graph``, by name."""
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
@@ -108,7 +109,8 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return values
 
 
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[int, int]]]:
+def graph_consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[int, int]]]:
+    """Tensor name -> the (node index, input index) of every use, in graph order."""
     uses: dict[str, list[tuple[int, int]]] = {}
     for i, node in enumerate(graph.node):
         for j, name in enumerate(node.input):
@@ -140,8 +142,8 @@ def plan_qdq(model: onnx.ModelProto, amax: Mapping[str, float], exclude: Iterabl
         QuantbenchError: a bad ``exclude`` pattern, or an opset below 13 that cannot be converted.
     """
     graph = at_least_opset13(model).graph
-    constants = _constants(graph)
-    consumers = _consumers(graph)
+    constants = graph_constants(graph)
+    consumers = graph_consumers(graph)
     producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
     excluded = match_excluded(graph, exclude)
     plan = QdqPlan(excluded=[node_label(graph.node[i], i) for i in sorted(excluded)])
@@ -282,7 +284,7 @@ def build_qdq(
         for i, j in uses:
             graph.node[i].input[j] = qn.dequantized
 
-    constants = _constants(graph)
+    constants = graph_constants(graph)
     for i, j, axis in plan.weights:
         node = graph.node[i]
         name = node.input[j]
@@ -309,11 +311,12 @@ def build_qdq(
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    _drop_unused_initializers(graph)
+    drop_unused_initializers(graph)
     return out, names
 
 
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Remove initializers (and their graph inputs) that no node or output reads."""
     used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
     dropped = {init.name for init in graph.initializer if init.name not in used}
     keep = [init for init in graph.initializer if init.name in used]

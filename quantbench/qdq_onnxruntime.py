@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from quantbench.qdq import QdqNames
+from quantbench.qdq import QdqNames, drop_unused_initializers, graph_constants, graph_consumers
 
 ZERO_POINT = 128
 INT32_LIMIT = 2**31 - 1
@@ -38,16 +38,6 @@ INT32_LIMIT = 2**31 - 1
 
 def _initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {init.name: init for init in graph.initializer}
-
-
-def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
-    for init in graph.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init)
-    for node in graph.node:
-        if node.op_type == "Constant" and name in node.output and node.attribute[0].name == "value":
-            return numpy_helper.to_array(node.attribute[0].t)
-    return None
 
 
 def _set_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:
@@ -76,7 +66,7 @@ def to_onnxruntime_flavour(model: onnx.ModelProto, names: dict[str, QdqNames]) -
     return out
 
 
-def _clip_bounds(graph: onnx.GraphProto, node: onnx.NodeProto) -> tuple[float, float] | None:
+def _clip_bounds(constants: dict[str, np.ndarray], node: onnx.NodeProto) -> tuple[float, float] | None:
     if node.op_type == "Relu":
         return 0.0, float("inf")
     lo, hi = -float("inf"), float("inf")
@@ -88,7 +78,7 @@ def _clip_bounds(graph: onnx.GraphProto, node: onnx.NodeProto) -> tuple[float, f
     for k, name in enumerate(node.input[1:3]):
         if not name:
             continue
-        value = _constant(graph, name)
+        value = constants.get(name)
         if value is None or value.size != 1:
             return None
         if k == 0:
@@ -98,12 +88,15 @@ def _clip_bounds(graph: onnx.GraphProto, node: onnx.NodeProto) -> tuple[float, f
     return lo, hi
 
 
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[int]]:
-    uses: dict[str, list[int]] = {}
-    for i, node in enumerate(graph.node):
-        for name in node.input:
-            uses.setdefault(name, []).append(i)
-    return uses
+def _users(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    """Tensor name -> indices of the nodes that read it."""
+    return {name: [i for i, _ in uses] for name, uses in graph_consumers(graph).items()}
+
+
+def _feeds_one_quantize(graph: onnx.GraphProto, users: dict[str, list[int]], name: str) -> bool:
+    """True when ``name``'s only reader is a QuantizeLinear: ONNX Runtime fuses its producer."""
+    readers = users.get(name, [])
+    return len(readers) == 1 and graph.node[readers[0]].op_type == "QuantizeLinear"
 
 
 def _rebuild(graph: onnx.GraphProto, replaced: dict[int, list[onnx.NodeProto]]) -> None:
@@ -116,17 +109,15 @@ def _rebuild(graph: onnx.GraphProto, replaced: dict[int, list[onnx.NodeProto]]) 
     nodes = [n for n in nodes if n.op_type != "DequantizeLinear" or any(o in used for o in n.output)]
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    drop_unused_initializers(graph)
 
 
 def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> None:
     """Step 2 of the module docstring."""
     outputs = {o.name for o in graph.output}
-    consumers = _consumers(graph)
+    consumers = _users(graph)
     inits = _initializers(graph)
+    constants = graph_constants(graph)
     replaced: dict[int, list[onnx.NodeProto]] = {}
     for node in graph.node:
         if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
@@ -137,7 +128,7 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
             continue
         act = graph.node[users[0]]
         z = act.output[0]
-        bounds = _clip_bounds(graph, act)
+        bounds = _clip_bounds(constants, act)
         z_users = consumers.get(z, [])
         if bounds is None or z not in names or z in outputs or len(z_users) != 1:
             continue
@@ -166,7 +157,7 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
 
 def _int32_bias(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> None:
     """Step 3 of the module docstring."""
-    consumers = _consumers(graph)
+    consumers = _users(graph)
     inits = _initializers(graph)
     by_dequantized = {qn.dequantized: qn for qn in names.values()}
     dq_of = {node.output[0]: node for node in graph.node if node.op_type == "DequantizeLinear"}
@@ -177,10 +168,7 @@ def _int32_bias(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> None:
         x, w, b = node.input[0], node.input[1], node.input[2]
         if x not in by_dequantized or w not in dq_of or b not in inits:
             continue
-        users = consumers.get(node.output[0], [])
-        if node.op_type == "Conv" and not (
-            len(users) == 1 and graph.node[users[0]].op_type == "QuantizeLinear"
-        ):
+        if node.op_type == "Conv" and not _feeds_one_quantize(graph, consumers, node.output[0]):
             continue  # runs in float: keeps its float bias
         bias = numpy_helper.to_array(inits[b]).astype(np.float32)
         s_x = np.float32(numpy_helper.to_array(inits[by_dequantized[x].scale]))
@@ -220,14 +208,13 @@ def _float_weights(graph: onnx.GraphProto) -> None:
     input; a constant holding ``int8 * scale`` (the values DequantizeLinear would compute each run)
     saves the per-run dequantization.
     """
-    consumers = _consumers(graph)
+    consumers = _users(graph)
     inits = _initializers(graph)
     dq_of = {node.output[0]: node for node in graph.node if node.op_type == "DequantizeLinear"}
     for node in graph.node:
         if node.op_type not in ("Conv", "ConvTranspose") or node.input[1] not in dq_of:
             continue
-        users = consumers.get(node.output[0], [])
-        if len(users) == 1 and graph.node[users[0]].op_type == "QuantizeLinear":
+        if _feeds_one_quantize(graph, consumers, node.output[0]):
             continue
         dq = dq_of[node.input[1]]
         if not all(name in inits for name in dq.input):
