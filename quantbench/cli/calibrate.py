@@ -1,0 +1,106 @@
+"""``quantbench calibrate`` and ``quantbench methods``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from quantbench.cli import app
+from quantbench.cli.options import (
+    CALIBRATION,
+    DATA,
+    OUTPUT,
+    Bars,
+    Batch,
+    Channels,
+    Interpolation,
+    Layout,
+    Mean,
+    Model,
+    Preset,
+    Seed,
+    Size,
+    Std,
+    Threads,
+    Workers,
+    make_console,
+    preprocess_options,
+    split_list,
+)
+
+
+@app.command()
+def calibrate(
+    model: Model,
+    images: Annotated[
+        Path, typer.Option(help="Folder of images, or of .npy/.npz files.", rich_help_panel=DATA)
+    ],
+    n: Annotated[
+        int | None, typer.Option(help="Number of samples (default: all).", rich_help_panel=DATA)
+    ] = None,
+    seed: Seed = 0,
+    preset: Preset = "imagenet",
+    size: Size = None,
+    mean: Mean = None,
+    std: Std = None,
+    channels: Channels = None,
+    layout: Layout = None,
+    interpolation: Interpolation = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: entropy, minmax, percentile[:99.99], mse, a plugin, or file.py:function.",
+            rich_help_panel=CALIBRATION,
+        ),
+    ] = "entropy",
+    batch: Batch = None,
+    workers: Workers = 2,
+    threads: Threads = 0,
+    force: Annotated[
+        bool,
+        typer.Option(help="Recompute histograms even if stored ones match.", rich_help_panel=CALIBRATION),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (default: reports/<model name>).", rich_help_panel=OUTPUT),
+    ] = None,
+) -> None:
+    """Calibrate activation ranges from a folder of images and write TensorRT-format tables."""
+    from quantbench.calibration import calibrate as run_calibration
+
+    console = make_console()
+    bars = Bars(console)
+    try:
+        result = run_calibration(
+            model,
+            images,
+            n=n,
+            seed=seed,
+            methods=split_list(method),
+            batch=batch,
+            preset=preset,
+            preprocess=preprocess_options(size, mean, std, channels, layout, interpolation),
+            out=out,
+            force=force,
+            workers=workers,
+            threads=threads,
+            on_start=lambda total: bars.start("collecting", total),
+            on_batch=bars.advance,
+        )
+    finally:
+        bars.close()
+    from quantbench.summary import print_calibration_summary
+
+    print_calibration_summary(console, result)
+
+
+@app.command("methods")
+def list_methods() -> None:
+    """List the calibration methods available (built-ins and installed plugins)."""
+    from quantbench.calibrators.registry import available_methods
+
+    for name, function in available_methods().items():
+        doc = (function.__doc__ or "").strip().splitlines()
+        print(f"{name:12s} {doc[0] if doc else ''}")

@@ -1,0 +1,138 @@
+"""What the commands share: option types with their help panels, parsers for list-like options,
+the console and the progress bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from quantbench.errors import QuantbenchError
+
+DATA = "Data"
+PREPROCESS = "Preprocessing (defaults: the preset, then the model's static input shape)"
+CALIBRATION = "Calibration"
+EVALUATION = "Evaluation"
+VARIANTS = "Variants"
+OUTPUT = "Output"
+
+
+def split_list(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in split_list(text))
+    except ValueError:
+        raise QuantbenchError(f"{option} takes comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise QuantbenchError(f"--size takes SIZE or HEIGHTxWIDTH, e.g. 224 or 224x320; got {text!r}")
+    return (values[0], values[-1])
+
+
+def make_console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+Model = Annotated[Path, typer.Option(help="FP32 ONNX model.", rich_help_panel=DATA)]
+Seed = Annotated[int, typer.Option(help="Picks and orders the samples.", rich_help_panel=DATA)]
+Preset = Annotated[str, typer.Option(help="imagenet | inception | yolo | raw.", rich_help_panel=PREPROCESS)]
+Size = Annotated[str | None, typer.Option(help="SIZE or HEIGHTxWIDTH.", rich_help_panel=PREPROCESS)]
+Mean = Annotated[
+    str | None, typer.Option(help="Per-channel mean, e.g. 0.485,0.456,0.406.", rich_help_panel=PREPROCESS)
+]
+Std = Annotated[str | None, typer.Option(help="Per-channel std.", rich_help_panel=PREPROCESS)]
+Channels = Annotated[str | None, typer.Option(help="RGB | BGR.", rich_help_panel=PREPROCESS)]
+Layout = Annotated[str | None, typer.Option(help="NCHW | NHWC.", rich_help_panel=PREPROCESS)]
+Interpolation = Annotated[
+    str | None, typer.Option(help="linear | nearest | area | cubic | lanczos.", rich_help_panel=PREPROCESS)
+]
+Batch = Annotated[
+    int | None,
+    typer.Option(
+        help="Batch for a dynamic batch dim (default: 128 MiB of activations); ranges stay the same.",
+        rich_help_panel=CALIBRATION,
+    ),
+]
+Workers = Annotated[int, typer.Option(help="Image decoding threads.", rich_help_panel=CALIBRATION)]
+Threads = Annotated[
+    int, typer.Option(help="ONNX Runtime threads (0: all cores).", rich_help_panel=CALIBRATION)
+]
+
+
+def preprocess_options(
+    size: str | None,
+    mean: str | None,
+    std: str | None,
+    channels: str | None,
+    layout: str | None,
+    interpolation: str | None,
+) -> dict[str, Any]:
+    given = {
+        "size": parse_size(size),
+        "mean": parse_floats(mean, "--mean"),
+        "std": parse_floats(std, "--std"),
+        "channels": channels,
+        "layout": layout,
+        "interpolation": interpolation,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+class Bars:
+    """Progress bars for the steps of a command (see ``quantbench.pipeline.Progress``)."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description:18s}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task: Any = None
+        self._started = False
+
+    def start(self, step: str, total: int | None) -> None:
+        self.finish()
+        if not self._started:
+            self._progress.start()
+            self._started = True
+        self._task = self._progress.add_task(step, total=total, rate="")
+
+    def advance(self, count: int = 1) -> None:
+        if self._task is None:
+            return
+        self._progress.advance(self._task, count)
+        task = next(t for t in self._progress.tasks if t.id == self._task)
+        unit = "images/s" if task.description in ("calibrating", "collecting", "evaluating") else "/s"
+        self._progress.update(self._task, rate=f"{task.speed:.1f} {unit}" if task.speed else "")
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None
+
+    def close(self) -> None:
+        self.finish()
+        self._progress.stop()

@@ -1,0 +1,145 @@
+"""``quantbench run``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from quantbench.cli import app
+from quantbench.cli.options import (
+    CALIBRATION,
+    DATA,
+    EVALUATION,
+    OUTPUT,
+    VARIANTS,
+    Bars,
+    Batch,
+    Channels,
+    Interpolation,
+    Layout,
+    Mean,
+    Model,
+    Preset,
+    Seed,
+    Size,
+    Std,
+    Threads,
+    Workers,
+    make_console,
+    preprocess_options,
+    split_list,
+)
+from quantbench.errors import QuantbenchError
+
+
+@app.command("run")
+def run_command(
+    model: Model,
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Calibration images (held-out images come from here too).", rich_help_panel=DATA),
+    ] = None,
+    n: Annotated[int, typer.Option(help="Calibration images.", rich_help_panel=DATA)] = 100,
+    seed: Seed = 0,
+    eval_images: Annotated[
+        Path | None,
+        typer.Option(help="Held-out images (default: --images not used to calibrate).", rich_help_panel=DATA),
+    ] = None,
+    eval_n: Annotated[
+        int | None, typer.Option(help="Held-out images (default: all, at most 500).", rich_help_panel=DATA)
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="File of image name -> class index, for top-1/top-5 accuracy.", rich_help_panel=DATA
+        ),
+    ] = None,
+    preset: Preset = "imagenet",
+    size: Size = None,
+    mean: Mean = None,
+    std: Std = None,
+    channels: Channels = None,
+    layout: Layout = None,
+    interpolation: Interpolation = None,
+    method: Annotated[
+        str,
+        typer.Option(help="Calibration methods, one INT8 variant each.", rich_help_panel=CALIBRATION),
+    ] = "entropy,minmax,percentile",
+    ranges: Annotated[
+        Path | None,
+        typer.Option(
+            help="Range file (.cache, name:amax .txt, .json) instead of calibrating.",
+            rich_help_panel=CALIBRATION,
+        ),
+    ] = None,
+    batch: Batch = None,
+    workers: Workers = 2,
+    precisions: Annotated[
+        str, typer.Option(help="Comma-separated: fp32, fp16, int8.", rich_help_panel=VARIANTS)
+    ] = "fp32,fp16,int8",
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Keep nodes in float: NAME, OPTYPE or REGEX (repeatable).", rich_help_panel=VARIANTS
+        ),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="auto | onnxruntime | tensorrt.", rich_help_panel=VARIANTS)
+    ] = "auto",
+    threads: Threads = 0,
+    bench_batch: Annotated[
+        str, typer.Option(help="Batch sizes to time, e.g. 1,8.", rich_help_panel=EVALUATION)
+    ] = "1",
+    bench_runs: Annotated[int, typer.Option(help="Fewest timed runs.", rich_help_panel=EVALUATION)] = 50,
+    bench_seconds: Annotated[
+        float, typer.Option(help="Fewest seconds of timed runs.", rich_help_panel=EVALUATION)
+    ] = 2.0,
+    out: Annotated[
+        Path, typer.Option(help="Folder for the run folder <model>-<timestamp>.", rich_help_panel=OUTPUT)
+    ] = Path("reports"),
+) -> None:
+    """Build FP32 / FP16 / INT8 variants and compare them on held-out images."""
+    from quantbench.pipeline import run
+
+    try:
+        sizes = [int(part) for part in split_list(bench_batch)]
+    except ValueError:
+        raise QuantbenchError(
+            f"--bench-batch takes comma-separated sizes, e.g. 1,8; got {bench_batch!r}"
+        ) from None
+    console = make_console()
+    bars = Bars(console)
+    try:
+        result = run(
+            model,
+            images,
+            n=n,
+            seed=seed,
+            eval_images=eval_images,
+            eval_n=eval_n,
+            labels=labels,
+            precisions=split_list(precisions),
+            methods=split_list(method),
+            ranges=ranges,
+            exclude=exclude or [],
+            backend=backend,
+            out=out,
+            batch=batch,
+            bench_batch=sizes,
+            bench_runs=bench_runs,
+            bench_seconds=bench_seconds,
+            preset=preset,
+            preprocess=preprocess_options(size, mean, std, channels, layout, interpolation),
+            threads=threads,
+            workers=workers,
+            progress=bars,
+            command=["quantbench", *sys.argv[1:]],
+        )
+    finally:
+        bars.close()
+    from quantbench.summary import print_run_summary
+
+    print_run_summary(console, result)
