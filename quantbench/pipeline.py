@@ -7,6 +7,7 @@ Run folder (``<out>/<model>-<timestamp>/``)::
     models/         fp16.onnx, int8-<method>.onnx (TensorRT), int8-<method>.onnxruntime.onnx (CPU)
     results.json    everything a report needs, with a manifest (see quantbench.results)
     metrics.csv     one row per variant and output
+    report.html     the accuracy-vs-speed report (see quantbench.report)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from quantbench.errors import QuantbenchError
-from quantbench.ranges import DynamicRanges
+from quantbench.run_ranges import gather_ranges
 from quantbench.variants import Variant
 
 DEFAULT_EVAL_CAP = 500
@@ -41,7 +42,9 @@ class Progress(Protocol):
         """The current step is over."""
 
 
-class _Quiet:
+class QuietProgress:
+    """Progress that shows nothing (the Python API's default)."""
+
     def start(self, step: str, total: int | None) -> None:
         pass
 
@@ -73,7 +76,8 @@ class RunResult:
         return summary_rows(self.results)
 
 
-def _run_folder(out: str | os.PathLike[str], model: Path) -> Path:
+def new_run_folder(out: str | os.PathLike[str], model: Path) -> Path:
+    """``out/<model name>-<timestamp>``, with ``-1``, ``-2``... when that exists already (not created)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(out) / f"{model.stem}-{stamp}"
     path, k = base, 1
@@ -82,27 +86,19 @@ def _run_folder(out: str | os.PathLike[str], model: Path) -> Path:
     return path
 
 
-def _imported_ranges(path: Path, tensors: list[str]) -> tuple[DynamicRanges, dict[str, Any]]:
-    """Read a range file and compare its names with the model's tensors."""
-    from quantbench.backends.tensorrt import header_warnings
-    from quantbench.ranges import read_ranges
+def _correction_batches(
+    images: Path, inputs: list[Any], count: int, seed: int, preset: str, preprocess: Any, workers: int
+) -> list[dict[str, Any]]:
+    """The first ``count`` images of the calibration order, preprocessed, in batches."""
+    from quantbench.datasets import open_dataset
 
-    table = read_ranges(path)
-    if not table.amax:
-        raise QuantbenchError(f"{path}: no ranges in the file")
-    known = set(tensors)
-    info = {
-        "file": str(path),
-        "unknown": [name for name in table.amax if name not in known],
-        "missing": [name for name in tensors if name not in table.amax],
-        "warnings": header_warnings(table),
-    }
-    if not set(table.amax) & known:
-        raise QuantbenchError(
-            f"{path}: none of its {len(table.amax)} tensor names is in the model "
-            f"(e.g. {next(iter(table.amax))!r}); were the ranges made for another model?"
-        )
-    return table, info
+    dataset = open_dataset(images, inputs, preset=preset, **(preprocess or {}))
+    fixed = inputs[0].fixed(0)
+    if dataset.kind == "images":
+        count = min(count, len(dataset.files))
+    if fixed:
+        count = max(fixed, count - count % fixed)
+    return [batch.inputs for batch in dataset.batches(count, seed, fixed or 16, workers=workers)]
 
 
 def run(
@@ -118,6 +114,11 @@ def run(
     methods: Sequence[str] = ("entropy", "minmax", "percentile"),
     ranges: str | os.PathLike[str] | None = None,
     exclude: Sequence[str] = (),
+    target_agreement: float | None = None,
+    target_rel_l2: float | None = None,
+    sensitivity_n: int = 32,
+    bias_correction: bool = True,
+    bias_correction_images: int = 32,
     backend: str = "auto",
     out: str | os.PathLike[str] = "reports",
     batch: int | None = None,
@@ -128,6 +129,8 @@ def run(
     preprocess: dict[str, Any] | None = None,
     threads: int = 0,
     workers: int = 2,
+    plugins: Sequence[str | os.PathLike[str]] = (),
+    cuda_graph: bool = False,
     progress: Progress | None = None,
     command: Sequence[str] | None = None,
 ) -> RunResult:
@@ -145,6 +148,14 @@ def run(
         methods: calibration methods, one INT8 variant each (see ``quantbench methods``).
         ranges: a range file (TensorRT cache, ``name:amax`` text or JSON) to use instead of calibrating.
         exclude: node names, op types or regular expressions kept in float in INT8 models.
+        target_agreement, target_rel_l2: a fidelity target (top-1 agreement in %, relative L2); when
+            given, the nodes of the first set of ranges are ranked by sensitivity and the fewest most
+            harmful are kept in float to meet it on the held-out images: variant ``int8-<label>-mixed``
+            and ``results["sensitivity"]`` (see :mod:`quantbench.mixed_precision`).
+        sensitivity_n: held-out images the sensitivity ranking runs on.
+        bias_correction: correct the biases of every INT8 model's quantized Conv/Gemm nodes so that their
+            per-channel output means match FP32's (see :mod:`quantbench.bias_correction`); needs images.
+        bias_correction_images: the first images of the calibration order the correction runs on.
         backend: ``auto``, ``onnxruntime`` or ``tensorrt``.
         out: the folder the run folder is made in.
         batch: calibration batch (default: automatic; ranges do not depend on it).
@@ -153,17 +164,18 @@ def run(
         preset, preprocess: image preprocessing (see ``quantbench calibrate``).
         threads: ONNX Runtime threads (0: every core).
         workers: image decoding threads.
+        plugins: TensorRT plugin libraries loaded before parsing (``--backend tensorrt``).
+        cuda_graph: also time TensorRT engines replayed from a CUDA graph.
         progress: receives progress of the long steps.
         command: the command line, recorded in the manifest.
 
     Returns:
-        A :class:`RunResult`; ``results.json`` and ``metrics.csv`` are in its ``run_dir``.
+        A :class:`RunResult`; ``results.json``, ``metrics.csv`` and ``report.html`` are in its ``run_dir``.
 
     Raises:
         QuantbenchError: bad model, images, ranges, options or a variant that cannot be built.
     """
     from quantbench.backends import resolve_backend
-    from quantbench.calibration import calibrate
     from quantbench.datasets import open_dataset
     from quantbench.evaluate import read_labels
     from quantbench.model import file_sha256, float_activations, input_specs, load_model
@@ -171,7 +183,7 @@ def run(
     from quantbench.variants import fp16_variant, fp32_variant, int8_variant, parse_precisions
 
     started = time.time()
-    report = progress or _Quiet()
+    report = progress or QuietProgress()
     wanted = parse_precisions(precisions)
     model_path = Path(model)
     onnx_model = load_model(model_path)
@@ -185,66 +197,83 @@ def run(
         raise QuantbenchError("give --images (to calibrate and evaluate) or --eval-images")
     if images is None and ranges is None and "int8" in wanted:
         raise QuantbenchError("INT8 needs --images to calibrate on, or --ranges FILE")
+    if bias_correction and bias_correction_images < 1:
+        raise QuantbenchError("--bias-correction-images must be at least 1")
     if bench_runs < 1 or bench_seconds < 0 or not bench_batch or min(bench_batch) < 1:
         raise QuantbenchError("--bench-batch sizes and --bench-runs must be at least 1")
+    from quantbench.mixed_precision import parse_target
+
+    target = parse_target(target_agreement, target_rel_l2)
+    if target is not None and "int8" not in wanted:
+        raise QuantbenchError("--target-agreement / --target-rel-l2 need int8 in --precisions")
     label_map = read_labels(labels) if labels is not None else None
-    engine = resolve_backend(backend, threads=threads)
-    run_dir = _run_folder(out, model_path)
+    engine = resolve_backend(backend, threads=threads, plugins=plugins, cuda_graph=cuda_graph)
+    from quantbench.backends.tensorrt import run_steps as trt_steps
+
+    own_methods, native_methods = trt_steps.check_methods(methods, engine)
+    run_dir = new_run_folder(out, model_path)
     models_dir = run_dir / "models"
     notes: list[str] = []
 
-    # 1. ranges: imported or calibrated
+    # 1. ranges: imported, calibrated by quantbench, or by TensorRT's own calibrators
     tensors = float_activations(onnx_model)
-    range_sets: dict[str, DynamicRanges] = {}
-    range_info: dict[str, dict[str, Any]] = {}
-    calibration = None
-    absmax: dict[str, float] = {}
-    if ranges is not None:
-        table, info = _imported_ranges(Path(ranges), tensors)
-        label = Path(ranges).stem.replace(" ", "_") or "imported"
-        range_sets[label] = table
-        range_info[label] = info
-        absmax = dict(table.amax)
-    elif images is not None and ({"int8", "fp16"} & set(wanted)):
-        report.start("calibrating", n)
-        try:
-            calibration = calibrate(
-                model_path,
-                images,
-                n=n,
-                seed=seed,
-                methods=methods if "int8" in wanted else ("minmax",),
-                batch=batch,
-                preset=preset,
-                preprocess=preprocess,
-                out=run_dir,
-                workers=workers,
-                threads=threads,
-                on_batch=report.advance,
-            )
-        finally:
-            report.finish()
-        absmax = calibration.absmax
-        if "int8" in wanted:
-            range_sets = calibration.ranges
-            for label, files in calibration.files.items():
-                range_info[label] = {"file": str(files[0]), "unknown": [], "missing": [], "warnings": []}
+    step = gather_ranges(
+        engine,
+        model_path=model_path,
+        inputs=inputs,
+        tensors=tensors,
+        run_dir=run_dir,
+        wanted=wanted,
+        images=images,
+        ranges=ranges,
+        own_methods=own_methods,
+        native_methods=native_methods,
+        n=n,
+        seed=seed,
+        batch=batch,
+        bench_batch=bench_batch,
+        eval_batch=inputs[0].fixed(0) or EVAL_BATCH,
+        preset=preset,
+        preprocess=preprocess,
+        workers=workers,
+        threads=threads,
+        progress=report,
+    )
+    range_sets, range_info, calibration = step.range_sets, step.range_info, step.calibration
+    notes.extend(step.notes)
 
     # 2. variants
     variants = [fp32_variant(model_path)]
+    bias_feeds = None
+    corrected = [label for label in range_sets if label not in step.native_labels] if "int8" in wanted else []
+    if bias_correction and corrected:
+        if images is None:
+            notes.append("bias correction skipped: --ranges without --images gives no images to correct on")
+            corrected = []
+        else:
+            first = bias_correction_images if calibration is None else min(n, bias_correction_images)
+            bias_feeds = _correction_batches(Path(images), inputs, first, seed, preset, preprocess, workers)
+            if ranges is not None and eval_images is None:
+                notes.append(
+                    f"bias correction ran on the first images of {images}, which the evaluation also uses; "
+                    "pass --eval-images with held-out images"
+                )
+    else:
+        corrected = []
     build_steps = ("fp16" in wanted) + ("int8" in wanted) * len(range_sets)
-    report.start("building variants", build_steps)
+    report.start("building variants" if not corrected else "building variants, bias correction", build_steps)
     try:
         if "fp16" in wanted:
-            if not absmax:
+            if not step.absmax:
                 notes.append(
                     "FP16 built without calibrated ranges: no tensor was checked for float16 overflow"
                 )
-            variants.append(fp16_variant(onnx_model, absmax, models_dir))
+            variants.append(fp16_variant(onnx_model, step.absmax, models_dir))
             report.advance()
         if "int8" in wanted:
             for label, table in range_sets.items():
-                variants.append(int8_variant(onnx_model, table, label, exclude, models_dir))
+                feeds = bias_feeds if label in corrected else None
+                variants.append(int8_variant(onnx_model, table, label, exclude, models_dir, feeds, threads))
                 report.advance()
     finally:
         report.finish()
@@ -270,13 +299,28 @@ def run(
 
     from quantbench.comparison import compare_variants
 
+    held_out = dataset.batches(count, seed, inputs[0].fixed(0) or EVAL_BATCH, start=start, workers=workers)
+    search = None
+    if target is not None:
+        from quantbench.mixed_precision import mixed_precision
+
+        if not range_sets:
+            raise QuantbenchError("--target-agreement / --target-rel-l2 need ranges to quantize with")
+        label, table = next(iter(range_sets.items()))
+        size = inputs[0].fixed(0) or bench_batch[0]
+        held_out, search, mixed = mixed_precision(  # type: ignore[assignment]
+            onnx_model, table, label, exclude, models_dir, held_out, target, samples=sensitivity_n,
+            threads=threads, bias_feeds=bias_feeds if label in corrected else None,
+            timing=(size, bench_runs, bench_seconds), progress=report,
+        )  # fmt: skip
+        variants.append(mixed)
     runners = {}
     try:
         for variant in variants:
             runners[variant.name] = engine.prepare(variant)
         comparison = compare_variants(
             runners,
-            dataset.batches(count, seed, inputs[0].fixed(0) or EVAL_BATCH, start=start, workers=workers),
+            held_out,
             label_map=label_map,
             bench_batch=bench_batch,
             fixed_batch=inputs[0].fixed(0),
@@ -284,9 +328,15 @@ def run(
             bench_seconds=bench_seconds,
             progress=report,
         )
+        timed = [inputs[0].fixed(0)] if inputs[0].fixed(0) else list(dict.fromkeys(bench_batch))
+        for variant in variants:  # backend-specific results (TensorRT: layers, GPU timings)
+            extra = getattr(runners[variant.name], "extra_results", None)
+            if callable(extra):
+                variant.details.update(extra(timed, bench_runs))
     finally:
         for runner in runners.values():
             runner.close()
+    notes.extend(getattr(engine, "notes", []))
 
     arguments = {
         "model": str(model_path),
@@ -300,7 +350,14 @@ def run(
         "methods": list(methods) if ranges is None else [],
         "ranges": str(ranges) if ranges is not None else None,
         "exclude": list(exclude),
+        "target_agreement": target_agreement,
+        "target_rel_l2": target_rel_l2,
+        "sensitivity_n": sensitivity_n,
+        "bias_correction": bias_correction,
+        "bias_correction_images": bias_correction_images,
         "backend": backend,
+        "plugins": [str(p) for p in plugins],
+        "cuda_graph": cuda_graph,
         "bench_batch": list(bench_batch),
         "bench_runs": bench_runs,
         "bench_seconds": bench_seconds,
@@ -330,6 +387,10 @@ def run(
         evaluation={"root": str(source), "start": start, **dataset.describe()},
         notes=notes,
         seconds=time.time() - started,
+        sensitivity=search.to_json() if search is not None else None,
     )
     write_results(run_dir, results)
+    from quantbench.report import write_report
+
+    write_report(run_dir, results)
     return RunResult(run_dir, results, variants)

@@ -67,8 +67,9 @@ def node_label(node: onnx.NodeProto, index: int) -> str:
 def match_excluded(graph: onnx.GraphProto, patterns: Iterable[str], source: str = "the model") -> set[int]:
     """Indices of the nodes named by ``patterns``.
 
-    A pattern matches a node whose name, op type or an output tensor equals it, or, failing any exact
-    match in the graph, whose name or an output tensor it matches as a whole regular expression.
+    A pattern matches a node whose name, op type, label (:func:`node_label`, as results list nodes) or
+    an output tensor equals it, or, failing any exact match in the graph, whose name or an output
+    tensor it matches as a whole regular expression.
 
     Raises:
         QuantbenchError: a pattern is not a valid regular expression or matches no node.
@@ -78,7 +79,7 @@ def match_excluded(graph: onnx.GraphProto, patterns: Iterable[str], source: str 
         exact = {
             i
             for i, node in enumerate(graph.node)
-            if pattern in (node.name, node.op_type) or pattern in node.output
+            if pattern in (node.name, node.op_type, node_label(node, i)) or pattern in node.output
         }
         if not exact:
             try:

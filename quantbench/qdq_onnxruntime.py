@@ -15,7 +15,13 @@ computes:
    ``clip(round(y / s), round(lo / s), round(hi / s))``: the stored integers are the same.
 3. The float bias of a quantized Conv/Gemm becomes int32 at scale ``s_x * s_w`` (the accumulator's
    own step), which ONNX Runtime's fusion requires; it moves the bias by at most half a step of the
-   int32 accumulator.
+   int32 accumulator. A channel whose weights are all but zero (``s_w`` ~ 1e-11, common after batch
+   norm folding) would need a bias beyond int32; left as float, ONNX Runtime's optimizer quantizes it
+   itself and overflows, and that channel's output is wrong (a float-weight Conv before a
+   QuantizeLinear is no way out: the optimizer quantizes its weights per tensor and fuses it all the
+   same). Such a channel gets a weight scale just large enough for its bias, its codes re-rounded
+   (mostly to 0). That moves the channel's output by at most ``128 s_x sum |w - w'|``, far below one
+   output step for such weights; where the bound reaches 1/1000 of a step, a note says so.
 
 4. A quantized Conv that still cannot fuse (its output feeds an Add that TensorRT fuses into it, or
    a float op) reads a constant holding its dequantized weights instead of dequantizing every run.
@@ -33,7 +39,10 @@ from onnx import helper, numpy_helper
 from quantbench.qdq import QdqNames, drop_unused_initializers, graph_constants, graph_consumers
 
 ZERO_POINT = 128
-INT32_LIMIT = 2**31 - 1
+BIAS_LIMIT = 2**30
+"""Largest int32 bias: half the int32 range, the other half for the products the kernel adds to it."""
+NOTE_CHANGE = 1e-3
+"""Output change, in output quantization steps, from re-scaling a channel for its bias that gets a note."""
 
 
 def _initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
@@ -45,12 +54,16 @@ def _set_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> No
     inits[name].CopyFrom(numpy_helper.from_array(value, name))
 
 
-def to_onnxruntime_flavour(model: onnx.ModelProto, names: dict[str, QdqNames]) -> onnx.ModelProto:
+def to_onnxruntime_flavour(
+    model: onnx.ModelProto, names: dict[str, QdqNames], notes: list[str] | None = None
+) -> onnx.ModelProto:
     """Reshape a TensorRT-flavour Q/DQ model (from :func:`quantbench.qdq.build_qdq`) for ONNX Runtime.
 
     Args:
         model: the TensorRT-flavour model; not modified.
         names: tensor -> Q/DQ names, as returned with it.
+        notes: receives a line for every place where the flavour's values may differ from the model's
+            by more than float rounding (step 3 of the module docstring).
 
     Returns:
         A new model with the same quantized values (see the module docstring).
@@ -62,7 +75,7 @@ def to_onnxruntime_flavour(model: onnx.ModelProto, names: dict[str, QdqNames]) -
         _set_initializer(graph, qn.zero_point, np.array(ZERO_POINT, np.uint8))
     _integer_activations(graph, names)
     _float_weights(graph)
-    _int32_bias(graph, names)
+    _int32_bias(graph, names, notes if notes is not None else [])
     return out
 
 
@@ -155,7 +168,7 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
     _rebuild(graph, replaced)
 
 
-def _int32_bias(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> None:
+def _int32_bias(graph: onnx.GraphProto, names: dict[str, QdqNames], notes: list[str]) -> None:
     """Step 3 of the module docstring."""
     consumers = _users(graph)
     inits = _initializers(graph)
@@ -177,8 +190,21 @@ def _int32_bias(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> None:
             continue
         step = (s_x * s_w * np.ones_like(bias)).astype(np.float32)
         q = np.rint(bias.astype(np.float64) / step)
-        if np.abs(q).max(initial=0) > INT32_LIMIT:
-            continue  # keeps the float bias (that node runs in float) rather than overflow
+        if np.abs(q).max(initial=0) > BIAS_LIMIT:
+            moved = _rescale_for_bias(graph, inits, consumers, dq_of[w], bias, s_x)
+            output_scale = _output_scale(graph, consumers, inits, node)
+            where = f"{node.name or node.output[0]} ({node.op_type})"
+            if moved is None:
+                notes.append(f"{where}: a bias beyond int32 at the accumulator step, on shared weights")
+                continue
+            if output_scale is not None and moved >= NOTE_CHANGE * output_scale:
+                notes.append(
+                    f"{where}: weights of channels with a bias beyond int32 re-quantized; outputs may move "
+                    f"by up to {moved / output_scale:.3g} quantization steps"
+                )
+            s_w = numpy_helper.to_array(inits[dq_of[w].input[1]]).astype(np.float32)
+            step = (s_x * s_w * np.ones_like(bias)).astype(np.float32)
+            q = np.rint(bias.astype(np.float64) / step)
         base = f"{b}_{node.output[0]}"
         graph.initializer.extend(
             [
@@ -201,6 +227,68 @@ def _int32_bias(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> None:
     _rebuild(graph, replaced)
 
 
+def _output_scale(
+    graph: onnx.GraphProto,
+    consumers: dict[str, list[int]],
+    inits: dict[str, onnx.TensorProto],
+    node: onnx.NodeProto,
+) -> float | None:
+    """The scale of the QuantizeLinear that reads ``node``'s output, when it has exactly one."""
+    readers = consumers.get(node.output[0], [])
+    if len(readers) != 1 or graph.node[readers[0]].op_type != "QuantizeLinear":
+        return None
+    scale = inits.get(graph.node[readers[0]].input[1])
+    return float(numpy_helper.to_array(scale)) if scale is not None else None
+
+
+def _rescale_for_bias(
+    graph: onnx.GraphProto,
+    inits: dict[str, onnx.TensorProto],
+    consumers: dict[str, list[int]],
+    weight_dq: onnx.NodeProto,
+    bias: np.ndarray,
+    s_x: np.float32,
+) -> float | None:
+    """Raise the weight scale of the channels whose int32 bias would overflow (step 3).
+
+    Returns:
+        The most any output of the node can move, or None (nothing changed) when the weights are
+        shared with another node or not per output channel.
+    """
+    if len(consumers.get(weight_dq.output[0], [])) != 1 or not all(n in inits for n in weight_dq.input):
+        return None
+    codes = numpy_helper.to_array(inits[weight_dq.input[0]])
+    scales = numpy_helper.to_array(inits[weight_dq.input[1]]).astype(np.float32)
+    axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1)
+    if codes.ndim < 2 or scales.shape != bias.shape or codes.shape[axis] != bias.shape[0]:
+        return None
+    needed = (np.abs(bias.astype(np.float64)) / (float(s_x) * BIAS_LIMIT)).astype(np.float32)
+    new_scales = np.maximum(scales, np.nextafter(needed, np.float32(np.inf)))
+    flat = np.moveaxis(codes, axis, 0).reshape(codes.shape[axis], -1).astype(np.float64)
+    new_codes = np.clip(np.rint(flat * scales[:, None] / new_scales[:, None]), -127, 127)
+    # |x| <= 128 s_x on the int8 grid: the most any channel's output can move
+    moved = 128 * float(s_x) * np.abs(flat * scales[:, None] - new_codes * new_scales[:, None]).sum(axis=1)
+    shape = np.moveaxis(codes, axis, 0).shape
+    _set_initializer(
+        graph, weight_dq.input[0], np.moveaxis(new_codes.reshape(shape), 0, axis).astype(np.int8)
+    )
+    _set_initializer(graph, weight_dq.input[1], new_scales)
+    return float(moved.max(initial=0))
+
+
+def _float_weight(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], dq: onnx.NodeProto) -> str:
+    """A constant holding ``dq``'s dequantized weights (``int8 * scale``); returns its name."""
+    q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    name = f"{dq.output[0]}_constant"
+    if name not in inits:
+        graph.initializer.append(numpy_helper.from_array(q * scale.reshape(shape), name))
+    return name
+
+
 def _float_weights(graph: onnx.GraphProto) -> None:
     """Step 4: a quantized Conv that ONNX Runtime cannot fuse reads its dequantized weights as a constant.
 
@@ -217,14 +305,6 @@ def _float_weights(graph: onnx.GraphProto) -> None:
         if _feeds_one_quantize(graph, consumers, node.output[0]):
             continue
         dq = dq_of[node.input[1]]
-        if not all(name in inits for name in dq.input):
-            continue
-        q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
-        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        name = f"{dq.output[0]}_constant"
-        graph.initializer.append(numpy_helper.from_array(q * scale.reshape(shape), name))
-        node.input[1] = name
+        if all(name in inits for name in dq.input):
+            node.input[1] = _float_weight(graph, inits, dq)
     _rebuild(graph, {})

@@ -7,10 +7,16 @@
 * ``model``: name, path, hash, inputs, outputs, number of float tensors;
 * ``data``: calibration images used / skipped / converted, held-out images evaluated / skipped;
 * ``calibration``: methods, time, peak memory, warnings, each tensor's absmax (null with ``--ranges``);
+  ``histograms``: for the ``HISTOGRAMS_KEPT`` tensors where the methods disagree most
+  (:func:`range_spread`), the |x| histogram summed into at most ``HISTOGRAM_BINS`` bins over
+  ``[0, absmax]`` (``tensor``, ``absmax``, ``bin_width``, exact integer ``counts``);
 * ``ranges``: per set of ranges its file, amax per tensor, tensors of the model without a range and
   names unknown to the model, header warnings;
 * ``variants``: per variant its files, build details, per-output metrics and latency;
-* ``notes``: things the reader must know (e.g. evaluation on the calibration images).
+* ``notes``: things the reader must know (e.g. evaluation on the calibration images);
+* ``sensitivity``: the mixed-precision search of ``--target-agreement`` / ``--target-rel-l2`` (null
+  without one): ``method``, ``target``, ``excluded``, ``curve`` and ``ranking``
+  (see :meth:`quantbench.mixed_precision.SearchResult.to_json`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +45,10 @@ if TYPE_CHECKING:
 
 FORMAT = "quantbench-results"
 FORMAT_VERSION = 1
+HISTOGRAMS_KEPT = 8
+"""Tensors whose |x| histogram ``results.json`` keeps (those where the methods disagree most)."""
+HISTOGRAM_BINS = 256
+"""Most bins of a kept histogram."""
 METRIC_COLUMNS = (
     "max_abs",
     "mean_abs",
@@ -71,14 +82,14 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Floats JSON cannot hold (inf, nan) as strings, so the file stays standard JSON."""
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return str(value)
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -111,6 +122,7 @@ def build_results(
     evaluation: dict[str, Any],
     notes: list[str],
     seconds: float,
+    sensitivity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the content of ``results.json`` (see the module docstring)."""
     from quantbench.model import file_sha256, input_specs
@@ -129,7 +141,7 @@ def build_results(
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
-        "gpu": None,
+        "gpu": backend.get("gpu"),
         "backend": backend,
         "arguments": arguments,
         "command": command,
@@ -159,6 +171,7 @@ def build_results(
             "peak_memory_mb": calibration.peak_memory_mb,
             "warnings": calibration.warnings,
             "absmax": calibration.absmax,
+            "histograms": _kept_histograms(calibration),
         }
     variant_rows = []
     for variant in variants:
@@ -201,8 +214,88 @@ def build_results(
         },
         "variants": variant_rows,
         "notes": notes,
+        "sensitivity": sensitivity,
     }
-    return _json_safe(results)  # type: ignore[no-any-return]
+    return json_safe(results)  # type: ignore[no-any-return]
+
+
+def range_spread(
+    amax_sets: Mapping[str, Mapping[str, Any]], absmax: Mapping[str, Any] | None = None
+) -> list[tuple[str, float]]:
+    """Tensors ordered by how much the sets of ranges disagree on them, most first.
+
+    Args:
+        amax_sets: label -> tensor -> amax (e.g. one entry per calibration method).
+        absmax: tensor -> largest |x| seen; breaks ties, the tensor clipped most (absmax / smallest amax)
+            first, so a single set of ranges still ranks its tensors.
+
+    Returns:
+        (tensor, largest amax / smallest amax) for every tensor with a positive finite amax in at least one
+        set; ties keep the order of first appearance.
+    """
+    values: dict[str, list[float]] = {}
+    for table in amax_sets.values():
+        for name, amax in table.items():
+            if isinstance(amax, int | float) and 0.0 < amax < float("inf"):
+                values.setdefault(name, []).append(float(amax))
+    ranked = []
+    for name, amaxes in values.items():
+        top = absmax.get(name) if absmax else None
+        clip = top / min(amaxes) if isinstance(top, int | float) and top > 0.0 else 1.0
+        ranked.append((name, max(amaxes) / min(amaxes), clip))
+    ranked.sort(key=lambda item: (-item[1], -item[2]))  # stable: ties stay in order of appearance
+    return [(name, spread) for name, spread, _ in ranked]
+
+
+def histogram_digest(path: Path, names: Sequence[str], bins: int = HISTOGRAM_BINS) -> list[dict[str, Any]]:
+    """Compact |x| histograms of ``names`` from a stored histogram file.
+
+    The fine bins that cover ``[0, absmax]`` are summed in groups of equal size, so at most ``bins`` of
+    them remain and every count stays an exact integer.
+
+    Args:
+        path: a histogram file written by :func:`quantbench.calibrators.histograms.save_histograms`.
+        names: the tensors to keep, in the order wanted; names not in the file are left out.
+        bins: the most bins per tensor.
+
+    Returns:
+        One ``{"tensor", "absmax", "bin_width", "counts"}`` per tensor found (bin ``k`` covers
+        ``[k, k+1) * bin_width``); empty when the file cannot be read.
+    """
+    import numpy as np
+
+    from quantbench.calibrators.histograms import load_histograms
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            key = str(data["key"])
+    except (OSError, KeyError, ValueError, EOFError):
+        return []
+    hists = load_histograms(path, key) or {}
+    out = []
+    for name in names:
+        if name not in hists:
+            continue
+        snapshot = hists[name].snapshot()
+        used = min(snapshot.bins, int(snapshot.absmax / snapshot.bin_width) + 1)
+        group = -(-used // bins)
+        coarse = np.zeros(-(-used // group) * group, dtype=np.int64)
+        coarse[:used] = snapshot.counts[:used]
+        out.append(
+            {
+                "tensor": name,
+                "absmax": snapshot.absmax,
+                "bin_width": snapshot.bin_width * group,
+                "counts": [int(c) for c in coarse.reshape(-1, group).sum(axis=1)],
+            }
+        )
+    return out
+
+
+def _kept_histograms(calibration: CalibrationResult) -> list[dict[str, Any]]:
+    amax_sets = {label: table.amax for label, table in calibration.ranges.items()}
+    ranked = range_spread(amax_sets, calibration.absmax)[:HISTOGRAMS_KEPT]
+    return histogram_digest(calibration.histogram_file, [name for name, _ in ranked])
 
 
 def _relative(path: Path, run_dir: Path) -> str:

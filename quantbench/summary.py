@@ -160,4 +160,12 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     console.print(table)
     if footnote:
         console.print("* emulated on this CPU (no float16 kernels): not representative of a GPU")
+    if results.get("sensitivity"):
+        from quantbench.mixed_precision import summary_lines
+
+        for line in summary_lines(results):
+            console.print(line, markup=False, highlight=False)
     console.print(f"results in {result.run_dir} (results.json, metrics.csv, models/, ranges/)")
+    report = result.run_dir / "report.html"
+    if report.is_file():
+        console.print(f"report: {report}", markup=False, highlight=False)

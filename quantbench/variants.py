@@ -14,16 +14,19 @@ int8-<method>   symmetric int8 Q/DQ (``int8-<m>.onnx``)      uint8 flavour, same
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
 from quantbench.errors import QuantbenchError
 from quantbench.fileio import write_bytes_atomic
 from quantbench.ranges import DynamicRanges
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -99,7 +102,13 @@ def fp16_variant(model: onnx.ModelProto, absmax: Mapping[str, float], models_dir
 
 
 def int8_variant(
-    model: onnx.ModelProto, ranges: DynamicRanges, label: str, exclude: Iterable[str], models_dir: Path
+    model: onnx.ModelProto,
+    ranges: DynamicRanges,
+    label: str,
+    exclude: Iterable[str],
+    models_dir: Path,
+    bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+    threads: int = 0,
 ) -> Variant:
     """A Q/DQ INT8 model from ``ranges`` (TensorRT placement) and its ONNX Runtime flavour.
 
@@ -109,6 +118,9 @@ def int8_variant(
         label: the ranges' name (the method, or the imported file's name).
         exclude: node names, op types or regular expressions to keep in float.
         models_dir: where ``int8-<label>.onnx`` and ``int8-<label>.onnxruntime.onnx`` go.
+        bias_feeds: batches to correct the quantized nodes' biases on (see
+            :mod:`quantbench.bias_correction`); None leaves them as they are.
+        threads: ONNX Runtime threads for the bias correction (0: every core).
 
     Raises:
         QuantbenchError: a bad exclude pattern, or no tensor of the model could be quantized.
@@ -125,13 +137,24 @@ def int8_variant(
         )
     name = f"int8-{label}"
     qdq_model, names = build_qdq(model, ranges.amax, plan)
+    correction: dict[str, Any] = {"applied": False}
+    if bias_feeds is not None:
+        from quantbench.bias_correction import correct_biases
+
+        targets = [model.graph.node[i].output[0] for i in plan.quantized_nodes]
+        corrected = correct_biases(model, qdq_model, targets, bias_feeds, threads=threads)
+        qdq_model, correction = corrected.model, corrected.details()
     path = _save(qdq_model, models_dir / f"{name}.onnx")
-    cpu_path = _save(to_onnxruntime_flavour(qdq_model, names), models_dir / f"{name}.onnxruntime.onnx")
+    flavour_notes: list[str] = []
+    cpu_model = to_onnxruntime_flavour(qdq_model, names, flavour_notes)
+    cpu_path = _save(cpu_model, models_dir / f"{name}.onnxruntime.onnx")
     details = {
         "quantized_tensors": list(plan.activations),
         "quantized_nodes": [node_label(model.graph.node[i], i) for i in plan.quantized_nodes],
         "residual_adds": [node_label(model.graph.node[i], i) for i in plan.residual_adds],
         "tensors_without_range": plan.missing,
         "excluded_nodes": plan.excluded,
+        "onnxruntime_flavour_notes": flavour_notes,
+        "bias_correction": correction,
     }
     return Variant(name, "int8", path, cpu_path, method=label, details=details)

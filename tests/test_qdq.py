@@ -390,6 +390,38 @@ def test_onnxruntime_flavour_stores_the_same_codes() -> None:
     assert (int8 == 127).any() and (int8 == 0).any()  # both Clip bounds were exercised
 
 
+@pytest.mark.parametrize(("weight_factor", "bias", "noted"), [(1e-9, 0.8, False), (1e-3, 1e6, True)])
+def test_onnxruntime_flavour_channel_with_near_zero_weights(
+    weight_factor: float, bias: float, noted: bool
+) -> None:
+    # A channel whose weights are all but zero (as batch-norm folding leaves them) with a real bias:
+    # its bias at the accumulator step s_x * s_w is far beyond int32. Left float, ONNX Runtime's
+    # optimizer quantizes it to int32 itself and overflows, and the channel's outputs come out wrong.
+    model, _ = conv_act_conv("Clip")
+    assert [i.name for i in model.graph.initializer[:2]] == ["w1", "b1"]
+    w1, b1 = (numpy_helper.to_array(i).copy() for i in model.graph.initializer[:2])
+    w1[0] *= weight_factor
+    b1[0] = bias
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w1, "w1"))
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(b1, "b1"))
+    amax = ranges(model)
+    trt, names = build_qdq(model, amax, plan_qdq(model, amax))
+    notes: list[str] = []
+    ortq = to_onnxruntime_flavour(trt, names, notes)
+    onnx.checker.check_model(ortq, full_check=True)
+    producers = {out: n for n in ortq.graph.node for out in n.output}
+    bias_dq = producers[next(n for n in ortq.graph.node if n.op_type == "Conv").input[2]]
+    first_bias = initializers(ortq)[bias_dq.input[0]]
+    assert first_bias.dtype == np.int32 and np.abs(first_bias).max() <= 2**30
+    assert bool(notes) is noted  # the second channel's weights are large enough to be worth a note
+    feeds = inputs(model, seed=31)
+    (a_trt,) = run(expose_tensors(trt, [names["a1"].quantized]), feeds, optimize=False)
+    (a_ort,) = run(expose_tensors(ortq, [names["a1"].quantized]), feeds)
+    diff = np.abs(a_trt.astype(np.int32) - (a_ort.astype(np.int32) - 128))
+    assert diff[:, 0].max() == 0  # the channel itself: exactly the TensorRT flavour's codes
+    assert diff.max() <= 1 and diff.mean() <= 2e-3  # elsewhere: ties of the int32 bias rounding
+
+
 def test_onnxruntime_flavour_has_no_dead_nodes() -> None:
     ortq = quantized("clip")[-1]
     used = {name for n in ortq.graph.node for name in n.input} | {o.name for o in ortq.graph.output}

@@ -7,6 +7,8 @@ and returns the model's outputs by name, and is closed when done.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from quantbench.errors import QuantbenchError
@@ -48,22 +50,31 @@ class Backend(Protocol):
         ...
 
 
-def resolve_backend(name: str, *, threads: int = 0) -> Backend:
+def resolve_backend(
+    name: str, *, threads: int = 0, plugins: Sequence[str | os.PathLike[str]] = (), cuda_graph: bool = False
+) -> Backend:
     """The backend called ``name``; ``auto`` is TensorRT where it can run, else ONNX Runtime.
 
     Args:
         name: ``auto``, ``onnxruntime`` or ``tensorrt``.
         threads: ONNX Runtime intra-op threads (0: every core).
+        plugins: TensorRT plugin libraries to load before parsing (TensorRT only).
+        cuda_graph: also time TensorRT engines replayed from a CUDA graph (TensorRT only).
 
     Raises:
-        QuantbenchError: an unknown name, or a backend that cannot run here.
+        QuantbenchError: an unknown name, a backend that cannot run here, or TensorRT options given to
+            another backend.
     """
     from quantbench.backends import tensorrt
 
     if name not in BACKENDS:
         raise QuantbenchError(f"--backend must be one of {', '.join(BACKENDS)}, not {name!r}")
     if name == "tensorrt" or (name == "auto" and tensorrt.usable()):
-        return tensorrt.TensorRTBackend()
+        return tensorrt.TensorRTBackend(plugins, cuda_graph=cuda_graph)
+    if plugins:
+        raise QuantbenchError("--plugins loads TensorRT plugin libraries; it needs --backend tensorrt")
+    if cuda_graph:
+        raise QuantbenchError("--cuda-graph times TensorRT engines; it needs --backend tensorrt")
     from quantbench.backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(threads=threads)

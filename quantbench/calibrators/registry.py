@@ -112,6 +112,11 @@ def parse_method(spec_text: str) -> MethodSpec:
     else:
         name, *raw_params = text.split(":")
         known = available_methods()
+        if name.lower().startswith("trt-") and name not in known:
+            raise QuantbenchError(
+                f"method {name!r} is TensorRT's own calibrator: it runs inside a TensorRT 10 engine build, "
+                "with quantbench run --backend tensorrt; quantbench's entropy computes EntropyCalibration2"
+            )
         if name not in known:
             raise QuantbenchError(
                 f"unknown calibration method {name!r}; choose from {', '.join(sorted(known))} "

@@ -32,7 +32,7 @@ def _root(
         raise typer.Exit()
 
 
-from quantbench.cli import calibrate, ranges, run  # noqa: E402,F401  (each registers its commands)
+from quantbench.cli import calibrate, ranges, report, run, sensitivity  # noqa: E402,F401  (each registers its commands)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from quantbench.cli.options import (
     preprocess_options,
     split_list,
 )
+from quantbench.cli.sensitivity import SensitivityN, TargetAgreement, TargetRelL2
 from quantbench.errors import QuantbenchError
 
 
@@ -66,7 +67,11 @@ def run_command(
     interpolation: Interpolation = None,
     method: Annotated[
         str,
-        typer.Option(help="Calibration methods, one INT8 variant each.", rich_help_panel=CALIBRATION),
+        typer.Option(
+            help="Calibration methods, one INT8 variant each; with --backend tensorrt on TensorRT 10 also "
+            "TensorRT's calibrators trt-entropy2, trt-minmax, trt-entropy, trt-legacy[:QUANTILE:CUTOFF].",
+            rich_help_panel=CALIBRATION,
+        ),
     ] = "entropy,minmax,percentile",
     ranges: Annotated[
         Path | None,
@@ -86,10 +91,38 @@ def run_command(
             help="Keep nodes in float: NAME, OPTYPE or REGEX (repeatable).", rich_help_panel=VARIANTS
         ),
     ] = None,
+    target_agreement: TargetAgreement = None,
+    target_rel_l2: TargetRelL2 = None,
+    sensitivity_n: SensitivityN = 32,
+    bias_correction: Annotated[
+        bool,
+        typer.Option(
+            help="Correct INT8 Conv/Gemm biases so their per-channel output means match FP32's.",
+            rich_help_panel=VARIANTS,
+        ),
+    ] = True,
+    bias_correction_images: Annotated[
+        int,
+        typer.Option(help="First calibration images the bias correction runs on.", rich_help_panel=VARIANTS),
+    ] = 32,
     backend: Annotated[
         str, typer.Option(help="auto | onnxruntime | tensorrt.", rich_help_panel=VARIANTS)
     ] = "auto",
     threads: Threads = 0,
+    plugins: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="TensorRT plugin library (.so) loaded before parsing (repeatable; --backend tensorrt).",
+            rich_help_panel=VARIANTS,
+        ),
+    ] = None,
+    cuda_graph: Annotated[
+        bool,
+        typer.Option(
+            help="Also time TensorRT engines replayed from a CUDA graph (--backend tensorrt).",
+            rich_help_panel=EVALUATION,
+        ),
+    ] = False,
     bench_batch: Annotated[
         str, typer.Option(help="Batch sizes to time, e.g. 1,8.", rich_help_panel=EVALUATION)
     ] = "1",
@@ -125,6 +158,11 @@ def run_command(
             methods=split_list(method),
             ranges=ranges,
             exclude=exclude or [],
+            target_agreement=target_agreement,
+            target_rel_l2=target_rel_l2,
+            sensitivity_n=sensitivity_n,
+            bias_correction=bias_correction,
+            bias_correction_images=bias_correction_images,
             backend=backend,
             out=out,
             batch=batch,
@@ -135,6 +173,8 @@ def run_command(
             preprocess=preprocess_options(size, mean, std, channels, layout, interpolation),
             threads=threads,
             workers=workers,
+            plugins=plugins or [],
+            cuda_graph=cuda_graph,
             progress=bars,
             command=["quantbench", *sys.argv[1:]],
         )

@@ -1,0 +1,95 @@
+"""Engine files and their JSON sidecars.
+
+An engine (``engines/<variant>.engine``) runs only on the TensorRT version and GPU it was built for.
+Its sidecar (``<variant>.engine.json``) records them, with the precision, the build path and the
+quantbench version; :func:`check_engine` refuses an engine whose sidecar is missing or names another
+TensorRT version, GPU or compute capability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from quantbench import __version__
+from quantbench.errors import QuantbenchError
+from quantbench.fileio import write_bytes_atomic, write_text_atomic
+
+SIDECAR_FORMAT = "quantbench-trt-engine"
+
+
+def sidecar_path(engine: Path) -> Path:
+    """``engines/fp32.engine`` -> ``engines/fp32.engine.json``."""
+    return engine.with_name(engine.name + ".json")
+
+
+def save_engine(path: Path, data: bytes, record: dict[str, Any]) -> dict[str, Any]:
+    """Write an engine and its sidecar atomically; returns the sidecar's content.
+
+    Args:
+        path: the engine file.
+        data: the serialized engine.
+        record: at least ``tensorrt``, ``gpu``, ``compute_capability`` and ``precision``.
+
+    Raises:
+        QuantbenchError: ``record`` lacks one of those keys.
+    """
+    missing = [key for key in ("tensorrt", "gpu", "compute_capability", "precision") if key not in record]
+    if missing:
+        raise QuantbenchError(f"engine sidecar for {path.name} lacks {', '.join(missing)}")
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        **record,
+        "quantbench_version": __version__,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+    }
+    sidecar_path(path).unlink(missing_ok=True)
+    write_bytes_atomic(path, data)
+    write_text_atomic(sidecar_path(path), json.dumps(sidecar, indent=1, sort_keys=True) + "\n")
+    return sidecar
+
+
+def check_engine(
+    path: Path, *, tensorrt: str, gpu: str, compute_capability: str
+) -> tuple[bytes, dict[str, Any]]:
+    """An engine's bytes and sidecar when it was built for this TensorRT and GPU.
+
+    Args:
+        path: the engine file.
+        tensorrt: the installed TensorRT version.
+        gpu, compute_capability: the GPU in use (name, ``"9.0"``).
+
+    Raises:
+        QuantbenchError: the engine or its sidecar is missing or unreadable, the engine's bytes do not
+            match the sidecar, or it was built for another TensorRT version, GPU or compute capability.
+    """
+    side = sidecar_path(path)
+    if not path.is_file():
+        raise QuantbenchError(f"engine not found: {path}")
+    if not side.is_file():
+        raise QuantbenchError(
+            f"{path}: no sidecar {side.name} says which TensorRT and GPU the engine was built for; rebuild it"
+        )
+    try:
+        record = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise QuantbenchError(f"{side}: unreadable engine sidecar ({exc}); rebuild the engine") from None
+    if not isinstance(record, dict) or record.get("format") != SIDECAR_FORMAT:
+        raise QuantbenchError(f"{side}: not a quantbench engine sidecar; rebuild the engine")
+    if record.get("tensorrt") != tensorrt:
+        raise QuantbenchError(
+            f"{path}: built with TensorRT {record.get('tensorrt')}, TensorRT {tensorrt} is installed; "
+            "engines run only on the TensorRT version that built them: rebuild it"
+        )
+    if record.get("gpu") != gpu or record.get("compute_capability") != compute_capability:
+        raise QuantbenchError(
+            f"{path}: built for {record.get('gpu')} (compute capability {record.get('compute_capability')}), "
+            f"this GPU is {gpu} ({compute_capability}); rebuild it on this GPU"
+        )
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        raise QuantbenchError(f"{path}: the engine changed after its sidecar was written; rebuild it")
+    return data, record

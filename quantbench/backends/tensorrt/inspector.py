@@ -1,0 +1,100 @@
+"""Per-layer information from TensorRT's engine inspector: name, layer type and precision.
+
+Engines are built with ``ProfilingVerbosity.DETAILED`` so that the inspector's JSON describes each
+layer with its inputs and outputs and their ``Format/Datatype``. A layer's precision is read from its
+first input (the data its kernel computes on), or from its first output where it has no input:
+``int8``, ``fp16``, ``bf16``, ``fp8``, ``fp32``, ``int32``, ``bool``..., ``unknown`` where the text
+names none of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from quantbench.errors import QuantbenchError
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+# Checked in order: the first match wins ("UInt8" before "Int8").
+_PRECISIONS = (
+    (re.compile(r"uint8", re.I), "uint8"),
+    (re.compile(r"int8", re.I), "int8"),
+    (re.compile(r"fp8|e4m3", re.I), "fp8"),
+    (re.compile(r"fp4|e2m1", re.I), "fp4"),
+    (re.compile(r"int4", re.I), "int4"),
+    (re.compile(r"bf16|bfloat16", re.I), "bf16"),
+    (re.compile(r"fp16|half", re.I), "fp16"),
+    (re.compile(r"fp32|float|tf32", re.I), "fp32"),
+    (re.compile(r"int32", re.I), "int32"),
+    (re.compile(r"int64", re.I), "int64"),
+    (re.compile(r"bool", re.I), "bool"),
+)
+
+
+def precision_of(format_text: str) -> str:
+    """The precision named by a ``Format/Datatype`` text, e.g. ``"Row major linear FP16"`` -> ``fp16``."""
+    for pattern, name in _PRECISIONS:
+        if pattern.search(format_text):
+            return name
+    return "unknown"
+
+
+def _first_format(tensors: Any) -> str | None:
+    if isinstance(tensors, list):
+        for tensor in tensors:
+            if isinstance(tensor, dict) and isinstance(tensor.get("Format/Datatype"), str):
+                return str(tensor["Format/Datatype"])
+    return None
+
+
+def parse_layers(text: str) -> list[dict[str, str]]:
+    """The inspector's JSON as ``[{"name", "type", "precision"}]`` in engine order.
+
+    Layers described by name only (an engine built without detailed verbosity) get type and
+    precision ``unknown``.
+
+    Raises:
+        QuantbenchError: the text is not the inspector's JSON.
+    """
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise QuantbenchError(f"TensorRT's engine inspector returned no JSON ({exc})") from None
+    layers = document.get("Layers") if isinstance(document, dict) else None
+    if not isinstance(layers, list):
+        raise QuantbenchError("TensorRT's engine inspector JSON has no 'Layers' list")
+    out = []
+    for index, layer in enumerate(layers):
+        if isinstance(layer, str):
+            out.append({"name": layer, "type": "unknown", "precision": "unknown"})
+            continue
+        if not isinstance(layer, dict):
+            continue
+        fmt = _first_format(layer.get("Inputs")) or _first_format(layer.get("Outputs"))
+        out.append(
+            {
+                "name": str(layer.get("Name", f"layer {index}")),
+                "type": str(layer.get("LayerType", "unknown")),
+                "precision": precision_of(fmt) if fmt is not None else "unknown",
+            }
+        )
+    return out
+
+
+def precision_counts(layers: list[dict[str, str]]) -> dict[str, int]:
+    """How many layers run in each precision."""
+    counts: dict[str, int] = {}
+    for layer in layers:
+        counts[layer["precision"]] = counts.get(layer["precision"], 0) + 1
+    return counts
+
+
+def engine_layers(engine: trt.ICudaEngine) -> list[dict[str, str]]:
+    """Per-layer information of a deserialized engine (see :func:`parse_layers`)."""
+    import tensorrt as trt
+
+    inspector = engine.create_engine_inspector()
+    return parse_layers(inspector.get_engine_information(trt.LayerInformationFormat.JSON))

@@ -1,0 +1,392 @@
+"""Sequential empirical bias correction of a Q/DQ INT8 model.
+
+Quantizing weights and activations shifts the mean of each convolution's output. For every corrected
+Conv, ConvTranspose or Gemm, in graph order, the per-output-channel mean of its output is measured in
+the FP32 model and in the Q/DQ model on a few calibration samples, and ``mean_fp32 - mean_int8`` is
+added to its float bias (divided by ``beta`` for Gemm). The Q/DQ means are measured with every earlier
+correction applied: correcting all layers from one pass over-corrects, because each layer's shift
+already contains the shifts of the layers before it.
+
+Measuring layer by layer on the whole model would cost one full pass per layer. Instead the graph is
+cut into segments at positions of the node list where few activation tensors are live (produced
+before, read after): a cut just before and just after each corrected node, where the graph allows.
+The tensors live at a cut are kept for the correction samples, so each segment runs on its own: once
+per corrected node inside it (the biases are graph inputs, fed with their current values), then once
+more to compute its outputs for the next segment. With cuts both sides of every corrected node, the
+whole correction costs about one pass of the model plus one more of each corrected node.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from quantbench.errors import QuantbenchError
+
+if TYPE_CHECKING:
+    import onnx
+
+CORRECTED_OPS = ("Conv", "ConvTranspose", "Gemm")
+MAX_LIVE = 2
+"""A position of the node list is a cut candidate when at most this many activation tensors cross it."""
+
+
+@dataclass
+class NodeCorrection:
+    """The correction of one node.
+
+    Attributes:
+        node: the node's label (its name, else ``<op>:<output>``).
+        output: its output tensor.
+        channels: output channels corrected.
+        max_abs: the largest ``|mean_fp32 - mean_int8|`` added to a channel's bias (after ``/ beta``).
+        relative: ``max_abs`` over the largest |bias| before correction (None for a zero bias).
+        added_bias: the node had no bias and was given one.
+    """
+
+    node: str
+    output: str
+    channels: int
+    max_abs: float
+    relative: float | None
+    added_bias: bool = False
+
+
+@dataclass
+class BiasCorrection:
+    """What :func:`correct_biases` did.
+
+    Attributes:
+        model: the corrected Q/DQ model (a new model; the input is not modified).
+        nodes: one entry per corrected node, in graph order.
+        skipped: (node label, reason) for the requested nodes left as they were.
+        samples: correction samples used.
+        segments: segments the graph was run in.
+        seconds: wall-clock time of the correction.
+    """
+
+    model: onnx.ModelProto
+    nodes: list[NodeCorrection] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    samples: int = 0
+    segments: int = 0
+    seconds: float = 0.0
+
+    def details(self) -> dict[str, Any]:
+        """A JSON-ready summary for a variant's details."""
+        relative = [c.relative for c in self.nodes if c.relative is not None]
+        return {
+            "applied": True,
+            "images": self.samples,
+            "nodes": len(self.nodes),
+            "added_biases": sum(c.added_bias for c in self.nodes),
+            "largest_relative_correction": max(relative, default=None),
+            "segments": self.segments,
+            "seconds": round(self.seconds, 3),
+            "skipped": [f"{label}: {reason}" for label, reason in self.skipped],
+        }
+
+
+def _label(node: onnx.NodeProto) -> str:
+    return node.name or f"{node.op_type}:{node.output[0]}"
+
+
+def _inputs_of(node: onnx.NodeProto) -> list[str]:
+    """The tensors ``node`` reads, including those its subgraphs read from the outer scope."""
+    names = [name for name in node.input if name]
+    for attribute in node.attribute:
+        graphs = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
+        for graph in graphs:
+            inner = {name for n in graph.node for name in n.output} | {i.name for i in graph.initializer}
+            names += [name for n in graph.node for name in _inputs_of(n) if name not in inner]
+    return names
+
+
+def _unique(taken: set[str], name: str) -> str:
+    candidate, k = name, 1
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _session(model: onnx.ModelProto, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QuantbenchError(
+            f"bias correction: ONNX Runtime cannot load a segment of the model ({first})"
+        ) from None
+
+
+def _channel_sums(y: np.ndarray, axis: int) -> np.ndarray:
+    axis %= y.ndim
+    blocks = y.reshape(int(np.prod(y.shape[:axis])), y.shape[axis], -1)  # no copy for a contiguous y
+    return blocks.sum(axis=(0, 2), dtype=np.float64)
+
+
+class _Means:
+    """Per-channel means accumulated over batches (float64 sums)."""
+
+    def __init__(self) -> None:
+        self.sums: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, y: np.ndarray, axis: int) -> None:
+        sums = _channel_sums(y, axis)
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.count += y.size // max(y.shape[axis], 1)
+
+    def mean(self) -> np.ndarray:
+        assert self.sums is not None
+        return self.sums / max(self.count, 1)
+
+
+def _target(node: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]) -> tuple[str | None, float, str]:
+    """(bias name or None when it has to be added, 1/beta, '' or the reason to skip it)."""
+    from onnx import TensorProto, helper
+
+    if node.op_type not in CORRECTED_OPS:
+        return None, 1.0, f"{node.op_type} has no bias input"
+    beta = 1.0
+    if node.op_type == "Gemm":
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        beta = float(attrs.get("beta", 1.0))
+        if beta == 0.0:
+            return None, 1.0, "Gemm with beta 0 ignores its bias"
+    bias = node.input[2] if len(node.input) > 2 else ""
+    if not bias:
+        return None, 1.0 / beta, ""
+    init = inits.get(bias)
+    if init is None:
+        return None, 1.0, "the bias is not an initializer"
+    if init.data_type != TensorProto.FLOAT or len(init.dims) != 1:
+        return None, 1.0, "the bias is not a 1-D float32 initializer"
+    return bias, 1.0 / beta, ""
+
+
+def correct_biases(
+    fp32_model: onnx.ModelProto,
+    qdq_model: onnx.ModelProto,
+    nodes: Iterable[str],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    threads: int = 0,
+    max_live: int = MAX_LIVE,
+    on_node: Callable[[], None] | None = None,
+) -> BiasCorrection:
+    """Correct the biases of ``nodes`` of ``qdq_model`` sequentially (see the module docstring).
+
+    Args:
+        fp32_model: the FP32 model ``qdq_model`` was built from (its node outputs keep their names).
+        qdq_model: the Q/DQ model (TensorRT flavour); not modified.
+        nodes: output tensor names of the nodes to correct. Conv and ConvTranspose (channel axis 1) and
+            Gemm (last axis) are corrected; a node without a bias gets a zero bias first (a Gemm's only
+            as a 1-D bias of its N outputs); others, and biases that are not 1-D float32 initializers,
+            are listed as skipped.
+        feeds: the correction batches: input name -> array, the same inputs in every batch.
+        threads: ONNX Runtime intra-op threads (0: every core).
+        max_live: the most activation tensors a cut may cross (0: no cuts, one pass of the whole model
+            per corrected node).
+        on_node: called after each node is corrected.
+
+    Returns:
+        The corrected model with a summary per node.
+
+    Raises:
+        QuantbenchError: no batches, a batch without one of the model's inputs, a name in ``nodes``
+            that no node of ``qdq_model`` outputs, or a model ONNX Runtime cannot run.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from quantbench.model import expose_tensors
+    from quantbench.qdq import drop_unused_initializers
+
+    started = time.time()
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq_model)
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    graph_inputs = [v.name for v in graph.input if v.name not in inits]
+    if not feeds:
+        raise QuantbenchError("bias correction needs at least one batch of samples")
+    for batch in feeds:
+        missing = [name for name in graph_inputs if name not in batch]
+        if missing:
+            raise QuantbenchError(f"bias correction: a batch has no value for input {missing[0]!r}")
+    samples = sum(len(next(iter(batch.values()))) for batch in feeds)
+    result = BiasCorrection(model, samples=samples)
+
+    producer = {out: node for node in graph.node for out in node.output}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in _inputs_of(node):
+            uses[name] = uses.get(name, 0) + 1
+    targets: dict[str, tuple[onnx.NodeProto, str | None, float]] = {}
+    for name in dict.fromkeys(nodes):
+        node = producer.get(name)
+        if node is None or node.output[0] != name:
+            raise QuantbenchError(f"bias correction: no node of the model outputs {name!r}")
+        bias, scale, reason = _target(node, inits)
+        if reason:
+            result.skipped.append((_label(node), reason))
+        else:
+            targets[name] = (node, bias, scale)
+    if not targets:
+        result.seconds = time.time() - started
+        return result
+
+    # 1. FP32 means of every target's output, in one pass
+    axis = {name: -1 if node.op_type == "Gemm" else 1 for name, (node, _, _) in targets.items()}
+    fp32_means = {name: _Means() for name in targets}
+    session = _session(expose_tensors(fp32_model, list(targets)), threads)
+    for batch in feeds:
+        for name, y in zip(targets, session.run(list(targets), dict(batch))):
+            fp32_means[name].add(y, axis[name])
+    del session
+    expected = {name: m.mean() for name, m in fp32_means.items()}
+
+    # 2. private float biases (zeros where there was none), fed as graph inputs
+    taken = {n for node in graph.node for n in [*node.input, *node.output]} | set(inits)
+    biases: dict[str, np.ndarray] = {}
+    added: set[str] = set()
+    for name, (node, bias, scale) in targets.items():
+        if bias is not None and uses.get(bias, 0) == 1:
+            private = bias
+        else:
+            private = _unique(taken, f"{name}_bias")
+            graph.initializer.append(numpy_helper.from_array(np.zeros(0, np.float32), private))
+            inits[private] = graph.initializer[-1]
+            while len(node.input) < 3:
+                node.input.append("")
+            node.input[2] = private
+        if bias is None:
+            added.add(name)
+        start = numpy_helper.to_array(inits[bias]) if bias is not None else np.zeros(len(expected[name]))
+        biases[private] = start.astype(np.float32).reshape(-1)
+        targets[name] = (node, private, scale)
+    feed_names = set(biases)
+
+    # 3. constant-only nodes, live tensors at each position, cuts
+    constants = {name for name in inits if name not in feed_names}
+    dynamic: list[onnx.NodeProto] = []
+    for node in graph.node:
+        reads = _inputs_of(node)
+        constant = all(n in constants for n in reads) and not any(a.HasField("g") for a in node.attribute)
+        if constant and (reads or node.op_type == "Constant"):
+            constants.update(o for o in node.output if o)
+        else:
+            dynamic.append(node)
+    made = {name: -1 for name in graph_inputs}
+    last: dict[str, int] = {}
+    for i, node in enumerate(dynamic):
+        for name in _inputs_of(node):
+            if name not in constants and name not in feed_names:
+                last[name] = i
+        made.update((o, i) for o in node.output if o)
+    crossing = np.zeros(len(dynamic) + 2, np.int64)  # tensors live at position p (before dynamic[p])
+    for name, end in last.items():
+        crossing[made.get(name, -1) + 1] += 1
+        crossing[end + 1] -= 1
+    crossing = np.cumsum(crossing)
+    allowed = [p for p in range(len(dynamic) + 1) if p in (0, len(dynamic)) or crossing[p] <= max_live]
+    position = {id(node): i for i, node in enumerate(dynamic)}
+    cuts = {0, len(dynamic)}
+    for node, _, _ in targets.values():
+        i = position[id(node)]
+        cuts.add(max(p for p in allowed if p <= i))
+        cuts.add(min(p for p in allowed if p > i))
+    bounds = sorted(cuts)
+    result.segments = len(bounds) - 1
+
+    # 4. segments in order: correct their targets, then compute what the next segments read
+    const_producer = {o: node for node in graph.node for o in node.output if o in constants}
+    cache: list[dict[str, np.ndarray]] = [
+        {name: np.asarray(batch[name]) for name in graph_inputs} for batch in feeds
+    ]
+    for begin, end in itertools.pairwise(bounds):
+        part = dynamic[begin:end]
+        produced = {o for node in part for o in node.output if o}
+        reads = list(dict.fromkeys(n for node in part for n in _inputs_of(node)))
+        outputs = [n for n in dict.fromkeys(produced) if last.get(n, -1) >= end]
+        seg_targets = [o for node in part for o in node.output[:1] if o in targets]
+        needed: set[int] = set()
+        stack = [n for n in reads if n in const_producer]
+        while stack:
+            node = const_producer[stack.pop()]
+            if id(node) not in needed:
+                needed.add(id(node))
+                stack.extend(n for n in _inputs_of(node) if n in const_producer)
+        ordered = [n for n in graph.node if id(n) in needed] + part
+        all_reads = {n for node in ordered for n in _inputs_of(node)}
+        fed = [n for n in reads if n not in produced and n not in constants]
+        segment_graph = helper.make_graph(
+            ordered,
+            f"segment_{begin}",
+            [
+                helper.make_tensor_value_info(
+                    n,
+                    helper.np_dtype_to_tensor_dtype(biases[n].dtype if n in biases else cache[0][n].dtype),
+                    None,
+                )
+                for n in fed
+            ],
+            [helper.make_empty_tensor_value_info(n) for n in dict.fromkeys([*outputs, *seg_targets])],
+            [inits[n] for n in all_reads if n in inits and n not in feed_names],
+        )
+        segment = helper.make_model(segment_graph, opset_imports=model.opset_import)
+        segment.ir_version = model.ir_version
+        segment.functions.extend(model.functions)
+        session = _session(segment, threads) if outputs or seg_targets else None
+
+        def run(names: list[str], session: Any = session, fed: list[str] = fed) -> Iterable[list[np.ndarray]]:
+            for values in cache:
+                yield session.run(names, {n: biases[n] if n in biases else values[n] for n in fed})
+
+        for name in seg_targets:
+            node, bias, scale = targets[name]
+            assert bias is not None  # every target has a private bias by now
+            means = _Means()
+            for (y,) in run([name]):
+                means.add(y, axis[name])
+            delta = (expected[name] - means.mean()) * scale
+            before = biases[bias].astype(np.float64)
+            biases[bias] = (before + delta).astype(np.float32)
+            peak = float(np.abs(before).max()) if before.size else 0.0
+            result.nodes.append(
+                NodeCorrection(
+                    _label(node),
+                    name,
+                    len(delta),
+                    float(np.abs(delta).max()),
+                    float(np.abs(delta).max()) / peak if peak > 0 else None,
+                    name in added,
+                )
+            )
+            if on_node is not None:
+                on_node()
+        if outputs:
+            for values, computed in zip(cache, run(outputs)):
+                values.update(zip(outputs, computed))
+        for values in cache:
+            for n in [n for n in values if last.get(n, -1) < end]:
+                del values[n]
+        del session
+
+    for bias, value in biases.items():
+        inits[bias].CopyFrom(numpy_helper.from_array(value, bias))
+    drop_unused_initializers(graph)  # a bias shared with an uncorrected node was copied
+    result.seconds = time.time() - started
+    return result

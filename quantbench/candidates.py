@@ -1,0 +1,222 @@
+"""The INT8 models a sensitivity analysis runs: built in memory, loaded into ONNX Runtime quickly.
+
+:func:`build_int8` is the model ``quantbench run --exclude`` writes (its ONNX Runtime flavour, bias
+correction included when asked), without the files; :class:`Candidates` builds the same models faster
+when many nodes stay in float, and loads them; :func:`replay_name` names a node so that ``--exclude``
+selects it alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from quantbench.errors import QuantbenchError
+
+if TYPE_CHECKING:
+    import onnx
+
+    from quantbench.qdq import QdqPlan
+
+
+def open_session(
+    model: onnx.ModelProto, threads: int = 0, external: dict[str, Any] | None = None, optimize: bool = True
+) -> Any:
+    """An ONNX Runtime CPU session for an in-memory model, set up as the ONNX Runtime backend sets it.
+
+    Args:
+        model: the model.
+        threads: intra-op threads (0: every core).
+        external: OrtValues of the initializers the model marks as external, by name.
+        optimize: False runs the graph as written (no fusion, no constant folding).
+
+    Raises:
+        QuantbenchError: ONNX Runtime cannot load the model.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if external:
+        options.add_external_initializers(list(external), list(external.values()))
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QuantbenchError(f"ONNX Runtime cannot load a model built for the analysis: {message}") from None
+
+
+def replay_name(graph: onnx.GraphProto, index: int) -> str:
+    """The name that gives ``--exclude`` exactly node ``index``: its label, else its first output.
+
+    Raises:
+        QuantbenchError: neither names that node alone.
+    """
+    from quantbench.qdq import match_excluded, node_label
+
+    node = graph.node[index]
+    for candidate in (node_label(node, index), *node.output[:1]):
+        if candidate and match_excluded(graph, [candidate]) == {index}:
+            return candidate
+    raise QuantbenchError(
+        f"node {node_label(node, index)} cannot be named alone for --exclude (another node shares its "
+        "name); give the model's nodes unique names"
+    )
+
+
+def build_int8(
+    model: onnx.ModelProto,
+    amax: dict[str, float],
+    exclude: Iterable[str] = (),
+    bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+    threads: int = 0,
+) -> tuple[onnx.ModelProto, QdqPlan]:
+    """The INT8 model ``quantbench run --exclude`` would write, in its ONNX Runtime flavour, in memory.
+
+    Args:
+        model: the FP32 model, opset 13 or more.
+        amax: tensor -> amax.
+        exclude: ``--exclude`` patterns.
+        bias_feeds: batches to correct the quantized nodes' biases on, as ``quantbench run`` does
+            (:mod:`quantbench.bias_correction`); None: no correction.
+        threads: ONNX Runtime threads for the correction.
+
+    Returns:
+        (the ONNX Runtime flavour, the plan it was built from).
+    """
+    from quantbench.qdq import build_qdq, plan_qdq
+    from quantbench.qdq_onnxruntime import to_onnxruntime_flavour
+
+    plan = plan_qdq(model, amax, exclude)
+    qdq_model, names = build_qdq(model, amax, plan)
+    if bias_feeds is not None and plan.quantized_nodes:
+        from quantbench.bias_correction import correct_biases
+
+        targets = [model.graph.node[i].output[0] for i in plan.quantized_nodes]
+        qdq_model = correct_biases(model, qdq_model, targets, bias_feeds, threads=threads).model
+    return to_onnxruntime_flavour(qdq_model, names), plan
+
+
+class Candidates:
+    """Builds and loads the INT8 models that keep chosen nodes in float, for one model and its ranges.
+
+    The weights of a node kept in float are used as they are, so they stay out of the Q/DQ builder:
+    the model is built without them (a much smaller graph to copy when most nodes are in float) and
+    ONNX Runtime reads them from memory, shared by every session (``add_external_initializers``). The
+    model that runs is :func:`build_int8`'s, value for value. With ``bias_feeds`` every candidate has its
+    biases corrected as ``quantbench run`` corrects its INT8 models (the correction reads every weight,
+    so those candidates are built whole).
+
+    Attributes:
+        model: the FP32 model, opset 13 or more.
+        amax: tensor -> amax.
+        exclude: ``--exclude`` patterns kept in float in every candidate.
+        threads: ONNX Runtime threads.
+        bias_feeds: batches the biases are corrected on (None: no correction).
+        built: candidates loaded so far.
+    """
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        amax: dict[str, float],
+        exclude: Sequence[str] = (),
+        threads: int = 0,
+        bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+    ) -> None:
+        import onnx
+
+        from quantbench.qdq import QUANTIZED_OPS, node_label
+
+        self.model, self.amax, self.exclude, self.threads = model, dict(amax), list(exclude), threads
+        self.bias_feeds = bias_feeds
+        self.built = 0
+        graph = model.graph
+        boundary = {v.name for v in [*graph.input, *graph.output]}
+        readers: dict[str, set[int]] = {}
+        for i, node in enumerate(graph.node):
+            for name in node.input:
+                readers.setdefault(name, set()).add(i)
+        self._readers = {
+            init.name: readers[init.name]
+            for init in graph.initializer
+            if init.name not in boundary
+            and readers.get(init.name)
+            and all(graph.node[i].op_type in QUANTIZED_OPS for i in readers[init.name])
+        }
+        self._weights = {init.name: init for init in graph.initializer if init.name in self._readers}
+        self._light = onnx.ModelProto()
+        self._light.CopyFrom(model)
+        kept = [init for init in model.graph.initializer if init.name not in self._readers]
+        del self._light.graph.initializer[:]
+        self._light.graph.initializer.extend(kept)
+        self._values: dict[str, tuple[np.ndarray, Any]] = {}
+        self._excluded_by: dict[str, set[int]] = {}  # exact --exclude names -> nodes (as match_excluded)
+        for i, node in enumerate(graph.node):
+            for key in {node.name, node.op_type, node_label(node, i), *node.output} - {""}:
+                self._excluded_by.setdefault(key, set()).add(i)
+
+    def nodes(self) -> list[tuple[int, str, str]]:
+        """(index, ``--exclude`` name, op type) of each node the INT8 model quantizes, in graph order.
+
+        Raises:
+            QuantbenchError: none can be quantized, or a node cannot be named alone for ``--exclude``.
+        """
+        from quantbench.qdq import plan_qdq
+
+        plan = plan_qdq(self.model, self.amax, self.exclude)
+        if not plan.quantized_nodes:
+            raise QuantbenchError("no Conv, ConvTranspose, Gemm or MatMul of the model can be quantized")
+        graph = self.model.graph
+        return [(i, replay_name(graph, i), graph.node[i].op_type) for i in plan.quantized_nodes]
+
+    def build(self, kept: Sequence[str]) -> tuple[onnx.ModelProto, list[str]]:
+        """The ONNX Runtime flavour with ``kept`` (``--exclude`` names) in float, the weights of float nodes
+        left as external references; and their names."""
+        import onnx
+
+        from quantbench.qdq import match_excluded
+
+        patterns = [*self.exclude, *kept]
+        if self.bias_feeds is not None:
+            return build_int8(self.model, self.amax, patterns, self.bias_feeds, self.threads)[0], []
+        excluded: set[int] = set()
+        for pattern in patterns:
+            found = self._excluded_by.get(pattern)
+            excluded |= found if found is not None else match_excluded(self.model.graph, [pattern])
+        light = onnx.ModelProto()
+        light.CopyFrom(self._light)
+        outside = []
+        for name, tensor in self._weights.items():
+            if self._readers[name] <= excluded:
+                outside.append(name)
+            else:
+                light.graph.initializer.append(tensor)
+        built, _ = build_int8(light, self.amax, patterns)
+        for name in outside:
+            source = self._weights[name]
+            stub = built.graph.initializer.add()
+            stub.name, stub.data_type = name, source.data_type
+            stub.dims.extend(source.dims)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            entry = stub.external_data.add()
+            entry.key, entry.value = "location", "quantbench-in-memory"
+        return built, outside
+
+    def session(self, kept: Sequence[str]) -> Any:
+        """An ONNX Runtime session of the candidate that keeps ``kept`` in float."""
+        import onnxruntime as ort
+        from onnx import numpy_helper
+
+        built, outside = self.build(kept)
+        for name in outside:
+            if name not in self._values:
+                array = np.ascontiguousarray(numpy_helper.to_array(self._weights[name]))
+                self._values[name] = (array, ort.OrtValue.ortvalue_from_numpy(array))
+        self.built += 1
+        return open_session(built, self.threads, {name: self._values[name][1] for name in outside})

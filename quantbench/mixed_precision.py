@@ -1,0 +1,402 @@
+"""Automatic mixed precision: keep the fewest most harmful nodes in float that meet a fidelity target.
+
+The nodes are ranked once by :mod:`quantbench.sensitivity` (only-this-node-quantized view, on the first
+``samples`` held-out samples); candidate ``k`` keeps the ``k`` first of the ranking in float (as
+``--exclude`` would) and is scored on *every* held-out sample, the ones the run then reports on.
+The search doubles ``k`` (0, 1, 2, 4, ...) until a candidate meets the target, then bisects between the
+last that failed and the first that met it: about ``2 log2(k) + 1`` candidates instead of ``k + 1``.
+The answer meets the target (measured) and ``k - 1`` does not (measured). Bisection assumes that
+keeping more of the ranked nodes in float does not make the model worse; where the curve is not
+monotonic a smaller ``k`` may also meet the target.
+
+The target is met on the held-out images the search chose ``k`` on; on images it never saw the mixed
+model can fall short of it (see the benchmark in the README). When the run corrects its INT8 biases,
+every candidate of the search is corrected the same way (about 3 s each for a 50-conv CNN on 2 cores),
+so that the model written is the one scored; the ranking is not corrected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from quantbench.candidates import Candidates
+from quantbench.errors import QuantbenchError
+from quantbench.sensitivity import SAMPLES, Evaluator, NodeSensitivity, Score
+
+if TYPE_CHECKING:
+    import onnx
+
+    from quantbench.datasets.loader import Batch
+    from quantbench.pipeline import Progress
+    from quantbench.ranges import DynamicRanges
+    from quantbench.variants import Variant
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the mixed model must reach on the held-out samples (every given bound).
+
+    Attributes:
+        top1_agreement: least top-1 agreement with FP32, as a fraction (None: no bound).
+        rel_l2: largest relative L2 error of the main output (None: no bound).
+    """
+
+    top1_agreement: float | None = None
+    rel_l2: float | None = None
+
+    def met(self, score: Score) -> bool:
+        """Whether ``score`` meets every bound."""
+        if self.top1_agreement is not None and (
+            score.top1_agreement is None or score.top1_agreement < self.top1_agreement - 1e-9
+        ):
+            return False
+        return self.rel_l2 is None or score.rel_l2 <= self.rel_l2
+
+    def describe(self) -> str:
+        """E.g. ``top-1 agreement >= 99% and rel. L2 <= 0.05``."""
+        parts = []
+        if self.top1_agreement is not None:
+            parts.append(f"top-1 agreement >= {100 * self.top1_agreement:g}%")
+        if self.rel_l2 is not None:
+            parts.append(f"rel. L2 <= {self.rel_l2:g}")
+        return " and ".join(parts)
+
+    def to_json(self) -> dict[str, float | None]:
+        """``{"top1_agreement": fraction or None, "rel_l2": float or None}``."""
+        return {"top1_agreement": self.top1_agreement, "rel_l2": self.rel_l2}
+
+
+def parse_target(agreement_percent: float | None, rel_l2: float | None) -> Target | None:
+    """The target of ``--target-agreement`` (a percentage) and ``--target-rel-l2``; None if neither.
+
+    Raises:
+        QuantbenchError: a bound out of range.
+    """
+    if agreement_percent is not None:
+        if not 0 < agreement_percent <= 100:
+            raise QuantbenchError(
+                "--target-agreement is a percentage above 0 and at most 100 (e.g. 99); "
+                f"got {agreement_percent:g}"
+            )
+        if agreement_percent <= 1:
+            raise QuantbenchError(
+                f"--target-agreement is a percentage: {agreement_percent:g} means {agreement_percent:g}%; "
+                f"for {100 * agreement_percent:g}% give {100 * agreement_percent:g}"
+            )
+    if rel_l2 is not None and not 0 < rel_l2 < float("inf"):
+        raise QuantbenchError(f"--target-rel-l2 must be a number above 0 (e.g. 0.05); got {rel_l2:g}")
+    if agreement_percent is None and rel_l2 is None:
+        return None
+    return Target(agreement_percent / 100.0 if agreement_percent is not None else None, rel_l2)
+
+
+@dataclass
+class CurvePoint:
+    """One candidate of the search: the ``k`` first nodes of the ranking kept in float."""
+
+    k: int
+    excluded: list[str]
+    score: Score
+    median_ms: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A ``curve`` entry of ``results.json``."""
+        return {
+            "k": self.k,
+            "excluded": self.excluded,
+            "top1_agreement": self.score.top1_agreement,
+            "rel_l2": self.score.rel_l2,
+            "median_ms": self.median_ms,
+        }
+
+
+@dataclass
+class SearchResult:
+    """The smallest ``k`` found and everything measured on the way.
+
+    Attributes:
+        method: the ranges' label.
+        target: the target met.
+        k: nodes kept in float.
+        excluded: their ``--exclude`` names, most harmful first.
+        curve: the candidates scored, by ``k``.
+        ranking: every quantized node, most harmful first.
+        seconds: time of the search (:func:`mixed_precision`: with the reference pass and the ranking).
+        models_evaluated: models built and run (ranking and search).
+    """
+
+    method: str
+    target: Target
+    k: int
+    excluded: list[str]
+    curve: list[CurvePoint]
+    ranking: list[NodeSensitivity]
+    seconds: float = 0.0
+    models_evaluated: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``sensitivity`` entry of ``results.json``."""
+        return {
+            "method": self.method,
+            "target": self.target.to_json(),
+            "excluded": list(self.excluded),
+            "curve": [point.to_json() for point in self.curve],
+            "ranking": [node.to_json() for node in self.ranking],
+        }
+
+
+@dataclass
+class Timing:
+    """How candidates are timed: feeds of one bench batch, repeated as ``measure_latency`` does."""
+
+    feeds: dict[str, np.ndarray]
+    batch: int
+    runs: int = 50
+    seconds: float = 2.0
+
+
+def search(
+    candidates: Candidates,
+    ranking: Sequence[NodeSensitivity],
+    evaluator: Evaluator,
+    target: Target,
+    *,
+    method: str,
+    timing: Timing | None = None,
+    cache: dict[int, CurvePoint] | None = None,
+    progress: Progress | None = None,
+) -> SearchResult:
+    """The smallest ``k`` whose model meets ``target`` (see the module docstring).
+
+    Args:
+        candidates: the model, its ranges and the ``--exclude`` patterns kept in float in every candidate.
+        ranking: the quantized nodes, most harmful first.
+        evaluator: the held-out samples and FP32 reference the target is checked on.
+        target: what to reach.
+        method: the ranges' label, for the result.
+        timing: when given, each candidate's latency is measured too.
+        cache: candidates already scored on the same evaluator (shared between targets), filled in.
+        progress: receives one unit per candidate.
+
+    Raises:
+        QuantbenchError: agreement asked of a model without class scores, or no candidate that keeps a
+            node in INT8 meets the target.
+    """
+    from quantbench.evaluate import measure_latency
+
+    _check_output(target, evaluator)
+    started = time.perf_counter()
+    points = cache if cache is not None else {}
+    names = [node.node for node in ranking]
+    total = len(names)
+
+    def measure(k: int) -> CurvePoint:
+        if k not in points:
+            session = candidates.session(names[:k])
+            point = CurvePoint(k, names[:k], evaluator.score_session(session))
+            if timing is not None:
+                stats = measure_latency(
+                    lambda: session.run(None, timing.feeds),
+                    batch=timing.batch,
+                    min_runs=timing.runs,
+                    min_seconds=timing.seconds,
+                )
+                point.median_ms = stats.median_ms
+            points[k] = point
+        if progress is not None:
+            progress.advance()
+        return points[k]
+
+    if progress is not None:
+        progress.start("mixed precision", None)
+    try:
+        failed, met = -1, None
+        k = 0
+        while met is None:
+            if target.met(measure(k).score):
+                met = k
+            elif k == total:
+                break
+            else:
+                failed, k = k, min(total, max(1, 2 * k))
+        while met is not None and met - failed > 1:
+            middle = (failed + met) // 2
+            if target.met(measure(middle).score):
+                met = middle
+            else:
+                failed = middle
+    finally:
+        if progress is not None:
+            progress.finish()
+    if met is None:
+        raise QuantbenchError(
+            f"target {target.describe()} is out of reach even with all {total} quantized nodes in float "
+            f"({_figures(points[total].score)}); lower the target"
+        )
+    if met == total:
+        raise QuantbenchError(
+            f"target {target.describe()} is met only with all {total} quantized nodes in float, i.e. with "
+            f"no INT8 left ({total - 1} in float: {_figures(points[total - 1].score)}); lower the target"
+        )
+    curve = [points[key] for key in sorted(points)]
+    return SearchResult(
+        method=method,
+        target=target,
+        k=met,
+        excluded=names[:met],
+        curve=curve,
+        ranking=list(ranking),
+        seconds=time.perf_counter() - started,
+        models_evaluated=len(points),
+    )
+
+
+def _check_output(target: Target, evaluator: Evaluator) -> None:
+    if target.top1_agreement is not None and not evaluator.class_scores:
+        raise QuantbenchError(
+            f"--target-agreement needs class scores ([N, C] with C >= 10); output {evaluator.output!r} is "
+            "not; use --target-rel-l2"
+        )
+
+
+def _figures(score: Score | None) -> str:
+    if score is None:
+        return "-"
+    top1 = f"top-1 agreement {100 * score.top1_agreement:.1f}%, " if score.top1_agreement is not None else ""
+    return f"{top1}rel. L2 {score.rel_l2:.4g}"
+
+
+class HeldOut:
+    """Held-out batches kept in memory, iterable as often as needed, with the stream's ``report``."""
+
+    def __init__(self, batches: Iterable[Batch]) -> None:
+        self.batches = list(batches)
+        self.report = getattr(batches, "report", None)
+        self.total = sum(len(b.names) for b in self.batches)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.batches)
+
+
+def mixed_precision(
+    model: onnx.ModelProto,
+    ranges: DynamicRanges,
+    label: str,
+    exclude: Sequence[str],
+    models_dir: Path,
+    batches: Iterable[Batch],
+    target: Target,
+    *,
+    samples: int = SAMPLES,
+    threads: int = 0,
+    bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+    timing: tuple[int, int, float] | None = None,
+    progress: Progress | None = None,
+) -> tuple[HeldOut, SearchResult, Variant]:
+    """Rank the nodes, search the smallest ``k`` for ``target`` and write the ``int8-<label>-mixed`` variant.
+
+    Args:
+        model: the FP32 model.
+        ranges: the ranges to quantize with.
+        label: their label (the method, or the imported file's name).
+        exclude: the run's ``--exclude`` patterns (kept in float in every candidate).
+        models_dir: where the variant's files go.
+        batches: the held-out batches the run compares on.
+        target: what to reach.
+        samples: held-out samples the ranking runs on (the first ones).
+        threads: ONNX Runtime threads.
+        bias_feeds: the batches the run corrects its INT8 biases on (None: no correction). The candidates
+            of the search and the variant are corrected on them too; the ranking is not (a correction
+            per node would cost about one model pass each).
+        timing: (batch size, runs, seconds) to time each candidate with; None: not timed.
+        progress: receives progress of the ranking and the search.
+
+    Returns:
+        (the held-out batches, kept for the comparison, the search result, the mixed variant).
+
+    Raises:
+        QuantbenchError: no held-out sample, a target that needs class scores, or one out of reach.
+    """
+    from quantbench.comparison import stack_feeds
+    from quantbench.qdq import at_least_opset13
+    from quantbench.sensitivity import node_sensitivity, rank
+    from quantbench.variants import int8_variant
+
+    if samples < 1:
+        raise QuantbenchError(f"the sensitivity ranking needs at least 1 sample, not {samples}")
+    started = time.perf_counter()
+    model = at_least_opset13(model)
+    held = HeldOut(batches)
+    evaluator = Evaluator.from_fp32(model, [b.inputs for b in held.batches], threads)
+    _check_output(target, evaluator)
+    seconds = {"reference": time.perf_counter() - started}
+    subset = evaluator.head(samples)
+    ranked = Candidates(model, ranges.amax, exclude, threads)
+    ranking = rank(node_sensitivity(ranked, subset, ("only",), progress))
+    candidates = (
+        ranked if bias_feeds is None else Candidates(model, ranges.amax, exclude, threads, bias_feeds)
+    )
+    seconds["ranking"] = time.perf_counter() - started - seconds["reference"]
+    bench = None
+    if timing is not None:
+        size, runs, duration = timing
+        bench = Timing(stack_feeds(held.batches[0].inputs, size), size, runs, duration)
+    result = search(candidates, ranking, evaluator, target, method=label, timing=bench, progress=progress)
+    seconds["search"] = result.seconds
+    result.seconds = time.perf_counter() - started
+    result.models_evaluated = ranked.built + (candidates.built if candidates is not ranked else 0)
+    kept = [*exclude, *result.excluded]
+    variant = int8_variant(model, ranges, f"{label}-mixed", kept, models_dir, bias_feeds, threads)
+    variant.method = label
+    variant.details["mixed_precision"] = {
+        "target": target.to_json(),
+        "kept_in_float": result.excluded,
+        "ranking_samples": subset.samples,
+        "search_samples": evaluator.samples,
+        "candidates": len(result.curve),
+        "models_evaluated": result.models_evaluated,
+        "seconds": {key: round(value, 3) for key, value in {**seconds, "total": result.seconds}.items()},
+    }
+    return held, result, variant
+
+
+def replay_arguments(patterns: Sequence[str]) -> str:
+    """``--exclude`` options for ``patterns``, quoted for a POSIX shell."""
+    import shlex
+
+    return " ".join(f"--exclude {shlex.quote(pattern)}" for pattern in patterns)
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """What the run summary prints about the search in ``results["sensitivity"]``: the choice, and the
+    ``--exclude`` options that build the same model again (the run's own ``--exclude`` first)."""
+    search = results["sensitivity"]
+    target = Target(**search["target"])
+    excluded = list(search["excluded"])
+    chosen = next((p for p in search["curve"] if p["k"] == len(excluded)), None)
+    reached = ""
+    if chosen is not None:
+        top1 = chosen.get("top1_agreement")
+        reached = (f"top-1 agreement {100 * top1:.1f}%, " if isinstance(top1, float) else "") + (
+            f"rel. L2 {chosen['rel_l2']:.4f}" if isinstance(chosen.get("rel_l2"), float) else ""
+        )
+    details: dict[str, Any] = next(
+        (v["mixed_precision"] for v in results["variants"] if "mixed_precision" in v), {}
+    )
+    took = details.get("seconds", {}).get("total")
+    lines = [
+        f"mixed precision ({search['method']}): {len(excluded)} of {len(search['ranking'])} quantized nodes "
+        f"kept in float for {target.describe()} ({reached}; {len(search['curve'])} candidates scored"
+        + (f", {took:.1f} s" if isinstance(took, float) else "")
+        + ")"
+    ]
+    own = list(results["manifest"]["arguments"].get("exclude") or [])
+    if own or excluded:
+        lines.append(f"same model again: {replay_arguments([*own, *excluded])}")
+    return lines

@@ -1,0 +1,388 @@
+"""The report's tables, built with pandas from ``results.json`` and handed to the template as text.
+
+Every cell is plain text; the template escapes it, so names from the model or the file system are shown as
+they are and never interpreted as HTML. Long tables are cut to a limit, and the :class:`Table` says how many
+rows were left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from quantbench.report.analysis import (
+    TENSOR_ROWS,
+    Point,
+    finite,
+    headline_metric,
+    layer_precisions,
+    number,
+    tensors_shown,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+OUTPUT_TABLES = 20
+"""Most outputs given a table of their own."""
+SENSITIVITY_ROWS = 50
+"""Most rows of the sensitivity ranking and curve tables."""
+PRECISION_ORDER = ("INT8", "FP16", "BF16", "FP8", "INT4", "FP32")
+"""Column order of the layers-per-precision table (other precisions follow, sorted)."""
+
+
+@dataclass
+class Table:
+    """A table ready to render.
+
+    Attributes:
+        columns: the column headings.
+        rows: the cells, as text.
+        numeric: per column, True where the cells are numbers (aligned right).
+        caption: one line saying what the table shows.
+        total: the rows there were before the table was cut.
+    """
+
+    columns: list[str]
+    rows: list[list[str]]
+    numeric: list[bool] = field(default_factory=list)
+    caption: str = ""
+    total: int = 0
+
+    @property
+    def omitted(self) -> int:
+        """Rows left out of the table."""
+        return max(0, self.total - len(self.rows))
+
+
+def _text(value: Any) -> str:
+    return "–" if value is None else str(value)
+
+
+def percent(value: Any) -> str:
+    """A fraction as a percentage with one decimal, ``–`` when missing."""
+    x = number(value)
+    return "–" if x is None else f"{100.0 * x:.1f} %"
+
+
+def general(value: Any, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits (``nan``/``inf`` as such), ``–`` when missing."""
+    x = number(value)
+    return "–" if x is None else format(x, f".{digits}g")
+
+
+def fixed(value: Any, decimals: int = 2) -> str:
+    """A number with ``decimals`` decimals, ``–`` when missing."""
+    x = number(value)
+    return "–" if x is None else f"{x:.{decimals}f}"
+
+
+def rate(value: Any) -> str:
+    """Images per second: whole numbers from 1,000 up, one decimal below, ``–`` when missing."""
+    x = number(value)
+    if x is None:
+        return "–"
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.1f}"
+
+
+METRICS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "top1_agreement": ("top-1 agreement", percent),
+    "top5_overlap": ("top-5 overlap", percent),
+    "top1_accuracy": ("top-1 accuracy", percent),
+    "top5_accuracy": ("top-5 accuracy", percent),
+    "rel_l2": ("rel. L2", general),
+    "cosine": ("cosine", lambda v: general(v, 6)),
+    "snr_db": ("SNR (dB)", lambda v: fixed(v, 1)),
+    "max_abs": ("max abs", general),
+    "mean_abs": ("mean abs", general),
+}
+"""Metric key -> (column heading, formatter), in the order the tables show them."""
+ACCURACY_METRICS = ("top1_agreement", "top5_overlap", "top1_accuracy", "top5_accuracy", "rel_l2")
+"""The metrics of the accuracy-vs-speed table (the per-output tables have them all)."""
+
+
+def to_table(
+    frame: pd.DataFrame,
+    formats: dict[str, Callable[[Any], str]],
+    *,
+    caption: str = "",
+    total: int | None = None,
+    keep_empty: Sequence[str] = (),
+) -> Table:
+    """Turn a frame of raw values (None where missing) into a :class:`Table`.
+
+    Args:
+        frame: one row per table row; column names are the headings.
+        formats: heading -> formatter for numeric columns; other columns are shown as text.
+        caption: what the table shows.
+        total: rows before cutting (default: the frame's length).
+        keep_empty: headings kept even when every cell is missing (others are dropped).
+
+    Returns:
+        The table, with columns holding no value at all left out.
+    """
+    keep = [c for c in frame.columns if c in keep_empty or frame[c].map(lambda v: v is not None).any()]
+    frame = frame[keep]
+    rows = [
+        [formats[c](v) if c in formats else _text(v) for c, v in zip(keep, values, strict=True)]
+        for values in frame.itertuples(index=False, name=None)
+    ]
+    return Table(
+        [str(c) for c in keep],
+        rows,
+        [c in formats for c in keep],
+        caption,
+        len(frame) if total is None else total,
+    )
+
+
+def _frame(records: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(records, columns=list(columns), dtype=object).astype(object)
+
+
+ONNX_TYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    16: "bfloat16",
+}
+"""Names of the ONNX element types a model's outputs are recorded with."""
+
+
+def io_table(values: list[dict[str, Any]]) -> Table:
+    """The model's inputs or outputs: name, shape (``N×3×224×224``) and element type.
+
+    Args:
+        values: ``model.inputs`` or ``model.outputs`` of ``results.json``.
+    """
+    records = []
+    for value in values:
+        kind = value.get("dtype", value.get("elem_type"))
+        records.append(
+            {
+                "name": str(value.get("name", "?")),
+                "shape": "×".join(str(d) for d in value.get("shape") or []) or "scalar",
+                "type": ONNX_TYPES.get(kind, str(kind)) if isinstance(kind, int) else kind,
+            }
+        )
+    return to_table(_frame(records, ["name", "shape", "type"]), {}, keep_empty=("name",))
+
+
+def accuracy_table(results: dict[str, Any], pts: list[Point], front: list[str]) -> Table:
+    """One row per variant: the headline output's metrics, latency at the first bench batch, speed-up.
+
+    Args:
+        results: the content of ``results.json``.
+        pts: the variants' points, in the order of ``results["variants"]``
+            (:func:`quantbench.report.analysis.points`).
+        front: the variants on the Pareto front.
+    """
+    output, _ = headline_metric(results)
+    ref = next((p for p in pts if p.reference), None)
+    records = []
+    for variant, p in zip(results["variants"], pts, strict=True):
+        metrics = dict((variant.get("outputs") or {}).get(output) or {})
+        if p.reference and output is not None:
+            class_scores = bool(results["model"]["comparison_outputs"][output].get("class_scores"))
+            metrics["rel_l2"] = 0.0
+            if class_scores:
+                metrics.update({"top1_agreement": 1.0, "top5_overlap": 1.0})
+        speedup = ref.ms / p.ms if ref and ref.ms and p.ms else None
+        notes = [] if p.representative else ["latency emulated"]
+        if p.reference:
+            notes.insert(0, "reference")
+        record: dict[str, Any] = {"variant": p.variant}
+        for key in ACCURACY_METRICS:
+            record[METRICS[key][0]] = metrics.get(key)
+        record.update(
+            {
+                "batch": p.batch,
+                "ms / batch": p.ms,
+                "images/s": p.images_per_s,
+                "× FP32 speed": speedup,
+                "Pareto front": "yes" if p.variant in front else "",
+                "note": "; ".join(notes) or None,
+            }
+        )
+        records.append(record)
+    formats = {heading: fmt for key, (heading, fmt) in METRICS.items()}
+    formats.update({"ms / batch": general, "images/s": rate, "× FP32 speed": lambda v: fixed(v, 2)})
+    columns = list(records[0]) if records else ["variant"]
+    return to_table(
+        _frame(records, columns),
+        formats,
+        caption=f"headline output {output!r}" if output else "no output compared",
+        keep_empty=("variant",),
+    )
+
+
+def output_tables(results: dict[str, Any]) -> tuple[list[tuple[str, Table]], int]:
+    """A table per compared output (at most ``OUTPUT_TABLES``): one row per variant, every metric.
+
+    Returns:
+        ([(output name, table)], number of outputs left out).
+    """
+    outputs = list(results["model"]["comparison_outputs"])
+    tables = []
+    for output in outputs[:OUTPUT_TABLES]:
+        records = []
+        for variant in results["variants"]:
+            metrics = (variant.get("outputs") or {}).get(output) or {}
+            if not metrics:
+                continue
+            record: dict[str, Any] = {"variant": str(variant.get("name", "?"))}
+            record.update({heading: metrics.get(key) for key, (heading, _) in METRICS.items()})
+            records.append(record)
+        if records:
+            columns = ["variant", *(heading for heading, _ in METRICS.values())]
+            formats = {heading: fmt for heading, fmt in METRICS.values()}
+            tables.append((output, to_table(_frame(records, columns), formats)))
+    return tables, max(0, len(outputs) - OUTPUT_TABLES)
+
+
+def ranges_table(results: dict[str, Any], limit: int = TENSOR_ROWS) -> Table:
+    """Per tensor: absmax, each set's amax with its ratio to absmax, and the spread (largest / smallest amax).
+
+    Args:
+        results: the content of ``results.json``.
+        limit: most rows (see :func:`tensors_shown`).
+    """
+    absmax = (results.get("calibration") or {}).get("absmax") or {}
+    names, total = tensors_shown(results, limit)
+    labels = list(results["ranges"])
+    fixed_columns = ("tensor", "absmax", "max / min")
+    headings = {label: f"{label} (ranges)" if label in fixed_columns else label for label in labels}
+    records = []
+    for name in names:
+        top = finite(absmax.get(name))
+        record: dict[str, Any] = {"tensor": name, "absmax": top}
+        values = []
+        for label in labels:
+            amax = finite((results["ranges"][label].get("amax") or {}).get(name))
+            if amax is not None:
+                values.append(amax)
+            ratio = f" (×{amax / top:.3f})" if amax is not None and top else ""
+            record[headings[label]] = None if amax is None else f"{amax:.4g}{ratio}"
+        positive = [v for v in values if v > 0]
+        record["max / min"] = max(positive) / min(positive) if positive else None
+        records.append(record)
+    formats: dict[str, Callable[[Any], str]] = {"absmax": general, "max / min": lambda v: fixed(v, 3)}
+    formats.update({heading: _text for heading in headings.values()})
+    cut = (
+        f"the {len(names)} of {total} tensors where the methods disagree most, " if len(names) < total else ""
+    )
+    caption = f"{cut}in graph order; each set's amax (× its ratio to absmax)"
+    return to_table(
+        _frame(records, ["tensor", "absmax", *headings.values(), "max / min"]),
+        formats,
+        caption=caption,
+        total=total,
+        keep_empty=("tensor",),
+    )
+
+
+def latency_table(results: dict[str, Any]) -> Table:
+    """One row per variant and bench batch size: runs, median / p90 / p99 / mean / min / max ms, images/s."""
+    keys = ("median_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms")
+    records = []
+    for variant in results["variants"]:
+        for stats in variant.get("latency") or []:
+            record: dict[str, Any] = {
+                "variant": str(variant.get("name", "?")),
+                "batch": stats.get("batch"),
+                "runs": stats.get("runs"),
+            }
+            record.update({key.replace("_ms", " ms"): stats.get(key) for key in keys})
+            record["images/s"] = stats.get("images_per_s")
+            record["note"] = None if variant.get("latency_representative", True) else "emulated"
+            records.append(record)
+    columns = ["variant", "batch", "runs", *(key.replace("_ms", " ms") for key in keys), "images/s", "note"]
+    formats: dict[str, Callable[[Any], str]] = {key.replace("_ms", " ms"): general for key in keys}
+    formats.update({"batch": _text, "runs": _text, "images/s": rate})
+    return to_table(_frame(records, columns), formats)
+
+
+def sensitivity_tables(sensitivity: dict[str, Any], limit: int = SENSITIVITY_ROWS) -> tuple[Table, Table]:
+    """The mixed-precision search: its curve (fidelity as nodes are kept in float) and its node ranking.
+
+    Args:
+        sensitivity: the ``sensitivity`` section of ``results.json``.
+        limit: most rows of each table.
+
+    Returns:
+        (curve table, ranking table).
+    """
+    curve = [c for c in sensitivity.get("curve") or [] if isinstance(c, dict)]
+    records = []
+    previous: list[str] = []
+    for step in curve[:limit]:
+        excluded = [str(n) for n in step.get("excluded") or []]
+        added = [n for n in excluded if n not in set(previous)]
+        previous = excluded
+        records.append(
+            {
+                "k": step.get("k"),
+                "node added": ", ".join(added) or None,
+                "top-1 agreement": step.get("top1_agreement"),
+                "rel. L2": step.get("rel_l2"),
+                "ms / batch": step.get("median_ms"),
+            }
+        )
+    curve_table = to_table(
+        _frame(records, ["k", "node added", "top-1 agreement", "rel. L2", "ms / batch"]),
+        {"k": _text, "top-1 agreement": percent, "rel. L2": general, "ms / batch": general},
+        caption="fidelity with the k most sensitive nodes kept in float",
+        total=len(curve),
+        keep_empty=("k",),
+    )
+    ranking = [r for r in sensitivity.get("ranking") or [] if isinstance(r, dict)]
+    rows = [
+        {
+            "node": str(r.get("node", "?")),
+            "op type": r.get("op_type"),
+            "rel. L2 alone in INT8": r.get("rel_l2"),
+            "top-1 agreement": r.get("top1_agreement"),
+        }
+        for r in ranking[:limit]
+    ]
+    ranking_table = to_table(
+        _frame(rows, ["node", "op type", "rel. L2 alone in INT8", "top-1 agreement"]),
+        {"rel. L2 alone in INT8": general, "top-1 agreement": percent},
+        caption="nodes by sensitivity, most sensitive first",
+        total=len(ranking),
+        keep_empty=("node",),
+    )
+    return curve_table, ranking_table
+
+
+def layer_table(results: dict[str, Any]) -> Table | None:
+    """Per variant, how many layers run in each precision (from a backend's per-layer data).
+
+    Returns:
+        The table, or None when no variant carries per-layer data.
+    """
+    import pandas as pd
+
+    counts = {}
+    for variant in results["variants"]:
+        per_precision = layer_precisions(variant)
+        if per_precision is not None:
+            counts[str(variant.get("name", "?"))] = per_precision
+    if not counts:
+        return None
+    frame = pd.DataFrame.from_dict(counts, orient="index").fillna(0).astype(int)
+    known = [p for p in PRECISION_ORDER if p in frame.columns]
+    frame = frame[known + sorted(c for c in frame.columns if c not in known)]
+    frame["layers"] = frame.sum(axis=1)
+    frame = frame.reset_index(names="variant").astype(object)
+    formats: dict[str, Callable[[Any], str]] = {c: _text for c in frame.columns if c != "variant"}
+    return to_table(frame, formats, caption="layers per precision, as the backend's inspector reports them")

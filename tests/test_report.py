@@ -1,0 +1,515 @@
+"""The HTML report: rendering from stored and freshly made results.json files of several shapes, the
+histograms results.json keeps for it, bad files, the command line, and the page in a real browser."""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import quantbench
+from quantbench.cli import app
+from quantbench.errors import QuantbenchError
+from quantbench.report import load_results, render_report, write_report
+from quantbench.report.analysis import Point, pareto_front
+from quantbench.results import histogram_digest, range_spread
+from tests.conftest import photo_folder
+from tests.test_run import tiny_classifier
+
+FIXTURES = Path(__file__).parent / "fixtures" / "report"
+FAST = {"bench_runs": 3, "bench_seconds": 0.0}
+SCRIPT = "<script>alert(1)</script>"
+QUOTES = "he said \"hi\" & 'bye'"
+MAX_BYTES = 5 * 1024 * 1024
+
+
+def stored() -> dict[str, Any]:
+    """results.json of a real run: EfficientNet-Lite0 (95 float tensors), four methods, 100 images."""
+    return json.loads((FIXTURES / "efficientnet_lite0.results.json").read_text())
+
+
+def with_sensitivity_and_layers(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with a mixed-precision search and per-layer precisions from the stored fixture."""
+    extra = json.loads((FIXTURES / "sensitivity_and_layers.json").read_text())
+    out = copy.deepcopy(results)
+    out["sensitivity"] = extra["sensitivity"]
+    for variant in out["variants"]:
+        if variant["name"] in extra["layers"]:
+            variant["layers"] = extra["layers"][variant["name"]]
+    return out
+
+
+def figures_in(page: str) -> list[str]:
+    """The SVG documents embedded in a report, decoded."""
+    import base64
+
+    uris = re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', page)
+    return [base64.b64decode(uri).decode("utf-8") for uri in uris]
+
+
+def section(page: str, anchor: str) -> str:
+    """The HTML of one section of the report."""
+    start = page.index(f'<section id="{anchor}">')
+    return page[start : page.index("</section>", start)]
+
+
+def table_rows(fragment: str) -> list[list[str]]:
+    """Cells (unescaped text) of every body row of the tables in ``fragment``."""
+    rows = []
+    for body in re.findall(r"<tbody>(.*?)</tbody>", fragment, re.S):
+        for row in re.findall(r"<tr>(.*?)</tr>", body, re.S):
+            rows.append([html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)])
+    return rows
+
+
+def rename(value: Any, names: dict[str, str]) -> Any:
+    """``value`` with every string (keys included) equal to a key of ``names`` replaced."""
+    if isinstance(value, dict):
+        return {names.get(k, k): rename(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rename(v, names) for v in value]
+    return names.get(value, value) if isinstance(value, str) else value
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("tiny-report")
+    return tiny_classifier(root / "tiny.onnx"), photo_folder(root / "images", 40, size=20)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny, tmp_path_factory) -> quantbench.pipeline.RunResult:
+    model, images = tiny
+    out = tmp_path_factory.mktemp("runs")
+    return quantbench.run(model, images, n=16, methods=["minmax", "percentile", "entropy"], out=out, **FAST)
+
+
+# --- results.json: the histograms kept for the report ---------------------------------------------
+
+
+def test_range_spread_orders_by_disagreement_then_clipping():
+    sets = {"a": {"x": 1.0, "y": 2.0, "z": 4.0, "w": 0.0}, "b": {"x": 3.0, "y": 2.0, "z": 4.0}}
+    absmax = {"x": 3.0, "y": 8.0, "z": 4.0}
+    ranked = range_spread(sets, absmax)
+    assert ranked == [("x", 3.0), ("y", 1.0), ("z", 1.0)]  # y clips 8 -> 2, z not at all; w has no range
+
+
+def test_histogram_digest_counts_match_numpy_on_the_coarse_bins(tmp_path):
+    from quantbench.calibrators.histograms import TensorHistogram, save_histograms
+
+    rng = np.random.default_rng(3)
+    data = {
+        "wide": rng.lognormal(0.0, 1.5, 200_000).astype(np.float32) * rng.choice([-1, 1], 200_000),
+        "relu": np.maximum(rng.normal(0.0, 2.0, 50_000), 0.0).astype(np.float32),
+        "zeros": np.zeros(1000, np.float32),
+    }
+    hists = {}
+    for name, values in data.items():
+        hists[name] = TensorHistogram()
+        for chunk in np.array_split(values, 7):
+            hists[name].update(chunk.copy())
+    path = tmp_path / "h.npz"
+    save_histograms(path, hists, "k")
+    digest = histogram_digest(path, ["relu", "missing", "wide", "zeros"], bins=256)
+    assert [d["tensor"] for d in digest] == ["relu", "wide", "zeros"]
+    for item in digest:
+        values = np.abs(data[item["tensor"]].astype(np.float64))
+        counts = np.array(item["counts"])
+        assert len(counts) <= 256 and counts.sum() == values.size
+        assert item["absmax"] == pytest.approx(values.max())
+        assert len(counts) * item["bin_width"] > values.max()  # the bins cover [0, absmax]
+        expected = np.bincount(np.floor(values / item["bin_width"]).astype(np.int64), minlength=len(counts))
+        np.testing.assert_array_equal(counts, expected)
+    assert histogram_digest(tmp_path / "nope.npz", ["relu"]) == []
+
+
+def test_results_keep_histograms_of_the_tensors_the_methods_disagree_on_most(tiny_run):
+    results = tiny_run.results
+    kept = results["calibration"]["histograms"]
+    amax = {label: info["amax"] for label, info in results["ranges"].items()}
+    spread = {
+        name: max(t[name] for t in amax.values()) / min(t[name] for t in amax.values())
+        for name in results["model"]["tensor_order"]
+    }
+    top = sorted(spread.values(), reverse=True)[: len(kept)]
+    assert len(kept) == min(8, len(spread))
+    assert sorted((spread[h["tensor"]] for h in kept), reverse=True) == pytest.approx(top)
+    for hist in kept:
+        assert sum(hist["counts"]) > 0 and len(hist["counts"]) <= 256
+        assert hist["absmax"] == results["calibration"]["absmax"][hist["tensor"]]
+
+
+# --- rendering -------------------------------------------------------------------------------------
+
+
+def test_report_of_a_real_run_has_every_section_figure_and_value():
+    results = stored()
+    page = render_report(results)
+    assert len(page.encode()) < MAX_BYTES
+    for anchor in ("run", "accuracy", "outputs", "ranges", "latency", "details"):
+        assert f'<section id="{anchor}">' in page
+    # accuracy vs speed, per-output bars, ranges, histograms, latency, throughput
+    assert len(figures_in(page)) == 6
+    assert "<script" not in page.lower()
+    assert "top-1 accuracy" not in page  # no labels in this run: no accuracy columns
+    # the accuracy table shows each variant's figures from results.json
+    rows = {row[0]: row for row in table_rows(section(page, "accuracy"))}
+    for variant in results["variants"][1:]:
+        metrics = variant["outputs"]["logits"]
+        assert f"{100 * metrics['top1_agreement']:.1f} %" in rows[variant["name"]]
+        assert f"{metrics['rel_l2']:.4g}" in rows[variant["name"]]
+    # the Pareto front named in the text is the brute-force one (representative latencies only)
+    pts = {
+        v["name"]: (v["latency"][0]["median_ms"], v["outputs"]["logits"].get("top1_agreement", 1.0))
+        for v in results["variants"]
+        if v["latency_representative"]
+    }
+    front = {
+        a
+        for a, (ms, q) in pts.items()
+        if not any(m2 <= ms and q2 >= q and (m2, q2) != (ms, q) for b, (m2, q2) in pts.items() if b != a)
+    }
+    text = re.search(r"On the Pareto front[^:]*: ([^<]*)\.", page).group(1)
+    assert set(text.split(", ")) == front
+    # every tensor in the ranges table with its ratio to absmax
+    ranges_rows = {row[0]: row for row in table_rows(section(page, "ranges"))}
+    assert len(ranges_rows) == results["model"]["float_tensors"]
+    absmax = results["calibration"]["absmax"]["conv4"]
+    entropy = results["ranges"]["entropy"]["amax"]["conv4"]
+    assert f"{entropy:.4g} (×{entropy / absmax:.3f})" in ranges_rows["conv4"]
+    for hist in results["calibration"]["histograms"]:
+        assert hist["tensor"] in section(page, "ranges")
+
+
+def test_rendering_is_deterministic_and_needs_only_results_json(tiny_run, tmp_path):
+    run_report = tiny_run.run_dir / "report.html"
+    assert run_report.is_file()
+    alone = tmp_path / "copy"
+    alone.mkdir()
+    shutil.copy(tiny_run.run_dir / "results.json", alone / "results.json")
+    path = write_report(alone)
+    assert path == alone / "report.html"
+    assert path.read_bytes() == run_report.read_bytes()
+    assert write_report(alone / "results.json").read_bytes() == run_report.read_bytes()
+
+
+def test_sensitivity_and_layer_sections_appear_only_with_their_data():
+    plain = render_report(stored())
+    results = with_sensitivity_and_layers(stored())
+    page = render_report(results)
+    assert "sensitivity search" not in plain and "Layers per precision" not in plain
+    accuracy = section(page, "accuracy")
+    assert "Mixed precision: sensitivity search" in accuracy and "top-1 agreement ≥ 95.0 %" in accuracy
+    assert len(figures_in(page)) == len(figures_in(plain)) + 1
+    curve = results["sensitivity"]["curve"]
+    sensitivity_svg = figures_in(page)[1]
+    assert "nodes kept in float" in sensitivity_svg and "median ms per batch" in sensitivity_svg
+    rows = table_rows(accuracy[accuracy.index("<h3>Curve</h3>") :])
+    assert [row[0] for row in rows[: len(curve)]] == [str(c["k"]) for c in curve]
+    # layers per precision: the counts of the inspector data, per variant
+    details = section(page, "details")
+    layer_rows = {row[0]: row for row in table_rows(details[details.index("Layers per precision") :])}
+    header = re.findall(
+        r"<th[^>]*>(.*?)</th>", details[details.index("Layers per precision") :].split("</thead>")[0]
+    )
+    for variant in results["variants"]:
+        if "layers" not in variant:
+            assert variant["name"] not in layer_rows
+            continue
+        counts = Counter(layer["precision"] for layer in variant["layers"])
+        row = dict(zip(header, layer_rows[variant["name"]]))
+        assert {p: int(row[p]) for p in counts} == dict(counts)
+        assert int(row["layers"]) == len(variant["layers"])
+
+
+def test_a_model_with_1200_tensors_is_cut_and_stays_small(tmp_path):
+    results = stored()
+    rng = np.random.default_rng(0)
+    names = [f"block{i // 12}/layer{i % 12}/output" for i in range(1200)]
+    absmax = dict(zip(names, rng.uniform(1, 100, 1200).tolist()))
+    results["model"]["tensor_order"] = names
+    results["model"]["float_tensors"] = len(names)
+    results["calibration"]["absmax"] = absmax
+    for label, info in results["ranges"].items():
+        factor = 1.0 if label == "minmax" else rng.uniform(0.05, 1.0, 1200)
+        info["amax"] = dict(zip(names, (np.array(list(absmax.values())) * factor).tolist()))
+    results["calibration"]["histograms"] = []
+    outputs = {f"out{i}": {"shape": [4], "class_scores": False} for i in range(25)}
+    results["model"]["comparison_outputs"] = {"logits": {"shape": [1000], "class_scores": True}, **outputs}
+    for variant in results["variants"][1:]:
+        variant["outputs"].update({name: {"rel_l2": 0.01, "max_abs": 0.1} for name in outputs})
+        variant["tensors_without_range"] = names[:300]
+    page = render_report(results)
+    assert len(page.encode()) < MAX_BYTES
+    ranges = section(page, "ranges")
+    assert len(table_rows(ranges)) == 200
+    assert "1000 more rows not shown (1200 in all" in ranges
+    assert "the 200 of 1200 tensors where the methods disagree most" in ranges
+    # the 200 shown are the 200 with the largest spread
+    spread = dict(range_spread({k: v["amax"] for k, v in results["ranges"].items()}, absmax))
+    shown = {row[0] for row in table_rows(ranges)}
+    assert min(spread[n] for n in shown) >= max(spread[n] for n in names if n not in shown)
+    # the range figure numbers tensors instead of naming 1200 of them
+    svg = next(s for s in figures_in(page) if "amax (log scale)" in s)
+    assert "tensor index in graph order (1200 tensors)" in svg and "block3/layer" not in svg
+    outputs_section = section(page, "outputs")
+    assert outputs_section.count("<h3>Output") == 20
+    assert "6 more outputs not shown" in outputs_section
+    assert "… and 250 more" in section(page, "details")
+
+
+@pytest.mark.parametrize("shape", ["one variant", "labels", "no eval images", "imported ranges"])
+def test_runs_of_other_shapes_render(tiny, tmp_path, shape):
+    model, images = tiny
+    kwargs: dict[str, Any] = {"out": tmp_path, **FAST}
+    if shape == "one variant":
+        kwargs.update(eval_images=images, precisions=["fp32"])
+    elif shape == "labels":
+        labels = tmp_path / "labels.csv"
+        labels.write_text("".join(f"{p.name},{i % 12}\n" for i, p in enumerate(sorted(images.iterdir()))))
+        kwargs.update(images=images, n=16, labels=labels, methods=["minmax"])
+    elif shape == "no eval images":
+        kwargs.update(images=images, n=40, methods=["minmax"], precisions=["int8"])
+    else:
+        ranges = tmp_path / "ranges.txt"
+        ranges.write_text("input:2.5\nr1:3.0\nflat:1.5\nnot_in_model:1.0\n")
+        kwargs.update(eval_images=images, ranges=ranges, precisions=["int8"])
+    result = quantbench.run(model, **kwargs)
+    page = (result.run_dir / "report.html").read_text()
+    assert len(page.encode()) < MAX_BYTES
+    assert "<script" not in page.lower()
+    if shape == "one variant":
+        assert "Only FP32 was built" in page and "No variant other than FP32" in page
+        assert "No INT8 variant: no ranges were used." in page
+        assert len(figures_in(page)) == 3  # accuracy (FP32 alone), latency, throughput
+    elif shape == "labels":
+        rows = {row[0]: row for row in table_rows(section(page, "outputs"))}
+        accuracy = result.results["variants"][2]["outputs"]["scores"]["top1_accuracy"]
+        assert f"{100 * accuracy:.1f} %" in rows["int8-minmax"]
+        assert "top-1 accuracy" in section(page, "outputs")
+    elif shape == "no eval images":
+        assert "reuses the calibration images" in section(page, "run")
+    else:
+        ranges = section(page, "ranges")
+        assert "the ranges were read from a file, not calibrated" in ranges
+        assert "not_in_model" in section(page, "details")
+        assert {row[0] for row in table_rows(ranges)} == {"input", "r1", "flat", "not_in_model"}
+
+
+def test_pareto_front_is_the_set_of_undominated_points():
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        pts = [
+            Point(f"v{i}", "int8", float(q), 1, float(ms), None, bool(rep))
+            for i, (q, ms, rep) in enumerate(
+                zip(rng.integers(0, 5, 8) / 4, rng.integers(1, 6, 8), rng.random(8) > 0.2)
+            )
+        ]
+        for higher in (True, False):
+            sign = 1 if higher else -1
+            usable = [p for p in pts if p.representative]
+            expected = {
+                p.variant
+                for p in usable
+                if not any(
+                    o.ms <= p.ms
+                    and sign * o.quality >= sign * p.quality
+                    and (o.ms, o.quality) != (p.ms, p.quality)
+                    for o in usable
+                )
+            }
+            got = pareto_front(pts, higher)
+            # duplicates of one (ms, quality) pair: one of them stands for the rest
+            assert {(p.ms, p.quality) for p in pts if p.variant in got} == {
+                (p.ms, p.quality) for p in pts if p.variant in expected
+            }
+            ms = {p.variant: p.ms for p in pts}
+            assert [ms[name] for name in got] == sorted(ms[name] for name in got)  # fastest first
+
+
+# --- bad input and the command line ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "not found"),
+        ("{not json", "not valid JSON"),
+        ('{"format": "something-else"}', "not a quantbench results file"),
+        ('{"format": "quantbench-results", "format_version": 2}', "format version 2"),
+        ('{"format": "quantbench-results", "format_version": 1, "model": {}}', "'manifest' is missing"),
+        ("[1, 2]", "not a quantbench results file"),
+    ],
+)
+def test_bad_results_files_are_one_line_errors_naming_the_file(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "results.json").write_text(content)
+    with pytest.raises(QuantbenchError, match=message) as info:
+        load_results(tmp_path)
+    assert str(tmp_path / "results.json") in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_results_json_with_values_of_the_wrong_type_is_a_one_line_error(tmp_path):
+    results = stored()
+    results["variants"][1]["latency"] = "fast"
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    with pytest.raises(QuantbenchError, match="unexpected type or form") as info:
+        write_report(tmp_path)
+    assert str(tmp_path / "results.json") in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_cli_report_rerenders_and_reports_errors_in_one_line(tiny_run, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(tiny_run.run_dir / "results.json", folder / "results.json")
+    out = CliRunner().invoke(app, ["report", str(folder)])
+    assert out.exit_code == 0, out.output
+    assert f"report: {folder / 'report.html'}" in out.output.replace("\n", "")
+    assert (folder / "report.html").read_bytes() == (tiny_run.run_dir / "report.html").read_bytes()
+    (folder / "results.json").write_text('{"format": "quantbench-results", "format_version": 7}')
+    bad = subprocess.run(
+        [sys.executable, "-m", "quantbench", "report", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: ") and bad.stderr.strip().count("\n") == 0
+    assert "results.json" in bad.stderr and "version 7" in bad.stderr
+
+
+def test_cli_run_prints_the_report_path(tiny, tmp_path):
+    model, images = tiny
+    args = ["run", "--model", str(model), "--images", str(images), "--n", "16", "--method", "minmax"]
+    out = CliRunner().invoke(
+        app, [*args, "--bench-runs", "2", "--bench-seconds", "0", "--out", str(tmp_path)]
+    )
+    assert out.exit_code == 0, out.output
+    (run_dir,) = tmp_path.glob("tiny-*")
+    assert f"report: {run_dir / 'report.html'}" in out.output.replace("\n", "")
+    assert (run_dir / "report.html").stat().st_size > 0
+
+
+def test_importing_the_report_package_leaves_heavy_libraries_unloaded():
+    code = (
+        "import sys, quantbench.report, quantbench.cli.report\n"
+        "print([m for m in ('matplotlib', 'pandas', 'jinja2', 'numpy') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+# --- in a real browser ----------------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Debian's chromium, driven by Playwright (which never downloads a browser of its own here)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_api.sync_playwright() as playwright:
+        try:
+            context = playwright.chromium.launch_persistent_context(
+                str(profile),
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1280, "height": 900},
+            )
+        except Exception as exc:  # a browser that cannot start here is a skip, not a failure
+            pytest.skip(f"chromium could not be launched: {str(exc).splitlines()[0]}")
+        yield context
+        context.close()
+
+
+def open_in_browser(context, report: Path) -> dict[str, Any]:
+    """Load ``report``; return console errors, dialogs, figure sizes, script elements and the text."""
+    page = context.new_page()
+    errors: list[str] = []
+    dialogs: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+
+    def on_dialog(dialog):
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.goto(report.resolve().as_uri(), wait_until="load")
+    found = page.evaluate(
+        """() => ({
+            figures: Array.from(document.querySelectorAll('img')).map(img => {
+                const box = img.getBoundingClientRect();
+                return {natural: img.naturalWidth, width: box.width, height: box.height,
+                        complete: img.complete};
+            }),
+            scripts: document.querySelectorAll('script').length,
+            text: document.body.innerText,
+        })"""
+    )
+    screenshot = report.with_name("report.png")
+    page.screenshot(path=str(screenshot), full_page=True)
+    page.close()
+    return {**found, "errors": errors, "dialogs": dialogs, "screenshot": screenshot}
+
+
+def test_report_in_headless_chromium_shows_hostile_names_as_text(browser, tiny_run, tmp_path):
+    names = {"r1": SCRIPT, "c2": QUOTES, "tiny": "<img src=x onerror=alert(2)>"}
+    results = with_sensitivity_and_layers(rename(tiny_run.results, names))
+    results["sensitivity"]["excluded"] = [SCRIPT]
+    results["variants"][1]["tensors_without_range"] = [SCRIPT, QUOTES]
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results))
+    report = write_report(folder)
+    page_html = report.read_text()
+    assert SCRIPT not in page_html and html.escape(SCRIPT) in page_html
+    seen = open_in_browser(browser, report)
+    assert seen["errors"] == [] and seen["dialogs"] == []
+    assert seen["scripts"] == 0
+    assert (
+        SCRIPT in seen["text"] and QUOTES in seen["text"] and "<img src=x onerror=alert(2)>" in seen["text"]
+    )
+    assert len(seen["figures"]) == len(figures_in(page_html)) >= 6
+    for figure in seen["figures"]:
+        assert figure["complete"] and figure["natural"] > 0 and figure["width"] > 0 and figure["height"] > 0
+    assert seen["screenshot"].stat().st_size > 10_000
+
+
+def test_real_run_report_in_headless_chromium(browser, tmp_path):
+    folder = tmp_path / "real"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(with_sensitivity_and_layers(stored())))
+    report = write_report(folder)
+    seen = open_in_browser(browser, report)
+    assert seen["errors"] == [] and seen["dialogs"] == [] and seen["scripts"] == 0
+    assert len(seen["figures"]) == 7
+    assert all(f["natural"] > 0 and f["width"] > 0 and f["height"] > 0 for f in seen["figures"])
+    assert "6. Calibration details" in seen["text"] and (folder / "report.png").stat().st_size > 10_000
