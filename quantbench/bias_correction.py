@@ -107,14 +107,6 @@ def _inputs_of(node: onnx.NodeProto) -> list[str]:
     return names
 
 
-def _unique(taken: set[str], name: str) -> str:
-    candidate, k = name, 1
-    while candidate in taken:
-        candidate, k = f"{name}_{k}", k + 1
-    taken.add(candidate)
-    return candidate
-
-
 def _session(model: onnx.ModelProto, threads: int) -> Any:
     import onnxruntime as ort
 
@@ -212,7 +204,7 @@ def correct_biases(
     from onnx import helper, numpy_helper
 
     from quantbench.model import expose_tensors
-    from quantbench.qdq import drop_unused_initializers
+    from quantbench.qdq import drop_unused_initializers, unique_name
 
     started = time.time()
     model = onnx.ModelProto()
@@ -266,7 +258,7 @@ def correct_biases(
         if bias is not None and uses.get(bias, 0) == 1:
             private = bias
         else:
-            private = _unique(taken, f"{name}_bias")
+            private = unique_name(taken, f"{name}_bias")
             graph.initializer.append(numpy_helper.from_array(np.zeros(0, np.float32), private))
             inits[private] = graph.initializer[-1]
             while len(node.input) < 3:

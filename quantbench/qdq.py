@@ -200,7 +200,8 @@ def plan_qdq(model: onnx.ModelProto, amax: Mapping[str, float], exclude: Iterabl
     return plan
 
 
-def _unique(taken: set[str], name: str) -> str:
+def unique_name(taken: set[str], name: str) -> str:
+    """``name``, or ``name_1``, ``name_2``... when taken; the result is added to ``taken``."""
     candidate, k = name, 1
     while candidate in taken:
         candidate, k = f"{name}_{k}", k + 1
@@ -259,10 +260,10 @@ def build_qdq(
 
     for tensor, uses in plan.activations.items():
         qn = QdqNames(
-            scale=_unique(taken, f"{tensor}_scale"),
-            zero_point=_unique(taken, f"{tensor}_zero_point"),
-            quantized=_unique(taken, f"{tensor}_quantized"),
-            dequantized=_unique(taken, f"{tensor}_dequantized"),
+            scale=unique_name(taken, f"{tensor}_scale"),
+            zero_point=unique_name(taken, f"{tensor}_zero_point"),
+            quantized=unique_name(taken, f"{tensor}_quantized"),
+            dequantized=unique_name(taken, f"{tensor}_dequantized"),
         )
         names[tensor] = qn
         graph.initializer.append(
@@ -290,10 +291,10 @@ def build_qdq(
         node = graph.node[i]
         name = node.input[j]
         q, scales = quantize_weight(constants[name], axis)
-        q_name = _unique(taken, f"{name}_int8")
-        s_name = _unique(taken, f"{name}_scale")
-        z_name = _unique(taken, f"{name}_zero_point")
-        dq_name = _unique(taken, f"{name}_dequantized")
+        q_name = unique_name(taken, f"{name}_int8")
+        s_name = unique_name(taken, f"{name}_scale")
+        z_name = unique_name(taken, f"{name}_zero_point")
+        dq_name = unique_name(taken, f"{name}_dequantized")
         graph.initializer.extend(
             [
                 numpy_helper.from_array(q, q_name),
