@@ -62,12 +62,16 @@ class BiasCorrection:
     """What :func:`correct_biases` did.
 
     Attributes:
-        model: the corrected Q/DQ model (a new model; the input is not modified).
+        model: the corrected Q/DQ model (a new model; the input is not modified), or with
+            ``rejected`` the input model itself.
         nodes: one entry per corrected node, in graph order.
         skipped: (node label, reason) for the requested nodes left as they were.
         samples: correction samples used.
         segments: segments the graph was run in.
         seconds: wall-clock time of the correction.
+        output_rel_l2: relative L2 error of the model outputs against FP32 on the correction samples,
+            before and after (from :func:`correct_if_better`).
+        rejected: the correction did not lower that error, and the model was left as it was.
     """
 
     model: onnx.ModelProto
@@ -76,12 +80,17 @@ class BiasCorrection:
     samples: int = 0
     segments: int = 0
     seconds: float = 0.0
+    output_rel_l2: tuple[float, float] | None = None
+    rejected: bool = False
 
     def details(self) -> dict[str, Any]:
         """A JSON-ready summary for a variant's details."""
         relative = [c.relative for c in self.nodes if c.relative is not None]
+        before_after = self.output_rel_l2
         return {
-            "applied": True,
+            "applied": not self.rejected,
+            "output_rel_l2_before": before_after[0] if before_after else None,
+            "output_rel_l2_after": before_after[1] if before_after else None,
             "images": self.samples,
             "nodes": len(self.nodes),
             "added_biases": sum(c.added_bias for c in self.nodes),
@@ -381,4 +390,61 @@ def correct_biases(
         inits[bias].CopyFrom(numpy_helper.from_array(value, bias))
     drop_unused_initializers(graph)  # a bias shared with an uncorrected node was copied
     result.seconds = time.time() - started
+    return result
+
+
+def output_rel_l2(
+    model: onnx.ModelProto,
+    reference: list[list[np.ndarray]],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    threads: int,
+) -> float:
+    """Relative L2 error of every output of ``model`` over ``feeds`` against ``reference``.
+
+    Args:
+        model: the model to run.
+        reference: per batch, the reference outputs in the model's output order.
+        feeds: the batches.
+        threads: ONNX Runtime intra-op threads (0: every core).
+    """
+    session = _session(model, threads)
+    error = total = 0.0
+    for batch, expected in zip(feeds, reference):
+        for got, want in zip(session.run(None, dict(batch)), expected):
+            diff = got.astype(np.float64) - want
+            error += float(np.sum(diff * diff))
+            total += float(np.sum(want.astype(np.float64) ** 2))
+    return float(np.sqrt(error / total)) if total > 0 else float(np.sqrt(error))
+
+
+def correct_if_better(
+    fp32_model: onnx.ModelProto,
+    qdq_model: onnx.ModelProto,
+    nodes: Iterable[str],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    threads: int = 0,
+) -> BiasCorrection:
+    """:func:`correct_biases`, kept only where it lowers the outputs' error on the correction samples.
+
+    Matching each layer's mean is not always what the outputs need (heavily clipped ranges, e.g. from
+    ``entropy``, can come out worse), so the model outputs of the corrected and the uncorrected model
+    are compared with FP32's on the same samples; the corrected model is returned only when its
+    relative L2 error is lower. Either way ``output_rel_l2`` holds both figures.
+
+    Raises:
+        QuantbenchError: as :func:`correct_biases`.
+    """
+    result = correct_biases(fp32_model, qdq_model, nodes, feeds, threads=threads)
+    if not result.nodes:
+        return result
+    started = time.time()
+    fp32 = _session(fp32_model, threads)
+    reference = [fp32.run(None, dict(batch)) for batch in feeds]
+    before = output_rel_l2(qdq_model, reference, feeds, threads)
+    after = output_rel_l2(result.model, reference, feeds, threads)
+    result.output_rel_l2 = (before, after)
+    if after >= before:
+        result.model, result.rejected = qdq_model, True
+    result.seconds += time.time() - started
     return result

@@ -95,10 +95,10 @@ def build_int8(
     plan = plan_qdq(model, amax, exclude)
     qdq_model, names = build_qdq(model, amax, plan)
     if bias_feeds is not None and plan.quantized_nodes:
-        from quantbench.bias_correction import correct_biases
+        from quantbench.bias_correction import correct_if_better
 
         targets = [model.graph.node[i].output[0] for i in plan.quantized_nodes]
-        qdq_model = correct_biases(model, qdq_model, targets, bias_feeds, threads=threads).model
+        qdq_model = correct_if_better(model, qdq_model, targets, bias_feeds, threads=threads).model
     return to_onnxruntime_flavour(qdq_model, names), plan
 
 

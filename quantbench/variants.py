@@ -139,10 +139,10 @@ def int8_variant(
     qdq_model, names = build_qdq(model, ranges.amax, plan)
     correction: dict[str, Any] = {"applied": False}
     if bias_feeds is not None:
-        from quantbench.bias_correction import correct_biases
+        from quantbench.bias_correction import correct_if_better
 
         targets = [model.graph.node[i].output[0] for i in plan.quantized_nodes]
-        corrected = correct_biases(model, qdq_model, targets, bias_feeds, threads=threads)
+        corrected = correct_if_better(model, qdq_model, targets, bias_feeds, threads=threads)
         qdq_model, correction = corrected.model, corrected.details()
     path = _save(qdq_model, models_dir / f"{name}.onnx")
     flavour_notes: list[str] = []

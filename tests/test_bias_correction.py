@@ -7,7 +7,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from quantbench.bias_correction import correct_biases
+import quantbench.bias_correction as bias_correction
+from quantbench.bias_correction import correct_biases, correct_if_better
 from quantbench.errors import QuantbenchError
 from quantbench.model import expose_tensors
 from quantbench.qdq import build_qdq, plan_qdq
@@ -135,6 +136,48 @@ def test_every_corrected_output_has_the_fp32_channel_means() -> None:
     for name in targets:
         assert np.abs(before[name]).max() > 1e-4, name
         assert np.abs(after[name]).max() < 1e-3 * np.abs(before[name]).max(), name
+
+
+def _rel_l2(model: onnx.ModelProto, qdq: onnx.ModelProto, batches: list[dict[str, np.ndarray]]) -> float:
+    """float64 relative L2 of every output over the batches, both models run here."""
+    err = ref = 0.0
+    for feeds in batches:
+        for want, got in zip(run(model, feeds), run(qdq, feeds)):
+            err += float(np.sum((got.astype(np.float64) - want) ** 2))
+            ref += float(np.sum(want.astype(np.float64) ** 2))
+    return float(np.sqrt(err / ref))
+
+
+def test_correction_is_kept_when_it_lowers_the_output_error() -> None:
+    model, trt, targets, batches = branchy_qdq()
+    kept = correct_if_better(model, trt, targets, batches)
+    assert not kept.rejected and kept.output_rel_l2 is not None
+    before, after = kept.output_rel_l2
+    assert before == pytest.approx(_rel_l2(model, trt, batches), rel=1e-6)
+    assert after == pytest.approx(_rel_l2(model, kept.model, batches), rel=1e-6)
+    assert after < before
+    plain = correct_biases(model, trt, targets, batches).model
+    assert kept.model.SerializeToString() == plain.SerializeToString()
+    assert kept.details()["applied"] is True
+
+
+def test_correction_that_raises_the_output_error_is_rejected(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    model, trt, targets, batches = branchy_qdq()
+    real = bias_correction.correct_biases
+
+    def harmful(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real(*args, **kwargs)
+        for init in result.model.graph.initializer:  # push every corrected bias far off
+            if init.name.endswith("_bias") or init.name.startswith("b"):
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 50.0, init.name))
+        return result
+
+    monkeypatch.setattr(bias_correction, "correct_biases", harmful)
+    rejected = correct_if_better(model, trt, targets, batches)
+    assert rejected.rejected and rejected.model is trt
+    before, after = rejected.output_rel_l2  # type: ignore[misc]
+    assert after > before == pytest.approx(_rel_l2(model, trt, batches), rel=1e-6)
+    assert rejected.details()["applied"] is False
 
 
 def test_bad_input_is_a_one_line_error() -> None:
