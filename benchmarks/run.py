@@ -36,24 +36,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-PRESET = "inception"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import PRESET, fidelity, latency, logits, samples, session  # noqa: E402
+
 METHODS = ["entropy", "minmax", "percentile", "mse"]
 PEERS = {"ort-minmax": "MinMax", "ort-percentile": "Percentile", "ort-entropy": "Entropy"}
-EVAL_BATCH = 8
 TOLERANCE = 1e-3
-
-
-def _samples(model: Path, images: Path, names: list[str]) -> np.ndarray:
-    """The preprocessed samples of ``names`` (relative paths), stacked in order."""
-    from quantbench.datasets import open_dataset
-    from quantbench.model import input_specs, load_model
-
-    dataset = open_dataset(images, input_specs(load_model(model)), preset=PRESET)
-    arrays = []
-    for rel in names:
-        loaded, _ = dataset.load(rel)
-        arrays.extend(next(iter(sample.values())) for _, sample in loaded)
-    return np.stack(arrays)
 
 
 def worker(tool: str, model: Path, images: Path, names_file: Path, out: Path) -> dict:
@@ -68,8 +56,8 @@ def worker(tool: str, model: Path, images: Path, names_file: Path, out: Path) ->
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            samples = _samples(model, images, json.loads(names_file.read_text()))
-            self.feeds = iter({"input": sample[None]} for sample in samples)
+            calibration = samples(model, images, json.loads(names_file.read_text()))
+            self.feeds = iter({"input": sample[None]} for sample in calibration)
 
         def get_next(self):  # type: ignore[no-untyped-def]
             return next(self.feeds, None)
@@ -99,46 +87,6 @@ def quantize_peer(tool: str, model: Path, images: Path, names_file: Path, out: P
     if status != 0:
         raise SystemExit(f"{tool} failed (status {status}):\n{output}")
     return {**json.loads(output.strip().splitlines()[-1]), "peak_mib": usage.ru_maxrss / 1024}
-
-
-def session(path: Path, threads: int):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def logits(sess, samples: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
-    name = sess.get_inputs()[0].name
-    parts = [
-        sess.run(None, {name: samples[i : i + EVAL_BATCH]})[0] for i in range(0, len(samples), EVAL_BATCH)
-    ]
-    return np.concatenate(parts).reshape(len(samples), -1).astype(np.float64)
-
-
-def fidelity(q: np.ndarray, f: np.ndarray) -> tuple[float, float]:
-    """Top-1 agreement with FP32 (%) and ||q - f|| / ||f|| over every logit."""
-    agreement = 100.0 * float(np.mean(np.argmax(q, axis=1) == np.argmax(f, axis=1)))
-    return agreement, float(np.linalg.norm(q - f) / np.linalg.norm(f))
-
-
-def latency(sessions: dict, feeds: np.ndarray, rounds: int, runs: int) -> dict[str, float]:
-    """Median ms per batch of each session, timed round-robin (each round starts one model later)."""
-    times: dict[str, list[float]] = {key: [] for key in sessions}
-    for sess in sessions.values():
-        for _ in range(3):
-            sess.run(None, {"input": feeds})
-    keys = list(sessions)
-    for r in range(rounds):
-        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
-            sess = sessions[key]
-            for _ in range(runs):
-                started = time.perf_counter()
-                sess.run(None, {"input": feeds})
-                times[key].append(time.perf_counter() - started)
-    return {key: 1000.0 * float(np.median(values)) for key, values in times.items()}
 
 
 def main() -> None:
@@ -223,11 +171,13 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
             paths[f"quantbench {variant['method'] or variant['name']}"] = r.run_dir / variant["cpu_model"]
     paths.update({f"ORT {PEERS[tool]}": peers_dir / f"{tool}.onnx" for tool in tools})
     sessions = {key: session(path, args.threads) for key, path in paths.items()}
-    samples = _samples(model, images, held_out)
-    reference = logits(sessions["fp32"], samples)
-    scores = {
-        key: fidelity(logits(sess, samples), reference) for key, sess in sessions.items() if key != "fp32"
-    }
+    held = samples(model, images, held_out)
+    reference = logits(sessions["fp32"], held)
+    scores = {}  # top-1 agreement in %, rel L2
+    for key, sess in sessions.items():
+        if key != "fp32":
+            agreement, rel_l2 = fidelity(logits(sess, held), reference)
+            scores[key] = (100.0 * agreement, rel_l2)
     scores["fp32"] = (100.0, 0.0)
 
     output = sessions["fp32"].get_outputs()[0].name
@@ -243,7 +193,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
                 mismatches.append(f"{key}: recomputed {scores[key]}, results.json {theirs}")
 
     # 4. latency, round-robin over every model
-    feeds = np.ascontiguousarray(samples[np.arange(args.batch) % len(samples)])
+    feeds = np.ascontiguousarray(held[np.arange(args.batch) % len(held)])
     ms = latency(sessions, feeds, args.rounds, args.runs)
 
     # 5. the table
