@@ -42,7 +42,8 @@ def worker(tool: str, model: Path, images: Path, n: int) -> dict:
     if tool == "quantbench":
         # imported before the clock starts, as quantize_static's modules are below
         import quantbench.calibrators.collect
-        import quantbench.datasets  # noqa: F401
+        import quantbench.datasets
+        import quantbench.model  # noqa: F401  (imports onnx, as quantize_static's modules do)
         from quantbench import calibrate
 
         with tempfile.TemporaryDirectory() as out:

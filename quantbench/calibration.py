@@ -205,6 +205,7 @@ def calibrate(
         float_activations,
         input_specs,
         load_model,
+        nonnegative_tensors,
     )
 
     started = time.perf_counter()
@@ -243,7 +244,13 @@ def calibrate(
         if on_start is not None:
             on_start(stream.total)
         collection = collect_histograms(
-            session, tensors, [s.name for s in inputs], (b.inputs for b in stream), on_batch, workers
+            session,
+            tensors,
+            [s.name for s in inputs],
+            (b.inputs for b in stream),
+            on_batch,
+            workers,
+            nonnegative_tensors(onnx_model),
         )
         hists = collection.histograms
         report = stream.report

@@ -204,3 +204,47 @@ def expose_tensors(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
         else:
             exposed.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     return exposed
+
+
+NONNEGATIVE_OPS = frozenset({"Relu", "Sigmoid", "Softmax", "HardSigmoid", "Abs"})
+"""Operators whose output is never below zero (NaN aside), whatever their input."""
+
+
+def nonnegative_tensors(model: onnx.ModelProto) -> set[str]:
+    """Node outputs that ONNX semantics keep at or above zero.
+
+    The outputs of :data:`NONNEGATIVE_OPS`, and of ``Clip`` whose lower bound is a
+    constant (an initializer the feeds cannot override, a ``Constant`` node or,
+    before opset 11, the ``min`` attribute) of at least zero.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    fed = {value.name for value in graph.input}
+    constants = {init.name: init for init in graph.initializer if init.name not in fed}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    constants[node.output[0]] = attribute.t
+
+    def clip_floor(node: onnx.NodeProto) -> float | None:
+        for attribute in node.attribute:
+            if attribute.name == "min":
+                return float(attribute.f)
+        if len(node.input) > 1 and node.input[1] in constants:
+            floor = numpy_helper.to_array(constants[node.input[1]])
+            return float(floor.min()) if floor.size else None
+        return None
+
+    found: set[str] = set()
+    for node in graph.node:
+        if not node.output or not node.output[0]:
+            continue
+        if node.op_type in NONNEGATIVE_OPS and not node.domain:
+            found.add(node.output[0])
+        elif node.op_type == "Clip" and not node.domain:
+            floor = clip_floor(node)
+            if floor is not None and floor >= 0.0:
+                found.add(node.output[0])
+    return found

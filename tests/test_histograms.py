@@ -47,6 +47,21 @@ def test_batch_size_does_not_change_the_histogram(batches):
         assert (first.top, first.absmax, first.count) == (other.top, other.absmax, other.count)
 
 
+def test_nonnegative_shortcut_counts_like_a_direct_float64_histogram():
+    rng = np.random.default_rng(5)
+    values = np.maximum(rng.normal(0.3, 2.0, 30_000), 0.0).astype(np.float32)  # ~44% exact zeros
+    values[:3] = [-0.0, 5.999, np.nan]
+    acc = TensorHistogram()
+    for start in range(0, values.size, 1000):
+        acc.update(values[start : start + 1000].copy(), nonnegative=True)
+    finite = values[np.isfinite(values)].astype(np.float64)
+    top = 2.0 ** np.floor(np.log2(finite.max()) + 1)
+    direct = np.floor(finite * FINE_BINS / top).astype(np.int64)
+    assert acc.top == top
+    assert np.array_equal(acc.counts, np.bincount(direct, minlength=FINE_BINS))
+    assert (acc.nan, acc.count, acc.absmax) == (1, finite.size, float(finite.max()))
+
+
 def test_nan_and_inf_are_counted_apart_and_left_out():
     values = np.array([1.0, np.nan, -np.inf, 2.0, np.inf, -3.0], dtype=np.float32)
     acc = TensorHistogram()

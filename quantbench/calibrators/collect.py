@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,36 +59,34 @@ def open_session(model_bytes: bytes, threads: int = 0):  # type: ignore[no-untyp
         raise QuantbenchError(f"ONNX Runtime cannot load the model: {message}") from None
 
 
-def _balanced_groups(sizes: dict[str, int], count: int) -> list[list[str]]:
-    """Split tensor names into ``count`` groups of about equal total size."""
-    groups: list[list[str]] = [[] for _ in range(count)]
-    loads = [0] * count
-    for name in sorted(sizes, key=lambda n: -sizes[n]):
-        lightest = loads.index(min(loads))
-        groups[lightest].append(name)
-        loads[lightest] += sizes[name]
-    return [group for group in groups if group]
+class _Folding:
+    """Folds one batch's outputs into the histograms, one task per tensor, largest first.
 
+    Tasks of one batch touch distinct histograms; the caller waits for a batch's
+    tasks before submitting the next batch's, so no histogram is updated by two
+    threads at once. Each thread keeps its own scratch buffer for bin indices.
+    """
 
-class _Folder:
-    """Folds one batch's outputs into a fixed group of histograms, with its own scratch buffer."""
-
-    def __init__(self, hists: dict[str, TensorHistogram], names: list[str]) -> None:
+    def __init__(self, hists: dict[str, TensorHistogram], nonnegative: set[str]) -> None:
         self.hists = hists
-        self.names = names
-        self.scratch = np.empty(0, dtype=np.uint16)
+        self.nonnegative = nonnegative
         self.not_float: set[str] = set()
+        self._local = threading.local()
 
-    def __call__(self, values: dict[str, np.ndarray], owners: object = None) -> None:
-        """Fold ``values`` in; ``owners`` only keeps the memory the arrays view alive meanwhile."""
-        for name in self.names:
-            value = values[name]
-            if not (isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)):
-                self.not_float.add(name)
-                continue
-            if self.scratch.size < value.size:
-                self.scratch = np.empty(value.size, dtype=np.uint16)
-            self.hists[name].update(value, self.scratch)
+    def fold(self, name: str, value: object, owners: object) -> None:
+        """Fold ``value`` into ``name``'s histogram; ``owners`` keeps the memory it views alive."""
+        if not (isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)):
+            self.not_float.add(name)
+            return
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None or scratch.size < value.size:
+            scratch = self._local.scratch = np.empty(value.size, dtype=np.uint16)
+        self.hists[name].update(value, scratch, nonnegative=name in self.nonnegative)
+
+    def submit(self, pool: Executor, values: dict[str, np.ndarray], owners: object) -> list[Future[None]]:
+        """Queue every tensor of one batch; returns the tasks."""
+        order = sorted(values, key=lambda name: -int(getattr(values[name], "size", 0)))
+        return [pool.submit(self.fold, name, values[name], owners) for name in order]
 
 
 def collect_histograms(
@@ -96,6 +96,7 @@ def collect_histograms(
     batches: Iterable[dict[str, np.ndarray]],
     progress: Progress | None = None,
     workers: int = 2,
+    nonnegative: set[str] | frozenset[str] = frozenset(),
 ) -> Collection:
     """Run every batch through ``session`` and histogram each tensor in ``tensors``.
 
@@ -103,8 +104,7 @@ def collect_histograms(
     process) and dropped before the next batch after it runs.
 
     While ONNX Runtime computes batch k+1, ``workers`` threads fold batch k into
-    the histograms (each thread owns a fixed share of the tensors, so no
-    histogram is touched by two threads). At most two batches of activations are
+    the histograms, one tensor at a time, largest first. At most two batches of activations are
     alive at any time, so memory does not grow with the number of samples; and
     since histogram updates commute (see :mod:`.histograms`), the result does not
     depend on this overlap.
@@ -117,17 +117,19 @@ def collect_histograms(
         batches: input name -> array, one dict per batch.
         progress: called after each batch with its sample count.
         workers: histogram threads.
+        nonnegative: tensors that cannot hold a negative value (outputs of Relu,
+            say); their histograms skip the |x| pass.
 
     Raises:
         QuantbenchError: ONNX Runtime fails on a batch.
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
     from onnxruntime import OrtValue
 
     hists = {name: TensorHistogram() for name in tensors}
     fetched = [name for name in tensors if name not in graph_inputs]
-    folders: list[_Folder] = []
+    folding = _Folding(hists, set(nonnegative))
     pending: list[Future[None]] = []
     samples = 0
     started = time.perf_counter()
@@ -146,11 +148,8 @@ def collect_histograms(
                     values[name] = np.array(feed[name], dtype=np.float32)
             for job in pending:
                 job.result()  # the previous batch is folded in before its histograms are touched again
-            if not folders:
-                sizes = {name: int(getattr(values[name], "size", 0)) for name in tensors}
-                folders = [_Folder(hists, group) for group in _balanced_groups(sizes, max(1, workers))]
             # the arrays view the OrtValues' memory: pass those along until the folding is done
-            pending = [pool.submit(folder, values, outputs) for folder in folders]
+            pending = folding.submit(pool, values, outputs)
             del values
             size = len(next(iter(feed.values()))) if feed else 0
             samples += size
@@ -158,7 +157,7 @@ def collect_histograms(
                 progress(size)
         for job in pending:
             job.result()
-    skipped = sorted(set().union(*(folder.not_float for folder in folders))) if folders else []
+    skipped = sorted(folding.not_float)
     for name in skipped:
         hists.pop(name, None)
     return Collection(hists, samples, time.perf_counter() - started, skipped)

@@ -159,14 +159,19 @@ class TensorHistogram:
             )
             self._pending_total += chunk.size
 
-    def update(self, values: np.ndarray, scratch: np.ndarray | None = None) -> None:
+    def update(
+        self, values: np.ndarray, scratch: np.ndarray | None = None, nonnegative: bool = False
+    ) -> None:
         """Add every element of ``values`` (any shape, any float dtype).
 
         Args:
-            values: the tensor; it is overwritten (used as scratch space).
+            values: the tensor; it may be overwritten (used as scratch space).
             scratch: an optional ``uint16`` buffer of at least ``values.size``
                 elements for the bin indices, reused across calls to save
                 allocations.
+            nonnegative: the caller guarantees that no value is below zero (the
+                output of a Relu, say), so the |x| pass is skipped. A negative
+                value would then be binned wrongly.
 
         NaN and infinite values are counted apart and left out of the histogram.
         """
@@ -175,7 +180,9 @@ class TensorHistogram:
             flat = flat.astype(np.float32)
         if flat.size == 0:
             return
-        mags = np.abs(flat, out=flat) if flat.flags.writeable else np.abs(flat)
+        mags = flat
+        if not nonnegative:
+            mags = np.abs(flat, out=flat) if flat.flags.writeable else np.abs(flat)
         peak = float(mags.max())
         if not math.isfinite(peak):
             finite = np.isfinite(mags)

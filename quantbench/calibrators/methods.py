@@ -93,18 +93,31 @@ def entropy_threshold_bin(counts: np.ndarray) -> tuple[int, np.ndarray]:
     last_p = last_raw + outliers  # P's last bin
     kept = csum[cands]  # mass of Q, the raw first i bins
 
-    level_mass = np.diff(csum[starts], axis=1)  # M_j: raw mass of each level
-    level_nonzero = np.diff(nonzero[starts], axis=1)
-    level_nonzero[:, -1] += (last_p > 0).astype(np.float64) - (last_raw > 0).astype(np.float64)
-    level_p = level_mass.copy()  # P's mass per level: the outliers land in the last level
-    level_p[:, -1] += outliers
-
+    # sum_k P_k log Q_k, over a block of candidates at a time (the tables stay in cache)
+    cross = np.empty(cands.size)
+    last_mass = np.empty(cands.size)  # raw mass of the last level
+    last_nonzero_change = (last_p > 0).astype(np.float64) - (last_raw > 0).astype(np.float64)
+    rows = max(1, _TABLE_ELEMENTS // LEVELS)
+    for start in range(0, cands.size, rows):
+        block = slice(start, start + rows)
+        ends = csum[starts[block]]
+        level_mass = ends[:, 1:] - ends[:, :-1]  # M_j: raw mass of each level
+        ends = nonzero[starts[block]]
+        level_nonzero = ends[:, 1:] - ends[:, :-1]  # bins of each level where P is non-zero
+        level_nonzero[:, -1] += last_nonzero_change[block]
+        # log of Q's value in each level, log(M_j / nonzero_j); an empty level gets a
+        # finite stand-in, multiplied by its zero mass below
+        log_q = np.maximum(level_mass, np.finfo(np.float64).tiny)
+        np.divide(log_q, np.maximum(level_nonzero, 1.0), out=log_q)
+        np.log(log_q, out=log_q)
+        # P's mass per level is M_j, plus the outliers in the last level
+        cross[block] = np.einsum("ij,ij->i", level_mass, log_q) + outliers[block] * log_q[:, -1]
+        last_mass[block] = level_mass[:, -1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_q = np.log(level_mass) - np.log(level_nonzero)  # log of Q's value in each level
-        cross = np.where(level_p > 0, level_p * log_q, 0.0).sum(axis=1)  # sum_k P_k log Q_k
         p_log_p = hlogh_sum[cands - 1] + np.where(last_p > 0, last_p * np.log(last_p), 0.0)
         kl = (p_log_p - cross) / total - np.log(total) + np.log(kept)
-    impossible = ((level_p > 0) & (level_mass <= 0)).any(axis=1) | (kept <= 0)
+    # Q is zero where P is not only when outliers land in an empty last level
+    impossible = ((outliers > 0) & (last_mass <= 0)) | (kept <= 0)
     kl = np.where(impossible | ~np.isfinite(kl), np.inf, kl)
     if not np.isfinite(kl).any():
         return n_bins, kl
@@ -164,9 +177,22 @@ def fake_quant_sq_error(values: np.ndarray, weights: np.ndarray, amax: np.ndarra
         ``fq(v) = min(round(v / s), 127) * s`` with ``s = amax / 127``
         (round half to even, as ONNX QuantizeLinear does).
     """
-    step = (amax / 127.0)[:, None]
-    levels = np.minimum(np.rint(values[None, :] / step), 127.0)
-    return (((values[None, :] - levels * step) ** 2) * weights[None, :]).sum(axis=1)
+    total = np.empty(amax.size)
+    rows = max(1, _TABLE_ELEMENTS // max(1, values.size))  # a block of candidates at a time
+    for start in range(0, amax.size, rows):
+        step = (amax[start : start + rows] / 127.0)[:, None]
+        error = values / step  # updated in place
+        np.rint(error, out=error)
+        np.minimum(error, 127.0, out=error)
+        error *= step
+        np.subtract(values, error, out=error)
+        np.square(error, out=error)
+        total[start : start + rows] = np.einsum("ij,j->i", error, weights)
+    return total
+
+
+_TABLE_ELEMENTS = 1 << 17
+"""Elements of the (candidates x values) table built at once: 1 MiB, so it stays in cache."""
 
 
 MSE_STRIDE = 8

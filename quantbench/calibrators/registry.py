@@ -111,7 +111,7 @@ def parse_method(spec_text: str) -> MethodSpec:
         base = file_match["func"]
     else:
         name, *raw_params = text.split(":")
-        known = available_methods()
+        known = BUILTIN_METHODS if name in BUILTIN_METHODS else available_methods()
         if name.lower().startswith("trt-") and name not in known:
             raise QuantbenchError(
                 f"method {name!r} is TensorRT's own calibrator: it runs inside a TensorRT 10 engine build, "
