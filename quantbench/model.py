@@ -239,11 +239,11 @@ def nonnegative_tensors(model: onnx.ModelProto) -> set[str]:
 
     found: set[str] = set()
     for node in graph.node:
-        if not node.output or not node.output[0]:
+        if not node.output or not node.output[0] or node.domain not in ("", "ai.onnx"):
             continue
-        if node.op_type in NONNEGATIVE_OPS and not node.domain:
+        if node.op_type in NONNEGATIVE_OPS:
             found.add(node.output[0])
-        elif node.op_type == "Clip" and not node.domain:
+        elif node.op_type == "Clip":
             floor = clip_floor(node)
             if floor is not None and floor >= 0.0:
                 found.add(node.output[0])

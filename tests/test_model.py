@@ -13,7 +13,8 @@ def _model(nodes, initializers, opset=13, extra_inputs=()):
     inputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, []) for name in extra_inputs]
     outputs = [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None) for node in nodes]
     graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid("com.example", 1)]
+    return helper.make_model(graph, opset_imports=opsets)
 
 
 def _scalar(name: str, value: float):
@@ -32,11 +33,13 @@ def test_relu_sigmoid_and_clips_with_a_constant_floor_at_or_above_zero():
         helper.make_node("Clip", ["x", "fed_floor"], ["clip_fed_floor"]),
         helper.make_node("Tanh", ["x"], ["tanh"]),
         helper.make_node("Add", ["relu", "sigmoid"], ["sum"]),  # non-negative, but not by its operator
+        helper.make_node("Abs", ["x"], ["abs"], domain="ai.onnx"),
+        helper.make_node("Relu", ["x"], ["custom_relu"], domain="com.example"),  # anyone's operator
     ]
     initializers = [_scalar(n, v) for n, v in [("zero", 0), ("six", 6), ("minus_one", -1), ("fed_floor", 0)]]
     # "fed_floor" is also a graph input, so a feed may replace it: not a constant
     model = _model(nodes, initializers, extra_inputs=["fed_floor"])
-    assert nonnegative_tensors(model) == {"relu", "sigmoid", "relu6", "clip_constant_node"}
+    assert nonnegative_tensors(model) == {"relu", "sigmoid", "relu6", "clip_constant_node", "abs"}
 
 
 def test_opset_6_clip_reads_its_min_attribute():

@@ -21,6 +21,8 @@ ENTROPY_FIRST_CANDIDATE = 128
 LEVELS = 128
 """Quantization levels on one side of zero for symmetric int8 (0..127)."""
 MSE_BINS = 2048
+_TABLE_ELEMENTS = 1 << 17
+"""Elements of a search's (candidates x bins) table built at once: 1 MiB, so it stays in cache."""
 
 
 def minmax(hist: Histogram) -> float:
@@ -189,10 +191,6 @@ def fake_quant_sq_error(values: np.ndarray, weights: np.ndarray, amax: np.ndarra
         np.square(error, out=error)
         total[start : start + rows] = np.einsum("ij,j->i", error, weights)
     return total
-
-
-_TABLE_ELEMENTS = 1 << 17
-"""Elements of the (candidates x values) table built at once: 1 MiB, so it stays in cache."""
 
 
 MSE_STRIDE = 8
