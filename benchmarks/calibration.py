@@ -30,7 +30,7 @@ PRESET = "inception"
 
 
 def _images(model: Path, images: Path, n: int) -> list:
-    from quantbench.datasets import open_dataset
+    from quantbench.data import open_dataset
     from quantbench.model import input_specs, load_model
 
     dataset = open_dataset(images, input_specs(load_model(model)), preset=PRESET)
@@ -41,8 +41,8 @@ def worker(tool: str, model: Path, images: Path, n: int) -> dict:
     """Run one tool; return its seconds (and extra figures). Runs in a child process."""
     if tool == "quantbench":
         # imported before the clock starts, as quantize_static's modules are below
-        import quantbench.calibrators.collect
-        import quantbench.datasets
+        import quantbench.calibration.collect
+        import quantbench.data
         import quantbench.model  # noqa: F401  (imports onnx, as quantize_static's modules do)
         from quantbench import calibrate
 
@@ -89,7 +89,7 @@ def worker(tool: str, model: Path, images: Path, n: int) -> dict:
             )
             return {"seconds": time.perf_counter() - started}
     if tool in ("fp32", "fp32-exposed"):
-        from quantbench.calibrators.collect import open_session
+        from quantbench.calibration.collect import open_session
         from quantbench.model import expose_tensors, float_activations, load_model
 
         proto = load_model(model)

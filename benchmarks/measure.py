@@ -14,7 +14,7 @@ EVAL_BATCH = 8
 
 def samples(model: Path, images: Path, names: list[str]) -> np.ndarray:
     """The preprocessed samples of ``names`` (relative paths), stacked in order."""
-    from quantbench.datasets import open_dataset
+    from quantbench.data import open_dataset
     from quantbench.model import input_specs, load_model
 
     dataset = open_dataset(images, input_specs(load_model(model)), preset=PRESET)

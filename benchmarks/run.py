@@ -129,7 +129,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     import quantbench
-    from quantbench.results import cpu_name
+    from quantbench.report.results import cpu_name
 
     sys.path.insert(0, str(ROOT))
     from sample.make_sample import make_sample

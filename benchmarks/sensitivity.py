@@ -73,7 +73,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
 
     import quantbench
     from quantbench.errors import QuantbenchError
-    from quantbench.results import cpu_name
+    from quantbench.report.results import cpu_name
 
     sys.path.insert(0, str(ROOT))
     from sample.make_sample import make_sample

@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from quantbench.calibration import CalibrationResult
-    from quantbench.pipeline import RunResult
+    from quantbench.calibration.calibrate import CalibrationResult
+    from quantbench.flows.run import RunResult
 
 
 def calibrate(*args: Any, **kwargs: Any) -> CalibrationResult:
     """Calibrate a model on an image folder; see :func:`quantbench.calibration.calibrate`."""
-    from quantbench.calibration import calibrate as _calibrate
+    from quantbench.calibration.calibrate import calibrate as _calibrate
 
     return _calibrate(*args, **kwargs)
 
 
 def run(*args: Any, **kwargs: Any) -> RunResult:
-    """Build FP32 / FP16 / INT8 variants and compare them; see :func:`quantbench.pipeline.run`."""
-    from quantbench.pipeline import run as _run
+    """Build FP32 / FP16 / INT8 variants and compare them; see :func:`quantbench.flows.run.run`."""
+    from quantbench.flows.run import run as _run
 
     return _run(*args, **kwargs)
 

@@ -7,11 +7,11 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-import quantbench.bias_correction as bias_correction
-from quantbench.bias_correction import correct_biases, correct_if_better
+import quantbench.export.bias_correction as bias_correction
 from quantbench.errors import QuantbenchError
+from quantbench.export.bias_correction import correct_biases, correct_if_better
+from quantbench.export.qdq import build_qdq, plan_qdq
 from quantbench.model import expose_tensors
-from quantbench.qdq import build_qdq, plan_qdq
 from tests.test_qdq import FakeQuant, conv2d, inputs, make_model, quantized, run, weights
 
 # --- the float64 reference: the obvious loop, one fake-quantized forward pass per corrected node ----------
@@ -204,7 +204,7 @@ def test_matmul_is_skipped_with_its_reason() -> None:
 
 def test_real_cnn_held_out_error_drops(sample, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import quantbench
-    from quantbench.datasets import open_dataset
+    from quantbench.data import open_dataset
     from quantbench.model import input_specs
 
     model_path, images = sample

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from quantbench import calibrate
-from quantbench.calibration import batch_size_for
+from quantbench.calibration.calibrate import batch_size_for
 from quantbench.errors import QuantbenchError
 from quantbench.ranges import read_range_text, read_ranges_json, read_trt_cache
 from tests.conftest import photo_folder, tiny_conv_model
@@ -51,7 +51,7 @@ def test_real_cnn_all_methods_and_all_formats(sample, tmp_path):
     assert np.median([entropy[t] / minmax[t] for t in minmax]) < 0.95  # entropy clips outliers
 
     # minmax equals max |x| from an independent ONNX Runtime pass over the same preprocessed images
-    from quantbench.datasets import open_dataset
+    from quantbench.data import open_dataset
     from quantbench.model import input_specs, load_model
 
     dataset = open_dataset(images, input_specs(load_model(model)), preset="inception")
@@ -92,7 +92,7 @@ def test_histograms_are_reused_and_force_recomputes(tmp_path, monkeypatch):
     first = calibrate(model, images, n=10, methods=["entropy"], out=tmp_path / "out", preset="raw")
     assert not first.reused
 
-    import quantbench.calibrators.collect as collect
+    import quantbench.calibration.collect as collect
 
     def no_model_run(*args, **kwargs):
         raise AssertionError("the model ran although histograms were stored")

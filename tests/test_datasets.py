@@ -1,4 +1,4 @@
-"""Tests for quantbench.datasets: discovery, sampling, decoding, preprocessing, tensor files, batching."""
+"""Tests for quantbench.data: discovery, sampling, decoding, preprocessing, tensor files, batching."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quantbench.datasets import PRESETS, Batch, Dataset, LoadReport, open_dataset, resolve_preprocessing
-from quantbench.datasets.files import SkipSample, discover, shuffled
-from quantbench.datasets.images import decode_image
-from quantbench.datasets.loader import Loaded
+from quantbench.data import PRESETS, Batch, Dataset, LoadReport, open_dataset, resolve_preprocessing
+from quantbench.data.files import SkipSample, discover, shuffled
+from quantbench.data.images import decode_image
+from quantbench.data.loader import Loaded
 from quantbench.errors import QuantbenchError
 from quantbench.model import InputSpec
 
@@ -599,7 +599,7 @@ def test_fingerprint_tracks_files_and_preprocessing(tmp_path: Path) -> None:
 
 
 def test_importing_the_package_does_not_import_cv2() -> None:
-    code = "import sys, quantbench.datasets; assert 'cv2' not in sys.modules, 'cv2 imported'"
+    code = "import sys, quantbench.data; assert 'cv2' not in sys.modules, 'cv2 imported'"
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False

@@ -1,4 +1,4 @@
-"""Tests for quantbench.evaluate: output errors, top-k agreement, labels, accuracy and latency.
+"""Tests for quantbench.evaluation.metrics: output errors, top-k agreement, labels, accuracy and latency.
 
 Expected values come from plain-Python reference implementations below (float64 loops, math.fsum) or are
 worked out by hand in the test.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from quantbench.errors import QuantbenchError
-from quantbench.evaluate import (
+from quantbench.evaluation.metrics import (
     Accuracy,
     LatencyStats,
     OutputErrors,

@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from onnx import TensorProto, helper, numpy_helper
 
 from quantbench.errors import QuantbenchError
-from quantbench.fp16 import FP16_MAX, convert_to_fp16, runnable_on_cpu
+from quantbench.export.fp16 import FP16_MAX, convert_to_fp16, runnable_on_cpu
 from tests.conftest import tiny_conv_model
 
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantbench.calibrators.histograms import (
+from quantbench.calibration.histograms import (
     FINE_BINS,
     TensorHistogram,
     load_histograms,

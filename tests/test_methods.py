@@ -9,8 +9,8 @@ import zlib
 import numpy as np
 import pytest
 
-from quantbench.calibrators import methods
-from quantbench.calibrators.histograms import TensorHistogram
+from quantbench.calibration import methods
+from quantbench.calibration.histograms import TensorHistogram
 
 N = 200_000
 

@@ -17,9 +17,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from onnx import TensorProto, helper, numpy_helper
 
 from quantbench.errors import QuantbenchError
+from quantbench.export.onnxruntime_flavour import to_onnxruntime_flavour
+from quantbench.export.qdq import build_qdq, match_excluded, plan_qdq, quantize_weight
 from quantbench.model import expose_tensors, float_activations
-from quantbench.qdq import build_qdq, match_excluded, plan_qdq, quantize_weight
-from quantbench.qdq_onnxruntime import to_onnxruntime_flavour
 
 F32 = TensorProto.FLOAT
 

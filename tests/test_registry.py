@@ -8,10 +8,10 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from quantbench.calibration import compute_ranges
-from quantbench.calibrators import registry
-from quantbench.calibrators.histograms import TensorHistogram
-from quantbench.calibrators.registry import parse_method
+from quantbench.calibration import registry
+from quantbench.calibration.calibrate import compute_ranges
+from quantbench.calibration.histograms import TensorHistogram
+from quantbench.calibration.registry import parse_method
 from quantbench.errors import QuantbenchError
 
 

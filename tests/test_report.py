@@ -23,7 +23,7 @@ from quantbench.cli import app
 from quantbench.errors import QuantbenchError
 from quantbench.report import load_results, render_report, write_report
 from quantbench.report.analysis import Point, pareto_front
-from quantbench.results import histogram_digest, range_spread
+from quantbench.report.results import histogram_digest, range_spread
 from tests.conftest import photo_folder
 from tests.test_run import tiny_classifier
 
@@ -89,7 +89,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny, tmp_path_factory) -> quantbench.pipeline.RunResult:
+def tiny_run(tiny, tmp_path_factory) -> quantbench.flows.run.RunResult:
     model, images = tiny
     out = tmp_path_factory.mktemp("runs")
     return quantbench.run(model, images, n=16, methods=["minmax", "percentile", "entropy"], out=out, **FAST)
@@ -106,7 +106,7 @@ def test_range_spread_orders_by_disagreement_then_clipping():
 
 
 def test_histogram_digest_counts_match_numpy_on_the_coarse_bins(tmp_path):
-    from quantbench.calibrators.histograms import TensorHistogram, save_histograms
+    from quantbench.calibration.histograms import TensorHistogram, save_histograms
 
     rng = np.random.default_rng(3)
     data = {

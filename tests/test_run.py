@@ -63,7 +63,7 @@ def _fp32_scores(model: Path, dataset_root: Path, names: list[str]) -> np.ndarra
     """Independent FP32 pass: preprocess each named file and run the model in ONNX Runtime."""
     import onnxruntime as ort
 
-    from quantbench.datasets import open_dataset
+    from quantbench.data import open_dataset
     from quantbench.model import input_specs, load_model
 
     dataset = open_dataset(dataset_root, input_specs(load_model(model)), preset="imagenet")
@@ -99,7 +99,7 @@ def test_run_writes_every_artifact_and_consistent_metrics(tiny, tmp_path):
     # the recorded error of one variant agrees with an independent float64 computation
     import onnxruntime as ort
 
-    from quantbench.datasets import open_dataset
+    from quantbench.data import open_dataset
     from quantbench.model import input_specs, load_model
 
     dataset = open_dataset(images, input_specs(load_model(model)))

@@ -115,7 +115,7 @@ def simulate(x: np.ndarray, amax: dict[str, float], quantized: set[str]) -> dict
 
 
 def _samples(model: Path, images: Path, names: list[str], preset: str = "imagenet") -> np.ndarray:
-    from quantbench.datasets import open_dataset
+    from quantbench.data import open_dataset
     from quantbench.model import input_specs, load_model
 
     dataset = open_dataset(images, input_specs(load_model(model)), preset=preset)
@@ -201,7 +201,7 @@ def test_only_view_matches_a_float64_simulation(outlier, mixed_run):
 def test_printed_exclude_options_rebuild_the_same_model(outlier, mixed_run, tmp_path):
     from rich.console import Console
 
-    from quantbench.summary import print_run_summary
+    from quantbench.cli.summary import print_run_summary
 
     console = Console(record=True, width=300)
     print_run_summary(console, mixed_run)
@@ -272,8 +272,8 @@ def test_sensitivity_command_writes_tensors_and_both_views(outlier, tmp_path):
 def test_candidates_run_exactly_the_model_exclude_builds(outlier):
     import onnxruntime as ort
 
-    from quantbench.candidates import Candidates, build_int8
     from quantbench.model import load_model
+    from quantbench.search.candidates import Candidates, build_int8
 
     model_path, _ = outlier
     model = load_model(model_path)
@@ -303,15 +303,15 @@ class _FakeEvaluator:
         self.asked: list[int] = []
 
     def score_session(self, k: int):  # type: ignore[no-untyped-def]
-        from quantbench.sensitivity import Score
+        from quantbench.search.sensitivity import Score
 
         self.asked.append(k)
         return Score(1.0 - self.curve[k], self.curve[k])
 
 
 def test_search_finds_the_smallest_k_with_few_candidates():
-    from quantbench.mixed_precision import Target, search
-    from quantbench.sensitivity import NodeSensitivity
+    from quantbench.search.mixed_precision import Target, search
+    from quantbench.search.sensitivity import NodeSensitivity
 
     total = 40
     ranking = [NodeSensitivity(f"n{i}", "Conv", i) for i in range(total)]
@@ -331,8 +331,8 @@ def test_search_finds_the_smallest_k_with_few_candidates():
 
 
 def test_unnamed_nodes_are_excluded_by_the_label_results_list(tmp_path):
-    from quantbench.candidates import replay_name
-    from quantbench.qdq import match_excluded
+    from quantbench.export.qdq import match_excluded
+    from quantbench.search.candidates import replay_name
 
     model = onnx.load(str(tiny_conv_model(tmp_path / "tiny.onnx")))  # nodes without names
     assert match_excluded(model.graph, ["Conv:output"]) == {2}

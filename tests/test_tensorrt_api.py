@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _variants(model_path: Path, models_dir: Path) -> list:
+    from quantbench.export.variants import fp16_variant, fp32_variant, int8_variant
     from quantbench.model import load_model
     from quantbench.ranges import DynamicRanges
-    from quantbench.variants import fp16_variant, fp32_variant, int8_variant
 
     model = load_model(model_path)
     amax = {"input": 3.0, "conv1": 4.0, "relu1": 4.0, "output": 6.0}

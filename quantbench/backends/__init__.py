@@ -1,7 +1,7 @@
 """Backends: what builds a variant into something runnable, runs batches through it and times it.
 
 A backend is picked by name (``auto``, ``onnxruntime``, ``tensorrt``). :class:`Backend` prepares a
-:class:`~quantbench.variants.Variant` into a :class:`Runner`; a runner takes a batch of inputs by name
+:class:`~quantbench.export.variants.Variant` into a :class:`Runner`; a runner takes a batch of inputs by name
 and returns the model's outputs by name, and is closed when done.
 """
 
@@ -16,7 +16,7 @@ from quantbench.errors import QuantbenchError
 if TYPE_CHECKING:
     import numpy as np
 
-    from quantbench.variants import Variant
+    from quantbench.export.variants import Variant
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 

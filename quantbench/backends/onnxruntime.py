@@ -10,7 +10,7 @@ import numpy as np
 from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
-    from quantbench.variants import Variant
+    from quantbench.export.variants import Variant
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
@@ -37,7 +37,7 @@ class OnnxRuntimeBackend:
     """Runs variants with ONNX Runtime.
 
     On the CPU an INT8 variant runs its ONNX Runtime flavour (uint8 activations, see
-    :mod:`quantbench.qdq_onnxruntime`); with a GPU execution provider it runs the TensorRT-flavour
+    :mod:`quantbench.export.onnxruntime_flavour`); with a GPU execution provider it runs the TensorRT-flavour
     Q/DQ model, which those providers take as it is.
     """
 

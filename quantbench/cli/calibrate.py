@@ -68,7 +68,7 @@ def calibrate(
     ] = None,
 ) -> None:
     """Calibrate activation ranges from a folder of images and write TensorRT-format tables."""
-    from quantbench.calibration import calibrate as run_calibration
+    from quantbench.calibration.calibrate import calibrate as run_calibration
 
     console = make_console()
     bars = Bars(console)
@@ -91,7 +91,7 @@ def calibrate(
         )
     finally:
         bars.close()
-    from quantbench.summary import print_calibration_summary
+    from quantbench.cli.summary import print_calibration_summary
 
     print_calibration_summary(console, result)
 
@@ -99,7 +99,7 @@ def calibrate(
 @app.command("methods")
 def list_methods() -> None:
     """List the calibration methods available (built-ins and installed plugins)."""
-    from quantbench.calibrators.registry import available_methods
+    from quantbench.calibration.registry import available_methods
 
     for name, function in available_methods().items():
         doc = (function.__doc__ or "").strip().splitlines()

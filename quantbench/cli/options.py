@@ -96,7 +96,7 @@ def preprocess_options(
 
 
 class Bars:
-    """Progress bars for the steps of a command (see ``quantbench.pipeline.Progress``)."""
+    """Progress bars for the steps of a command (see ``quantbench.progress.Progress``)."""
 
     def __init__(self, console: Any) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

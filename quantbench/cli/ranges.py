@@ -21,8 +21,8 @@ def ranges_show(
     limit: Annotated[int, typer.Option(help="Rows to print (0: all).")] = 0,
 ) -> None:
     """Print a range table: metadata, then tensor, amax and int8 scale."""
+    from quantbench.cli.summary import print_ranges
     from quantbench.ranges import read_ranges
-    from quantbench.summary import print_ranges
 
     print_ranges(make_console(), read_ranges(file), limit)
 
@@ -63,7 +63,7 @@ def ranges_diff(
     limit: Annotated[int, typer.Option(help="Rows to print, largest disagreement first (0: all).")] = 0,
 ) -> None:
     """Compare two range tables tensor by tensor (ratio b/a)."""
+    from quantbench.cli.summary import print_diff
     from quantbench.ranges import diff_ranges, read_ranges
-    from quantbench.summary import print_diff
 
     print_diff(make_console(), diff_ranges(read_ranges(a), read_ranges(b)), str(a), str(b), limit)

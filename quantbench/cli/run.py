@@ -135,7 +135,7 @@ def run_command(
     ] = Path("reports"),
 ) -> None:
     """Build FP32 / FP16 / INT8 variants and compare them on held-out images."""
-    from quantbench.pipeline import run
+    from quantbench.flows.run import run
 
     try:
         sizes = [int(part) for part in split_list(bench_batch)]
@@ -180,6 +180,6 @@ def run_command(
         )
     finally:
         bars.close()
-    from quantbench.summary import print_run_summary
+    from quantbench.cli.summary import print_run_summary
 
     print_run_summary(console, result)

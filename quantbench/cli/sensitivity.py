@@ -32,7 +32,7 @@ from quantbench.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from quantbench.sensitivity_run import SensitivityRun
+    from quantbench.flows.sensitivity import SensitivityRun
 
 MIXED = "Mixed precision"
 SENSITIVITY = "Sensitivity"
@@ -70,7 +70,7 @@ def print_sensitivity(console: Any, result: SensitivityRun, top: int = 20) -> No
     """Per-tensor fidelity in graph order, the ranked nodes, and the ``--exclude`` options for the first."""
     from rich.table import Table
 
-    from quantbench.mixed_precision import replay_arguments
+    from quantbench.search.mixed_precision import replay_arguments
 
     res = result.results
     cost = res["cost"]
@@ -187,7 +187,7 @@ def sensitivity_command(
     ] = Path("reports"),
 ) -> None:
     """Find the nodes that hurt INT8: per-tensor fidelity and per-node sensitivity, ranked."""
-    from quantbench.sensitivity_run import run_sensitivity
+    from quantbench.flows.sensitivity import run_sensitivity
 
     console = make_console()
     bars = Bars(console)

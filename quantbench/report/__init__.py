@@ -16,7 +16,7 @@ from typing import Any
 
 from quantbench.errors import QuantbenchError
 from quantbench.fileio import write_text_atomic
-from quantbench.results import FORMAT, FORMAT_VERSION
+from quantbench.report.results import FORMAT, FORMAT_VERSION
 
 REPORT_NAME = "report.html"
 RESULTS_NAME = "results.json"

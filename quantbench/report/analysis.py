@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from quantbench.results import main_output, range_spread
+from quantbench.report.results import main_output, range_spread
 
 REFERENCE = "fp32"
 TENSOR_ROWS = 200

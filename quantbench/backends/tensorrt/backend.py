@@ -32,9 +32,9 @@ if TYPE_CHECKING:
     from quantbench.backends.tensorrt.builder import BuildRequest, BuildResult
     from quantbench.backends.tensorrt.methods import NativeMethod
     from quantbench.backends.tensorrt.runner import TensorRTRunner
+    from quantbench.export.variants import Variant
     from quantbench.model import InputSpec
     from quantbench.ranges import DynamicRanges
-    from quantbench.variants import Variant
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The TensorRT steps of ``quantbench run``: checking ``trt-*`` methods, telling the backend about the
 run, and calibrating with TensorRT's own calibrators.
 
-Kept here so that ``quantbench.pipeline`` calls three functions and stays free of TensorRT details.
+Kept here so that ``quantbench.flows.run`` calls three functions and stays free of TensorRT details.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from quantbench.errors import QuantbenchError
 if TYPE_CHECKING:
     from quantbench.backends import Backend
     from quantbench.backends.tensorrt.methods import NativeMethod
-    from quantbench.datasets.loader import Batch
+    from quantbench.data.loader import Batch
     from quantbench.model import InputSpec
     from quantbench.ranges import DynamicRanges
 
@@ -123,7 +123,7 @@ def native_calibration(
         QuantbenchError: the backend is not TensorRT, or calibration fails.
     """
     from quantbench.backends.tensorrt.backend import TensorRTBackend
-    from quantbench.datasets import open_dataset
+    from quantbench.data import open_dataset
     from quantbench.ranges import write_ranges
 
     if not isinstance(engine, TensorRTBackend):

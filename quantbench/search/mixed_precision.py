@@ -1,6 +1,6 @@
 """Automatic mixed precision: keep the fewest most harmful nodes in float that meet a fidelity target.
 
-The nodes are ranked once by :mod:`quantbench.sensitivity` (only-this-node-quantized view, on the first
+The nodes are ranked once by :mod:`quantbench.search.sensitivity` (only-this-node-quantized view, on the first
 ``samples`` held-out samples); candidate ``k`` keeps the ``k`` first of the ranking in float (as
 ``--exclude`` would) and is scored on *every* held-out sample, the ones the run then reports on.
 The search doubles ``k`` (0, 1, 2, 4, ...) until a candidate meets the target, then bisects between the
@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantbench.candidates import Candidates
 from quantbench.errors import QuantbenchError
-from quantbench.sensitivity import SAMPLES, Evaluator, NodeSensitivity, Score
+from quantbench.search.candidates import Candidates
+from quantbench.search.sensitivity import SAMPLES, Evaluator, NodeSensitivity, Score
 
 if TYPE_CHECKING:
     import onnx
 
-    from quantbench.datasets.loader import Batch
-    from quantbench.pipeline import Progress
+    from quantbench.data.loader import Batch
+    from quantbench.export.variants import Variant
+    from quantbench.progress import Progress
     from quantbench.ranges import DynamicRanges
-    from quantbench.variants import Variant
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def search(
         QuantbenchError: agreement asked of a model without class scores, or no candidate that keeps a
             node in INT8 meets the target.
     """
-    from quantbench.evaluate import measure_latency
+    from quantbench.evaluation.metrics import measure_latency
 
     _check_output(target, evaluator)
     started = time.perf_counter()
@@ -323,10 +323,10 @@ def mixed_precision(
     Raises:
         QuantbenchError: no held-out sample, a target that needs class scores, or one out of reach.
     """
-    from quantbench.comparison import stack_feeds
-    from quantbench.qdq import at_least_opset13
-    from quantbench.sensitivity import node_sensitivity, rank
-    from quantbench.variants import int8_variant
+    from quantbench.evaluation.compare import stack_feeds
+    from quantbench.export.qdq import at_least_opset13
+    from quantbench.export.variants import int8_variant
+    from quantbench.search.sensitivity import node_sensitivity, rank
 
     if samples < 1:
         raise QuantbenchError(f"the sensitivity ranking needs at least 1 sample, not {samples}")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantbench.errors import QuantbenchError
-from quantbench.evaluate import (
+from quantbench.evaluation.metrics import (
     Accuracy,
     OutputErrors,
     TopKAgreement,
@@ -20,8 +20,8 @@ from quantbench.evaluate import (
 
 if TYPE_CHECKING:
     from quantbench.backends import Runner
-    from quantbench.datasets.loader import Batch, BatchStream
-    from quantbench.pipeline import Progress
+    from quantbench.data.loader import Batch, BatchStream
+    from quantbench.progress import Progress
 
 REFERENCE = "fp32"
 

@@ -1,6 +1,6 @@
 """The ranges a run quantizes with: imported from a file, calibrated by quantbench, or by TensorRT.
 
-Step 1 of :func:`quantbench.pipeline.run`. ``--ranges FILE`` skips calibration; otherwise quantbench's
+Step 1 of :func:`quantbench.flows.run.run`. ``--ranges FILE`` skips calibration; otherwise quantbench's
 methods share one pass over the calibration images, and TensorRT's own calibrators (``trt-*``, with
 ``--backend tensorrt``) calibrate inside TensorRT afterwards.
 """
@@ -19,9 +19,9 @@ from quantbench.ranges import DynamicRanges
 if TYPE_CHECKING:
     from quantbench.backends import Backend
     from quantbench.backends.tensorrt.methods import NativeMethod
-    from quantbench.calibration import CalibrationResult
+    from quantbench.calibration.calibrate import CalibrationResult
     from quantbench.model import InputSpec
-    from quantbench.pipeline import Progress
+    from quantbench.progress import Progress
 
 
 @dataclass
@@ -98,7 +98,7 @@ def gather_ranges(
     threads: int,
     progress: Progress,
 ) -> RunRanges:
-    """Import or calibrate the ranges of a run (see :func:`quantbench.pipeline.run` for the arguments).
+    """Import or calibrate the ranges of a run (see :func:`quantbench.flows.run.run` for the arguments).
 
     Calibration runs when INT8 or FP16 is wanted and images are given: FP16 needs only absmax, so
     without INT8 (or with TensorRT's calibrators alone) the pass computes minmax only.
@@ -107,7 +107,7 @@ def gather_ranges(
         QuantbenchError: a bad range file, calibration or TensorRT calibration failure.
     """
     from quantbench.backends.tensorrt import run_steps as trt_steps
-    from quantbench.calibration import calibrate
+    from quantbench.calibration.calibrate import calibrate
     from quantbench.model import file_sha256
 
     out = RunRanges()

@@ -1,7 +1,7 @@
 """Built-in calibration methods: pure functions ``Histogram -> amax``.
 
 Every method receives the |x| histogram of one tensor (see
-:mod:`quantbench.calibrators.histograms`) and returns the amax of a symmetric int8
+:mod:`quantbench.calibration.histograms`) and returns the amax of a symmetric int8
 range ``[-amax, amax]`` (scale ``amax / 127``). Degenerate tensors (all zero,
 constant, no finite value) never reach a method: :mod:`.registry` handles them.
 """
@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from quantbench.calibrators.histograms import Histogram
+from quantbench.calibration.histograms import Histogram
 
 ENTROPY_BINS = 2048
 """TensorRT's EntropyCalibration2 histogram: 2048 bins over [0, absmax]."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quantbench.datasets.files import SkipSample
+from quantbench.data.files import SkipSample
 from quantbench.errors import QuantbenchError
 from quantbench.model import InputSpec
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from quantbench.calibration import CalibrationResult
-    from quantbench.pipeline import RunResult
+    from quantbench.calibration.calibrate import CalibrationResult
+    from quantbench.flows.run import RunResult
     from quantbench.ranges import DynamicRanges, RangeDiff
 
 LISTED = 10
@@ -122,7 +122,7 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     """The variants table (top-1 agreement, relative L2, ms/batch, speed-up), notes and where files are."""
     from rich.table import Table
 
-    from quantbench.results import main_output
+    from quantbench.report.results import main_output
 
     results = result.results
     evaluation = results["data"]["evaluation"]
@@ -161,7 +161,7 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     if footnote:
         console.print("* emulated on this CPU (no float16 kernels): not representative of a GPU")
     if results.get("sensitivity"):
-        from quantbench.mixed_precision import summary_lines
+        from quantbench.search.mixed_precision import summary_lines
 
         for line in summary_lines(results):
             console.print(line, markup=False, highlight=False)

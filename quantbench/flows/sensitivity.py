@@ -2,7 +2,7 @@
 
 Ranges are calibrated (one method) or imported as in ``quantbench run``; then, on ``eval_n`` held-out
 images, the per-tensor fidelity of the INT8 model and the sensitivity of every quantized node (see
-:mod:`quantbench.sensitivity`), written to ``<out>/<model>-<timestamp>/sensitivity.json`` beside the
+:mod:`quantbench.search.sensitivity`), written to ``<out>/<model>-<timestamp>/sensitivity.json`` beside the
 run's ``histograms/`` and ``ranges/``. The models analysed are quantized as ``quantbench run`` builds
 them, without bias correction: what each node's quantization does before anything compensates it.
 
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from quantbench import __version__
 from quantbench.errors import QuantbenchError
-from quantbench.sensitivity import SAMPLES, VIEWS, NodeSensitivity, TensorFidelity
+from quantbench.search.sensitivity import SAMPLES, VIEWS, NodeSensitivity, TensorFidelity
 
 if TYPE_CHECKING:
-    from quantbench.pipeline import Progress
+    from quantbench.progress import Progress
 
 FORMAT = "quantbench-sensitivity"
 FORMAT_VERSION = 1
@@ -94,7 +94,7 @@ def run_sensitivity(
         method: one calibration method.
         ranges: a range file to use instead of calibrating.
         exclude: ``--exclude`` patterns: kept in float throughout, not ranked.
-        views: ``only`` and/or ``without`` (see :func:`quantbench.sensitivity.node_sensitivity`).
+        views: ``only`` and/or ``without`` (see :func:`quantbench.search.sensitivity.node_sensitivity`).
         tensors: also measure per-tensor fidelity.
         batch: calibration batch (default: automatic).
         preset, preprocess: image preprocessing.
@@ -110,17 +110,18 @@ def run_sensitivity(
     Raises:
         QuantbenchError: bad model, images, method, ranges or options; no held-out image.
     """
-    from quantbench.calibration import calibrate
-    from quantbench.calibrators.registry import parse_method
-    from quantbench.candidates import Candidates
-    from quantbench.datasets import open_dataset
+    from quantbench.calibration.calibrate import calibrate
+    from quantbench.calibration.registry import parse_method
+    from quantbench.data import open_dataset
+    from quantbench.export.qdq import at_least_opset13
     from quantbench.fileio import write_text_atomic
+    from quantbench.flows.ranges import imported_ranges
+    from quantbench.flows.run import EVAL_BATCH, new_run_folder
     from quantbench.model import file_sha256, float_activations, input_specs, load_model
-    from quantbench.pipeline import EVAL_BATCH, QuietProgress, new_run_folder
-    from quantbench.qdq import at_least_opset13
-    from quantbench.results import json_safe
-    from quantbench.run_ranges import imported_ranges
-    from quantbench.sensitivity import Evaluator, analyse_tensors, node_sensitivity, rank
+    from quantbench.progress import QuietProgress
+    from quantbench.report.results import json_safe
+    from quantbench.search.candidates import Candidates
+    from quantbench.search.sensitivity import Evaluator, analyse_tensors, node_sensitivity, rank
 
     started = time.perf_counter()
     report = progress or QuietProgress()

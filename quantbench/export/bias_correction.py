@@ -212,8 +212,8 @@ def correct_biases(
     import onnx
     from onnx import helper, numpy_helper
 
+    from quantbench.export.qdq import drop_unused_initializers, unique_name
     from quantbench.model import expose_tensors
-    from quantbench.qdq import drop_unused_initializers, unique_name
 
     started = time.time()
     model = onnx.ModelProto()

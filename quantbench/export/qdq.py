@@ -12,7 +12,8 @@ Placement (TensorRT's explicit-quantization recommendations):
 * a node whose activation input has no range, or that ``exclude`` names, stays entirely in float.
 
 The TensorRT flavour is this graph with int8 activations. ONNX Runtime's flavour
-(:mod:`quantbench.qdq_onnxruntime`) reshapes it to run fast on the CPU with the same quantized values.
+(:mod:`quantbench.export.onnxruntime_flavour`) reshapes it to run fast on the CPU with the same
+quantized values.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from quantbench.datasets.files import SkipSample, SourceKind, discover, shown, shuffled
-from quantbench.datasets.images import decode_image
-from quantbench.datasets.preprocess import Preprocessing, resolve_preprocessing
-from quantbench.datasets.tensors import Sample, load_tensor_file
+from quantbench.data.files import SkipSample, SourceKind, discover, shown, shuffled
+from quantbench.data.images import decode_image
+from quantbench.data.preprocess import Preprocessing, resolve_preprocessing
+from quantbench.data.tensors import Sample, load_tensor_file
 from quantbench.errors import QuantbenchError
 from quantbench.model import InputSpec
 

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantbench.calibrators import methods
-from quantbench.calibrators.histograms import Histogram
+from quantbench.calibration import methods
+from quantbench.calibration.histograms import Histogram
 from quantbench.errors import QuantbenchError
 
 Method = Callable[..., float]

@@ -91,7 +91,7 @@ def fp16_variant(model: onnx.ModelProto, absmax: Mapping[str, float], models_dir
         absmax: tensor -> largest |x| seen in calibration (empty when unknown).
         models_dir: where ``fp16.onnx`` (and ``fp16.cpu.onnx`` when the CPU needs casts) go.
     """
-    from quantbench.fp16 import convert_to_fp16, runnable_on_cpu
+    from quantbench.export.fp16 import convert_to_fp16, runnable_on_cpu
 
     converted = convert_to_fp16(model, absmax=dict(absmax), keep_io_types=True)
     path = _save(converted.model, models_dir / "fp16.onnx")
@@ -119,14 +119,14 @@ def int8_variant(
         exclude: node names, op types or regular expressions to keep in float.
         models_dir: where ``int8-<label>.onnx`` and ``int8-<label>.onnxruntime.onnx`` go.
         bias_feeds: batches to correct the quantized nodes' biases on (see
-            :mod:`quantbench.bias_correction`); None leaves them as they are.
+            :mod:`quantbench.export.bias_correction`); None leaves them as they are.
         threads: ONNX Runtime threads for the bias correction (0: every core).
 
     Raises:
         QuantbenchError: a bad exclude pattern, or no tensor of the model could be quantized.
     """
-    from quantbench.qdq import at_least_opset13, build_qdq, node_label, plan_qdq
-    from quantbench.qdq_onnxruntime import to_onnxruntime_flavour
+    from quantbench.export.onnxruntime_flavour import to_onnxruntime_flavour
+    from quantbench.export.qdq import at_least_opset13, build_qdq, node_label, plan_qdq
 
     model = at_least_opset13(model)
     plan = plan_qdq(model, ranges.amax, exclude)
@@ -139,7 +139,7 @@ def int8_variant(
     qdq_model, names = build_qdq(model, ranges.amax, plan)
     correction: dict[str, Any] = {"applied": False}
     if bias_feeds is not None:
-        from quantbench.bias_correction import correct_if_better
+        from quantbench.export.bias_correction import correct_if_better
 
         targets = [model.graph.node[i].output[0] for i in plan.quantized_nodes]
         corrected = correct_if_better(model, qdq_model, targets, bias_feeds, threads=threads)

@@ -16,7 +16,7 @@
 * ``notes``: things the reader must know (e.g. evaluation on the calibration images);
 * ``sensitivity``: the mixed-precision search of ``--target-agreement`` / ``--target-rel-l2`` (null
   without one): ``method``, ``target``, ``excluded``, ``curve`` and ``ranking``
-  (see :meth:`quantbench.mixed_precision.SearchResult.to_json`).
+  (see :meth:`quantbench.search.mixed_precision.SearchResult.to_json`).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from quantbench.fileio import write_text_atomic
 if TYPE_CHECKING:
     import onnx
 
-    from quantbench.calibration import CalibrationResult
-    from quantbench.comparison import Comparison
+    from quantbench.calibration.calibrate import CalibrationResult
+    from quantbench.evaluation.compare import Comparison
+    from quantbench.export.variants import Variant
     from quantbench.ranges import DynamicRanges
-    from quantbench.variants import Variant
 
 FORMAT = "quantbench-results"
 FORMAT_VERSION = 1
@@ -254,7 +254,7 @@ def histogram_digest(path: Path, names: Sequence[str], bins: int = HISTOGRAM_BIN
     them remain and every count stays an exact integer.
 
     Args:
-        path: a histogram file written by :func:`quantbench.calibrators.histograms.save_histograms`.
+        path: a histogram file written by :func:`quantbench.calibration.histograms.save_histograms`.
         names: the tensors to keep, in the order wanted; names not in the file are left out.
         bins: the most bins per tensor.
 
@@ -264,7 +264,7 @@ def histogram_digest(path: Path, names: Sequence[str], bins: int = HISTOGRAM_BIN
     """
     import numpy as np
 
-    from quantbench.calibrators.histograms import load_histograms
+    from quantbench.calibration.histograms import load_histograms
 
     try:
         with np.load(path, allow_pickle=False) as data:

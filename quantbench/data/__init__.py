@@ -9,9 +9,9 @@ Typical use::
     held_out = dataset.batches(n=50, seed=0, batch_size=8, start=stream.report.next_start)
 """
 
-from quantbench.datasets.files import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS
-from quantbench.datasets.loader import Batch, BatchStream, Dataset, LoadReport, open_dataset
-from quantbench.datasets.preprocess import PRESETS, Preprocessing, resolve_preprocessing
+from quantbench.data.files import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS
+from quantbench.data.loader import Batch, BatchStream, Dataset, LoadReport, open_dataset
+from quantbench.data.preprocess import PRESETS, Preprocessing, resolve_preprocessing
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quantbench.datasets.files import SkipSample
+from quantbench.data.files import SkipSample
 
 MIN_SIDE = 8
 """Images with a side shorter than this many pixels are skipped."""

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from quantbench import __version__
-from quantbench.calibrators.histograms import FINE_BINS, TensorHistogram, load_histograms, save_histograms
-from quantbench.calibrators.registry import MethodSpec, apply_method, degenerate_amax, parse_method
+from quantbench.calibration.histograms import FINE_BINS, TensorHistogram, load_histograms, save_histograms
+from quantbench.calibration.registry import MethodSpec, apply_method, degenerate_amax, parse_method
 from quantbench.errors import QuantbenchError
 from quantbench.fileio import write_text_atomic
 from quantbench.ranges import DynamicRanges, write_ranges
@@ -128,7 +128,7 @@ def compute_ranges(
     """Every method's ranges from the same histograms, plus warnings on degenerate tensors.
 
     Degenerate tensors get the same documented range under every method
-    (:func:`quantbench.calibrators.registry.degenerate_amax`); their warnings
+    (:func:`quantbench.calibration.registry.degenerate_amax`); their warnings
     are reported once, not once per method.
     """
     fixed: dict[str, float] = {}
@@ -196,8 +196,8 @@ def calibrate(
     Raises:
         QuantbenchError: bad model, images, method or options.
     """
-    from quantbench.calibrators.collect import collect_histograms, open_session
-    from quantbench.datasets import open_dataset
+    from quantbench.calibration.collect import collect_histograms, open_session
+    from quantbench.data import open_dataset
     from quantbench.model import (
         elements_per_sample,
         expose_tensors,

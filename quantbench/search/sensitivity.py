@@ -1,9 +1,9 @@
 """Which quantized nodes hurt INT8: per-tensor fidelity and per-node sensitivity, ranked.
 
 Everything here compares against one FP32 reference pass over a fixed set of samples, and builds the
-INT8 models it needs in memory (:func:`quantbench.qdq.plan_qdq`, :func:`~quantbench.qdq.build_qdq`, the
-ONNX Runtime flavour) with the same placement ``quantbench run`` uses, so what is measured is what
-``--exclude`` builds.
+INT8 models it needs in memory (:func:`quantbench.export.qdq.plan_qdq`,
+:func:`~quantbench.export.qdq.build_qdq`, the ONNX Runtime flavour) with the same placement
+``quantbench run`` uses, so what is measured is what ``--exclude`` builds.
 
 * **Per-tensor fidelity** (:func:`analyse_tensors`): for every tensor the INT8 model quantizes, the
   relative L2 error and SNR of the dequantized value its consumers read, against the FP32 tensor on the
@@ -18,7 +18,7 @@ ONNX Runtime flavour) with the same placement ``quantbench run`` uses, so what i
 
 Cost, for K quantized nodes and S samples: one FP32 pass (with every quantized tensor exposed when the
 per-tensor view is wanted), one INT8 pass for the per-tensor view, and K models per sensitivity view,
-each built in memory (:class:`quantbench.candidates.Candidates`), loaded into ONNX Runtime and run on
+each built in memory (:class:`quantbench.search.candidates.Candidates`), loaded into ONNX Runtime and run on
 the S samples.
 EfficientNet-Lite0 (K = 50) with S = 32 on an idle 2-core machine: FP32 and per-tensor passes 3 s,
 only view 13 s (0.27 s a model), without view 18 s (its models are mostly INT8, which takes longer
@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantbench.candidates import Candidates, open_session
 from quantbench.errors import QuantbenchError
+from quantbench.search.candidates import Candidates, open_session
 
 if TYPE_CHECKING:
     import onnx
 
-    from quantbench.pipeline import Progress
+    from quantbench.progress import Progress
 
 SAMPLES = 32
 """Samples each sensitivity model runs on by default."""
@@ -66,9 +66,9 @@ def main_output(outputs: dict[str, np.ndarray]) -> tuple[str, bool]:
     """The output fidelity is measured on: the first class-score output, else the first output.
 
     Returns:
-        (output name, whether it holds class scores), as ``quantbench.results.main_output`` picks it.
+        (output name, whether it holds class scores), as ``quantbench.report.results.main_output`` picks it.
     """
-    from quantbench.evaluate import is_class_scores
+    from quantbench.evaluation.metrics import is_class_scores
 
     for name, value in outputs.items():
         if is_class_scores(value.shape):
@@ -139,7 +139,7 @@ class Evaluator:
 
     def score_session(self, session: Any) -> Score:
         """Score a loaded model (an ONNX Runtime session) on every batch."""
-        from quantbench.evaluate import OutputErrors, TopKAgreement
+        from quantbench.evaluation.metrics import OutputErrors, TopKAgreement
 
         errors = OutputErrors(self.output)
         agreement = TopKAgreement(self.output) if self.class_scores else None
@@ -194,9 +194,9 @@ class ErrorEnergy:
 
     The per-tensor pass compares every quantized tensor (about 7 million values per image on a 50-conv
     CNN), so this keeps only the two sums those figures need, where
-    :class:`quantbench.evaluate.OutputErrors` computes eight statistics in float64; the definitions are
-    the same. Squares are summed by float32 dot products over chunks of :data:`CHUNK` values, added in
-    float64 (relative error below 1e-6).
+    :class:`quantbench.evaluation.metrics.OutputErrors` computes eight statistics in float64; the
+    definitions are the same. Squares are summed by float32 dot products over chunks of :data:`CHUNK`
+    values, added in float64 (relative error below 1e-6).
     """
 
     def __init__(self) -> None:
@@ -261,7 +261,7 @@ def analyse_tensors(
     Raises:
         QuantbenchError: no batches, or no node can be quantized.
     """
-    from quantbench.qdq import build_qdq, node_label, plan_qdq
+    from quantbench.export.qdq import build_qdq, node_label, plan_qdq
 
     if not feeds:
         raise QuantbenchError("no samples to analyse; give held-out images (--eval-images)")

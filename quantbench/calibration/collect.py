@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantbench.calibrators.histograms import TensorHistogram
+from quantbench.calibration.histograms import TensorHistogram
 from quantbench.errors import QuantbenchError
 
 Progress = Callable[[int], None]

@@ -5,7 +5,7 @@ Run folder (``<out>/<model>-<timestamp>/``)::
     histograms/     |x| histograms of the calibration pass
     ranges/         <method>.cache / .txt / .json for every set of ranges used
     models/         fp16.onnx, int8-<method>.onnx (TensorRT), int8-<method>.onnxruntime.onnx (CPU)
-    results.json    everything a report needs, with a manifest (see quantbench.results)
+    results.json    everything a report needs, with a manifest (see quantbench.report.results)
     metrics.csv     one row per variant and output
     report.html     the accuracy-vs-speed report (see quantbench.report)
 """
@@ -17,42 +17,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from quantbench.errors import QuantbenchError
-from quantbench.run_ranges import gather_ranges
-from quantbench.variants import Variant
+from quantbench.export.variants import Variant
+from quantbench.flows.ranges import gather_ranges
+from quantbench.progress import Progress, QuietProgress
 
 DEFAULT_EVAL_CAP = 500
 """Held-out images evaluated when ``eval_n`` is not given."""
 
 EVAL_BATCH = 8
-
-
-class Progress(Protocol):
-    """Receives progress of the steps that take time (the CLI draws bars)."""
-
-    def start(self, step: str, total: int | None) -> None:
-        """A step begins; ``total`` units are expected (None: unknown)."""
-
-    def advance(self, count: int = 1) -> None:
-        """``count`` units of the current step are done."""
-
-    def finish(self) -> None:
-        """The current step is over."""
-
-
-class QuietProgress:
-    """Progress that shows nothing (the Python API's default)."""
-
-    def start(self, step: str, total: int | None) -> None:
-        pass
-
-    def advance(self, count: int = 1) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
 
 @dataclass
@@ -71,7 +46,7 @@ class RunResult:
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per variant: top-1 agreement, relative L2, ms per batch, speed-up over FP32."""
-        from quantbench.results import summary_rows
+        from quantbench.report.results import summary_rows
 
         return summary_rows(self.results)
 
@@ -90,7 +65,7 @@ def _correction_batches(
     images: Path, inputs: list[Any], count: int, seed: int, preset: str, preprocess: Any, workers: int
 ) -> list[dict[str, Any]]:
     """The first ``count`` images of the calibration order, preprocessed, in batches."""
-    from quantbench.datasets import open_dataset
+    from quantbench.data import open_dataset
 
     dataset = open_dataset(images, inputs, preset=preset, **(preprocess or {}))
     fixed = inputs[0].fixed(0)
@@ -151,10 +126,11 @@ def run(
         target_agreement, target_rel_l2: a fidelity target (top-1 agreement in %, relative L2); when
             given, the nodes of the first set of ranges are ranked by sensitivity and the fewest most
             harmful are kept in float to meet it on the held-out images: variant ``int8-<label>-mixed``
-            and ``results["sensitivity"]`` (see :mod:`quantbench.mixed_precision`).
+            and ``results["sensitivity"]`` (see :mod:`quantbench.search.mixed_precision`).
         sensitivity_n: held-out images the sensitivity ranking runs on.
         bias_correction: correct the biases of every INT8 model's quantized Conv/Gemm nodes so that their
-            per-channel output means match FP32's (see :mod:`quantbench.bias_correction`); needs images.
+            per-channel output means match FP32's (see :mod:`quantbench.export.bias_correction`); needs
+            images.
         bias_correction_images: the first images of the calibration order the correction runs on.
         backend: ``auto``, ``onnxruntime`` or ``tensorrt``.
         out: the folder the run folder is made in.
@@ -176,11 +152,11 @@ def run(
         QuantbenchError: bad model, images, ranges, options or a variant that cannot be built.
     """
     from quantbench.backends import resolve_backend
-    from quantbench.datasets import open_dataset
-    from quantbench.evaluate import read_labels
+    from quantbench.data import open_dataset
+    from quantbench.evaluation.metrics import read_labels
+    from quantbench.export.variants import fp16_variant, fp32_variant, int8_variant, parse_precisions
     from quantbench.model import file_sha256, float_activations, input_specs, load_model
-    from quantbench.results import build_results, write_results
-    from quantbench.variants import fp16_variant, fp32_variant, int8_variant, parse_precisions
+    from quantbench.report.results import build_results, write_results
 
     started = time.time()
     report = progress or QuietProgress()
@@ -201,7 +177,7 @@ def run(
         raise QuantbenchError("--bias-correction-images must be at least 1")
     if bench_runs < 1 or bench_seconds < 0 or not bench_batch or min(bench_batch) < 1:
         raise QuantbenchError("--bench-batch sizes and --bench-runs must be at least 1")
-    from quantbench.mixed_precision import parse_target
+    from quantbench.search.mixed_precision import parse_target
 
     target = parse_target(target_agreement, target_rel_l2)
     if target is not None and "int8" not in wanted:
@@ -297,12 +273,12 @@ def run(
         if count is not None and count < 1:
             raise QuantbenchError(f"no images under {source} to evaluate on")
 
-    from quantbench.comparison import compare_variants
+    from quantbench.evaluation.compare import compare_variants
 
     held_out = dataset.batches(count, seed, inputs[0].fixed(0) or EVAL_BATCH, start=start, workers=workers)
     search = None
     if target is not None:
-        from quantbench.mixed_precision import mixed_precision
+        from quantbench.search.mixed_precision import mixed_precision
 
         if not range_sets:
             raise QuantbenchError("--target-agreement / --target-rel-l2 need ranges to quantize with")

@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from quantbench.qdq import QdqNames, drop_unused_initializers, graph_constants, graph_consumers
+from quantbench.export.qdq import QdqNames, drop_unused_initializers, graph_constants, graph_consumers
 
 ZERO_POINT = 128
 BIAS_LIMIT = 2**30
@@ -57,7 +57,7 @@ def _set_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> No
 def to_onnxruntime_flavour(
     model: onnx.ModelProto, names: dict[str, QdqNames], notes: list[str] | None = None
 ) -> onnx.ModelProto:
-    """Reshape a TensorRT-flavour Q/DQ model (from :func:`quantbench.qdq.build_qdq`) for ONNX Runtime.
+    """Reshape a TensorRT-flavour Q/DQ model (from :func:`quantbench.export.qdq.build_qdq`) for ONNX Runtime.
 
     Args:
         model: the TensorRT-flavour model; not modified.

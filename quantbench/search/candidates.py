@@ -18,7 +18,7 @@ from quantbench.errors import QuantbenchError
 if TYPE_CHECKING:
     import onnx
 
-    from quantbench.qdq import QdqPlan
+    from quantbench.export.qdq import QdqPlan
 
 
 def open_session(
@@ -57,7 +57,7 @@ def replay_name(graph: onnx.GraphProto, index: int) -> str:
     Raises:
         QuantbenchError: neither names that node alone.
     """
-    from quantbench.qdq import match_excluded, node_label
+    from quantbench.export.qdq import match_excluded, node_label
 
     node = graph.node[index]
     for candidate in (node_label(node, index), *node.output[:1]):
@@ -83,19 +83,19 @@ def build_int8(
         amax: tensor -> amax.
         exclude: ``--exclude`` patterns.
         bias_feeds: batches to correct the quantized nodes' biases on, as ``quantbench run`` does
-            (:mod:`quantbench.bias_correction`); None: no correction.
+            (:mod:`quantbench.export.bias_correction`); None: no correction.
         threads: ONNX Runtime threads for the correction.
 
     Returns:
         (the ONNX Runtime flavour, the plan it was built from).
     """
-    from quantbench.qdq import build_qdq, plan_qdq
-    from quantbench.qdq_onnxruntime import to_onnxruntime_flavour
+    from quantbench.export.onnxruntime_flavour import to_onnxruntime_flavour
+    from quantbench.export.qdq import build_qdq, plan_qdq
 
     plan = plan_qdq(model, amax, exclude)
     qdq_model, names = build_qdq(model, amax, plan)
     if bias_feeds is not None and plan.quantized_nodes:
-        from quantbench.bias_correction import correct_if_better
+        from quantbench.export.bias_correction import correct_if_better
 
         targets = [model.graph.node[i].output[0] for i in plan.quantized_nodes]
         qdq_model = correct_if_better(model, qdq_model, targets, bias_feeds, threads=threads).model
@@ -131,7 +131,7 @@ class Candidates:
     ) -> None:
         import onnx
 
-        from quantbench.qdq import QUANTIZED_OPS, node_label
+        from quantbench.export.qdq import QUANTIZED_OPS, node_label
 
         self.model, self.amax, self.exclude, self.threads = model, dict(amax), list(exclude), threads
         self.bias_feeds = bias_feeds
@@ -167,7 +167,7 @@ class Candidates:
         Raises:
             QuantbenchError: none can be quantized, or a node cannot be named alone for ``--exclude``.
         """
-        from quantbench.qdq import plan_qdq
+        from quantbench.export.qdq import plan_qdq
 
         plan = plan_qdq(self.model, self.amax, self.exclude)
         if not plan.quantized_nodes:
@@ -180,7 +180,7 @@ class Candidates:
         left as external references; and their names."""
         import onnx
 
-        from quantbench.qdq import match_excluded
+        from quantbench.export.qdq import match_excluded
 
         patterns = [*self.exclude, *kept]
         if self.bias_feeds is not None:

@@ -1,0 +1,1 @@
+"""Judging variants against FP32 on held-out data: metrics and the side-by-side comparison."""

@@ -1,0 +1,1 @@
+"""Searching for the nodes to keep in float: per-node sensitivity, candidate models, mixed precision."""
