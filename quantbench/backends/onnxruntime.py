@@ -1,8 +1,16 @@
-"""The ONNX Runtime backend: the CPU everywhere, CUDA or TensorRT execution providers where installed."""
+"""The ONNX Runtime backend: the CPU everywhere, CUDA or TensorRT execution providers where installed.
+
+:func:`make_session` is the one place quantbench makes an ``onnxruntime.InferenceSession``: the
+calibration pass, bias correction, the FP16 probes, sensitivity candidates and this backend's runners
+all come through it.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -10,9 +18,83 @@ import numpy as np
 from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
+    import onnx
+
     from quantbench.export.variants import Variant
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """How an ONNX Runtime session is made.
+
+    Attributes:
+        threads: intra-op threads (0: every core).
+        optimize: False runs the graph as written (no fusion, no constant folding).
+        providers: execution providers in order of preference (default: the CPU).
+        memory_arena: False returns each run's activations to the system (streaming passes).
+        spinning: False lets idle ONNX Runtime threads sleep (when other threads share the cores).
+        optimized_model: where ONNX Runtime writes the graph it optimized (with its large
+            initializers in a ``.data`` file beside it), or None.
+        external: OrtValues of the initializers the model marks as external, by name.
+    """
+
+    threads: int = 0
+    optimize: bool = True
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    memory_arena: bool = True
+    spinning: bool = True
+    optimized_model: Path | None = None
+    external: Mapping[str, Any] | None = None
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type where the message is empty."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def make_session(model: onnx.ModelProto | bytes | Path, settings: SessionSettings, what: str) -> Any:
+    """An ``onnxruntime.InferenceSession``: the one place quantbench makes one.
+
+    Args:
+        model: the model, serialized, or its file.
+        settings: threads, optimization, providers and memory behaviour.
+        what: names the model in the error, e.g. ``"the model"`` or ``"a segment of the model"``.
+
+    Raises:
+        QuantbenchError: ONNX Runtime cannot load the model (one line, naming ``what``).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.threads
+    options.log_severity_level = 3
+    if not settings.optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if not settings.memory_arena:
+        options.enable_cpu_mem_arena = False
+    if not settings.spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if settings.optimized_model is not None:
+        prefix = "session.optimized_model_external_initializers_"
+        options.add_session_config_entry(prefix + "file_name", settings.optimized_model.stem + ".data")
+        options.add_session_config_entry(prefix + "min_size_in_bytes", "1024")
+        options.optimized_model_filepath = str(settings.optimized_model)
+    if settings.external:
+        options.add_external_initializers(list(settings.external), list(settings.external.values()))
+    source: str | bytes
+    if isinstance(model, Path):
+        source = str(model)
+    elif isinstance(model, bytes):
+        source = model
+    else:
+        source = model.SerializeToString()
+    try:
+        return ort.InferenceSession(source, options, providers=list(settings.providers))
+    except Exception as exc:
+        raise QuantbenchError(f"ONNX Runtime cannot load {what}: {first_line(exc)}") from None
 
 
 class OnnxRuntimeRunner:
@@ -73,14 +155,8 @@ class OnnxRuntimeBackend:
         Raises:
             QuantbenchError: ONNX Runtime cannot load the model.
         """
-        options = self._ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.log_severity_level = 3
         path = variant.model if self.on_gpu else variant.cpu_model
-        try:
-            session = self._ort.InferenceSession(str(path), options, providers=self.providers)
-        except Exception as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise QuantbenchError(f"ONNX Runtime cannot load {path}: {message}") from None
+        settings = SessionSettings(threads=self.threads, providers=tuple(self.providers))
+        session = make_session(Path(path), settings, str(path))
         representative = self.on_gpu or not variant.emulated
         return OnnxRuntimeRunner(session, representative)
