@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from quantbench.config import PreprocessSpec
+
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = "inception"
 
@@ -33,7 +35,7 @@ def _images(model: Path, images: Path, n: int) -> list:
     from quantbench.data import open_dataset
     from quantbench.model import input_specs, load_model
 
-    dataset = open_dataset(images, input_specs(load_model(model)), preset=PRESET)
+    dataset = open_dataset(images, input_specs(load_model(model)), PreprocessSpec(preset=PRESET))
     return [batch.inputs for batch in dataset.batches(n, 0, 1)]
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from quantbench.config import PreprocessSpec
+
 PRESET = "inception"
 EVAL_BATCH = 8
 
@@ -17,7 +19,7 @@ def samples(model: Path, images: Path, names: list[str]) -> np.ndarray:
     from quantbench.data import open_dataset
     from quantbench.model import input_specs, load_model
 
-    dataset = open_dataset(images, input_specs(load_model(model)), preset=PRESET)
+    dataset = open_dataset(images, input_specs(load_model(model)), PreprocessSpec(preset=PRESET))
     arrays = []
     for rel in names:
         loaded, _ = dataset.load(rel)

@@ -19,18 +19,29 @@ if TYPE_CHECKING:
     from quantbench.flows.run import RunResult
 
 
-def calibrate(*args: Any, **kwargs: Any) -> CalibrationResult:
-    """Calibrate a model on an image folder; see :func:`quantbench.calibration.calibrate`."""
-    from quantbench.calibration.calibrate import calibrate as _calibrate
+def calibrate(model: Any, images: Any, **keywords: Any) -> CalibrationResult:
+    """Calibrate a model on an image folder; see :func:`quantbench.flows.calibrate.calibrate`."""
+    from quantbench.flows.calibrate import calibrate as _calibrate
 
-    return _calibrate(*args, **kwargs)
+    return _calibrate(model, images, **keywords)
 
 
-def run(*args: Any, **kwargs: Any) -> RunResult:
+def run(model: Any, images: Any = None, **keywords: Any) -> RunResult:
     """Build FP32 / FP16 / INT8 variants and compare them; see :func:`quantbench.flows.run.run`."""
     from quantbench.flows.run import run as _run
 
-    return _run(*args, **kwargs)
+    return _run(model, images, **keywords)
 
+
+def _signatures() -> None:
+    """Give the two functions above the real signatures of the functions they call, for ``help()``."""
+    import importlib
+
+    for function in (calibrate, run):
+        module = importlib.import_module(f"quantbench.flows.{function.__name__}")
+        function.__signature__ = getattr(module, function.__name__).__signature__  # type: ignore[union-attr]
+
+
+_signatures()
 
 __all__ = ["__version__", "calibrate", "run"]

@@ -248,3 +248,48 @@ def nonnegative_tensors(model: onnx.ModelProto) -> set[str]:
             if floor is not None and floor >= 0.0:
                 found.add(node.output[0])
     return found
+
+
+class LoadedModel:
+    """An FP32 ONNX model loaded and checked once, for every stage of a command.
+
+    Its file is hashed at most once and its float tensors are listed at most once, on first use.
+
+    Args:
+        path: the model file.
+        what: the command's need, for the error on non-float inputs (e.g. ``"calibration"``).
+
+    Raises:
+        QuantbenchError: the file is missing, not ONNX, or the model has no inputs or non-float ones.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], what: str = "quantbench") -> None:
+        self.path = Path(path)
+        self.proto = load_model(self.path)
+        self.inputs = input_specs(self.proto)
+        if not self.inputs or not all(spec.is_float for spec in self.inputs):
+            raise QuantbenchError(
+                f"{self.path}: {what} needs a model with float inputs; its inputs are "
+                + (", ".join(f"{s.name} ({s.dtype})" for s in self.inputs) or "none")
+            )
+        self._hash: str | None = None
+        self._tensors: list[str] | None = None
+
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the model file."""
+        if self._hash is None:
+            self._hash = file_sha256(self.path)
+        return self._hash
+
+    @property
+    def tensors(self) -> list[str]:
+        """Its float activations in graph order (:func:`float_activations`)."""
+        if self._tensors is None:
+            self._tensors = float_activations(self.proto)
+        return self._tensors
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The fixed batch dimension of its first input, if it has one."""
+        return self.inputs[0].fixed(0)

@@ -8,6 +8,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 import quantbench.export.bias_correction as bias_correction
+from quantbench.config import PreprocessSpec
 from quantbench.errors import QuantbenchError
 from quantbench.export.bias_correction import correct_biases, correct_if_better
 from quantbench.export.qdq import build_qdq, plan_qdq
@@ -215,7 +216,7 @@ def test_real_cnn_held_out_error_drops(sample, tmp_path) -> None:  # type: ignor
     amax = calibration.ranges["percentile"].amax
     plan = plan_qdq(model, amax)
     trt, _ = build_qdq(model, amax, plan)
-    dataset = open_dataset(images, input_specs(model), preset="inception")
+    dataset = open_dataset(images, input_specs(model), PreprocessSpec(preset="inception"))
     feeds = [b.inputs for b in dataset.batches(32, 0, 16)]
     held_out = np.concatenate(
         [b.inputs["input"] for b in dataset.batches(40, 0, 40, start=calibration.next_start)]

@@ -9,7 +9,9 @@ import pytest
 
 from quantbench import calibrate
 from quantbench.calibration.calibrate import batch_size_for
+from quantbench.config import PreprocessSpec
 from quantbench.errors import QuantbenchError
+from quantbench.progress import QuietProgress
 from quantbench.ranges import read_range_text, read_ranges_json, read_trt_cache
 from tests.conftest import photo_folder, tiny_conv_model
 
@@ -54,7 +56,7 @@ def test_real_cnn_all_methods_and_all_formats(sample, tmp_path):
     from quantbench.data import open_dataset
     from quantbench.model import input_specs, load_model
 
-    dataset = open_dataset(images, input_specs(load_model(model)), preset="inception")
+    dataset = open_dataset(images, input_specs(load_model(model)), PreprocessSpec(preset="inception"))
     arrays = [sample_ for batch in dataset.batches(24, 0, 8) for sample_ in batch.inputs["input"]]
     checked = ["input", "conv0_relu6", "conv5", "logits"]
     reference = _fp32_absmax(model, arrays, checked)
@@ -149,13 +151,14 @@ def test_interrupted_run_leaves_no_partial_table(tmp_path):
     images = photo_folder(tmp_path / "imgs", 8)
     seen = []
 
-    def interrupt(count):
-        seen.append(count)
-        if len(seen) == 2:
-            raise KeyboardInterrupt
+    class Interrupt(QuietProgress):
+        def advance(self, count=1):
+            seen.append(count)
+            if len(seen) == 2:
+                raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        calibrate(model, images, n=8, batch=2, out=tmp_path / "out", preset="raw", on_batch=interrupt)
+        calibrate(model, images, n=8, batch=2, out=tmp_path / "out", preset="raw", progress=Interrupt())
     leftovers = (
         [p for p in (tmp_path / "out").rglob("*") if p.is_file()] if (tmp_path / "out").exists() else []
     )

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from quantbench.config import PreprocessSpec
 from quantbench.data import PRESETS, Batch, Dataset, LoadReport, open_dataset, resolve_preprocessing
 from quantbench.data.files import SkipSample, discover, shuffled
 from quantbench.data.images import decode_image
@@ -130,7 +131,7 @@ def test_unusable_folder_is_a_one_line_error(tmp_path: Path, case: str) -> None:
 
 def test_sampling_follows_seeded_shuffle_and_ignores_batch_size(tmp_path: Path) -> None:
     names = image_folder(tmp_path, 20)
-    dataset = open_dataset(tmp_path, [image_spec()], preset="raw")
+    dataset = open_dataset(tmp_path, [image_spec()], PreprocessSpec(preset="raw"))
     expected = sorted(names)
     random.Random(7).shuffle(expected)
 
@@ -154,7 +155,9 @@ def test_sampling_follows_seeded_shuffle_and_ignores_batch_size(tmp_path: Path) 
 
 def test_batch_sizes_and_pixels_match_the_named_files(tmp_path: Path) -> None:
     image_folder(tmp_path, 10)
-    dataset = open_dataset(tmp_path, [image_spec((1, 3, 12, 12))], preset="raw", channels="BGR")
+    dataset = open_dataset(
+        tmp_path, [image_spec((1, 3, 12, 12))], PreprocessSpec(preset="raw", channels="BGR")
+    )
     batches, _ = collect(dataset, 10, 1, 3)
     assert [len(b.names) for b in batches] == [3, 3, 3, 1]
     for batch in batches:
@@ -166,7 +169,7 @@ def test_batch_sizes_and_pixels_match_the_named_files(tmp_path: Path) -> None:
 def test_start_continues_with_disjoint_samples(tmp_path: Path) -> None:
     names = image_folder(tmp_path, 20)
     (tmp_path / "bad.jpg").write_bytes(b"")
-    dataset = open_dataset(tmp_path, [image_spec()], preset="raw")
+    dataset = open_dataset(tmp_path, [image_spec()], PreprocessSpec(preset="raw"))
     _, first = collect(dataset, 8, 3, 4)
     _, second = collect(dataset, 8, 3, 5, start=first.next_start)
     assert not set(first.used) & set(second.used)
@@ -181,7 +184,7 @@ def test_start_continues_with_disjoint_samples(tmp_path: Path) -> None:
 
 def test_prefetch_is_bounded_and_close_stops_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     image_folder(tmp_path, 60)
-    dataset = open_dataset(tmp_path, [image_spec()], preset="raw")
+    dataset = open_dataset(tmp_path, [image_spec()], PreprocessSpec(preset="raw"))
     calls: list[str] = []
     lock = threading.Lock()
     original = Dataset.load
@@ -302,7 +305,7 @@ def test_report_counts_every_bad_and_converted_file(tmp_path: Path) -> None:
     write(tmp_path / "odd/alpha.png", np.full((8, 8, 4), 9, np.uint8))
     Image.new("CMYK", (8, 8)).save(tmp_path / "odd/cmyk.jpg")
 
-    dataset = open_dataset(tmp_path, [image_spec()], preset="raw")
+    dataset = open_dataset(tmp_path, [image_spec()], PreprocessSpec(preset="raw"))
     _, report = collect(dataset, None, 0, 4)
     assert dict(report.skipped) == {
         "bad/empty.jpg": "empty file",
@@ -330,7 +333,7 @@ def test_too_few_valid_images_is_a_one_line_error(tmp_path: Path) -> None:
     image_folder(tmp_path, 3)
     (tmp_path / "a.jpg").write_bytes(b"")
     (tmp_path / "b.jpg").write_text("nope")
-    dataset = open_dataset(tmp_path, [image_spec()], preset="raw")
+    dataset = open_dataset(tmp_path, [image_spec()], PreprocessSpec(preset="raw"))
     stream = dataset.batches(4, 0, 2)
     with pytest.raises(QuantbenchError) as exc:
         list(stream)
@@ -570,7 +573,7 @@ def test_sources_that_do_not_fit_the_model(tmp_path: Path) -> None:
         in one_line(exc)
     )
     with pytest.raises(QuantbenchError) as exc:
-        open_dataset(tmp_path, [image_spec()], size=32)
+        open_dataset(tmp_path, [image_spec()], PreprocessSpec(size=32))
     assert "--size only apply to images" in one_line(exc)
 
     images = tmp_path / "images"
@@ -587,10 +590,13 @@ def test_sources_that_do_not_fit_the_model(tmp_path: Path) -> None:
 
 def test_fingerprint_tracks_files_and_preprocessing(tmp_path: Path) -> None:
     image_folder(tmp_path, 3)
-    dataset = open_dataset(tmp_path, [image_spec()], preset="raw")
+    dataset = open_dataset(tmp_path, [image_spec()], PreprocessSpec(preset="raw"))
     first = dataset.fingerprint()
-    assert len(first) == 64 and first == open_dataset(tmp_path, [image_spec()], preset="raw").fingerprint()
-    assert first != open_dataset(tmp_path, [image_spec()], preset="imagenet").fingerprint()
+    assert (
+        len(first) == 64
+        and first == open_dataset(tmp_path, [image_spec()], PreprocessSpec(preset="raw")).fingerprint()
+    )
+    assert first != open_dataset(tmp_path, [image_spec()], PreprocessSpec(preset="imagenet")).fingerprint()
     os.utime(tmp_path / "img01.png", ns=(1, 1))
     assert dataset.fingerprint() != first
     described = json.loads(json.dumps(dataset.describe()))

@@ -1,4 +1,5 @@
-"""Tests for quantbench.evaluation.metrics: output errors, top-k agreement, labels, accuracy and latency.
+"""Tests for quantbench.evaluation.metrics: output errors, top-k agreement, labels, accuracy and latency;
+and for the metric registry (quantbench.evaluation.registry) against what the accumulators compute.
 
 Expected values come from plain-Python reference implementations below (float64 loops, math.fsum) or are
 worked out by hand in the test.
@@ -13,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from quantbench.data.loader import Batch
 from quantbench.errors import QuantbenchError
+from quantbench.evaluation.compare import compare_variants
 from quantbench.evaluation.metrics import (
     Accuracy,
     LatencyStats,
@@ -24,6 +27,7 @@ from quantbench.evaluation.metrics import (
     measure_latency,
     read_labels,
 )
+from quantbench.evaluation.registry import METRICS, RESULTS_ORDER, NumberFormat, metric_by_key
 
 # Reference implementations -----------------------------------------------------------------------------
 
@@ -471,3 +475,112 @@ def test_measure_latency_argument_errors(kwargs: dict[str, float], words: str) -
     with pytest.raises(QuantbenchError, match=words):
         measure_latency(lambda: calls.append(1), **kwargs)  # type: ignore[arg-type]
     assert calls == []
+
+
+# The metric registry ---------------------------------------------------------------------------------
+
+
+def test_registry_keys_are_unique_and_results_order_holds_each_once() -> None:
+    keys = [metric.key for metric in METRICS]
+    assert len(set(keys)) == len(keys) == 9
+    assert sorted(RESULTS_ORDER) == sorted(keys)
+    assert len({metric.label for metric in METRICS}) == len(keys)
+    assert metric_by_key("snr_db").label == "SNR (dB)"
+    with pytest.raises(KeyError):
+        metric_by_key("top1")
+
+
+def test_accumulators_return_the_registered_metrics_in_results_order() -> None:
+    rng = np.random.default_rng(4)
+    ref = rng.normal(size=(6, 12))
+    errors, agreement, accuracy = OutputErrors("s"), TopKAgreement("s"), Accuracy("s")
+    errors.update(ref, ref + 0.1)
+    agreement.update(ref, ref + 0.1)
+    accuracy.update(ref, [0, 1, 2, 3, 4, 5])
+    with_nan = OutputErrors("s")
+    with_nan.update(ref, np.full_like(ref, np.nan))
+    registered = set(RESULTS_ORDER)
+    computed = [key for acc in (errors, agreement, accuracy) for key in acc.result() if key in registered]
+    assert computed == list(RESULTS_ORDER)
+    assert [key for key in with_nan.result() if key in registered] == list(RESULTS_ORDER[:5])
+
+
+def test_reference_values_are_fp32_against_itself_and_higher_is_better_points_away_from_error() -> None:
+    rng = np.random.default_rng(7)
+    ref = rng.normal(size=(16, 20))
+    noisy = ref + rng.normal(scale=1.0, size=ref.shape)
+
+    def measured(candidate: np.ndarray) -> dict[str, float]:
+        errors, agreement = OutputErrors("s"), TopKAgreement("s")
+        errors.update(ref, candidate)
+        agreement.update(ref, candidate)
+        return {**errors.result(), **agreement.result()}
+
+    same, worse = measured(ref), measured(noisy)
+    checked = [metric for metric in METRICS if metric.reference_value is not None]
+    assert {metric.applies_to for metric in checked} == {"every output", "class scores"}
+    for metric in checked:
+        assert same[metric.key] == metric.reference_value, metric.key
+        if metric.higher_is_better:
+            assert worse[metric.key] < metric.reference_value, metric.key
+        else:
+            assert worse[metric.key] > metric.reference_value, metric.key
+
+
+class _Linear:
+    """A runner whose outputs are 12 class scores and 2 regression values, plus a fixed offset."""
+
+    representative = True
+
+    def __init__(self, weights: np.ndarray, offset: float) -> None:
+        self.weights, self.offset = weights, offset
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = feeds["x"].astype(np.float64)
+        return {"scores": x @ self.weights + self.offset, "box": 2.0 * x[:, :2] + self.offset}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_compare_variants_gives_each_output_the_metrics_the_registry_says(labelled: bool) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    weights = rng.normal(size=(3, 12))
+    runners = {"fp32": _Linear(weights, 0.0), "int8": _Linear(weights, 0.05)}
+    batches = [Batch({"x": x[:4]}, ["a", "b", "c", "d"]), Batch({"x": x[4:]}, ["e", "f"])]
+    label_map = {name: i for i, name in enumerate("abcdef")} if labelled else None
+    comparison = compare_variants(runners, batches, label_map=label_map, bench_runs=1, bench_seconds=0.0)
+    assert {name: info["class_scores"] for name, info in comparison.outputs.items()} == {
+        "scores": True,
+        "box": False,
+    }
+    position = {key: i for i, key in enumerate(RESULTS_ORDER)}
+    for variant, per_output in comparison.metrics.items():
+        for output, values in per_output.items():
+            class_scores = comparison.outputs[output]["class_scores"]
+            expected = {m.key for m in METRICS if m.applies(class_scores=class_scores, labels=labelled)}
+            if variant == "fp32":  # the reference has only the figures of its own
+                expected = {key for key in expected if metric_by_key(key).reference_value is None}
+            got = [key for key in values if key in position]
+            assert set(got) == expected, (variant, output)
+            assert got == sorted(got, key=position.__getitem__)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "value", "text"),
+    [
+        (NumberFormat("percent", 1), 0.975, "97.5 %"),
+        (NumberFormat("percent", 1), 1.0, "100.0 %"),
+        (NumberFormat("percent", 1), math.nan, "nan %"),
+        (NumberFormat("significant", 4), 0.0123456, "0.01235"),
+        (NumberFormat("significant", 4), 2.0696375, "2.07"),
+        (NumberFormat("significant", 6), 0.99997121, "0.999971"),
+        (NumberFormat("significant", 4), math.inf, "inf"),
+        (NumberFormat("decimals", 1), 42.34438, "42.3"),
+        (NumberFormat("decimals", 1), -math.inf, "-inf"),
+    ],
+)
+def test_number_formats(fmt: NumberFormat, value: float, text: str) -> None:
+    assert fmt(value) == text

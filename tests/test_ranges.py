@@ -1,4 +1,4 @@
-"""Tests for quantbench.ranges: the three range formats, header checks, diffs and atomic writes.
+"""Tests for quantbench.ranges: the range formats and their registry, header checks, diffs and atomic writes.
 
 Expected float32 bit patterns below were computed once with ``struct.pack('>f', amax / 127).hex()``
 and are written out as literals.
@@ -15,15 +15,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import quantbench.ranges.formats as range_formats
 from quantbench.errors import QuantbenchError
 from quantbench.ranges import (
     DEFAULT_TRT_VERSION,
     DynamicRanges,
+    PathLike,
+    RangeFormat,
     diff_ranges,
+    format_for,
+    format_named,
     read_range_text,
     read_ranges,
     read_ranges_json,
     read_trt_cache,
+    register,
+    registered,
     trt_header_problems,
     trt_version_string,
     write_range_text,
@@ -584,6 +591,128 @@ def test_write_ranges_unknown_extension(tmp_path: Path) -> None:
     with pytest.raises(QuantbenchError, match="unknown ranges format 'yaml'"):
         write_ranges(DynamicRanges({"t": 2.0}), tmp_path / "r.yaml")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_ranges_unknown_format_message_lists_the_suffixes(tmp_path: Path) -> None:
+    path = tmp_path / "r"
+    with pytest.raises(QuantbenchError) as exc:
+        write_ranges(DynamicRanges({"t": 2.0}), path)
+    assert str(exc.value) == f"cannot write {path}: unknown ranges format '' (use .cache, .txt or .json)"
+    with pytest.raises(
+        QuantbenchError, match=r"unknown ranges format 'CACHE' \(use \.cache, \.txt or \.json\)"
+    ):
+        write_ranges(DynamicRanges({"t": 2.0}), tmp_path / "r.cache", "CACHE")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the format registry ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Formats registered during the test are forgotten after it."""
+    monkeypatch.setattr(range_formats, "_REGISTRY", list(range_formats.registered()))
+
+
+def read_csv_ranges(path: PathLike) -> DynamicRanges:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()[1:]
+    return DynamicRanges({name: float(amax) for name, amax in (line.split(",") for line in lines)})
+
+
+def write_csv_ranges(ranges: DynamicRanges, path: PathLike) -> None:
+    rows = "".join(f"{name},{amax!r}\n" for name, amax in ranges.amax.items())
+    Path(path).write_text("tensor,amax\n" + rows, encoding="utf-8")
+
+
+CSV_FORMAT = RangeFormat(
+    "csv",
+    (".csv",),
+    read_csv_ranges,
+    write_csv_ranges,
+    "comma-separated tensor,amax",
+    recognises=lambda text: text.startswith("tensor,amax"),
+)
+
+
+def test_built_in_formats() -> None:
+    formats = registered()
+    assert [(f.name, f.suffixes) for f in formats] == [
+        ("cache", (".cache",)),
+        ("txt", (".txt",)),
+        ("json", (".json",)),
+    ]
+    assert [(f.read, f.write) for f in formats] == [
+        (read_trt_cache, write_trt_cache),
+        (read_range_text, write_range_text),
+        (read_ranges_json, write_ranges_json),
+    ]
+    assert all(f.description for f in formats)
+    assert [f.name for f in formats if f.recognises is None] == ["txt"]  # the format of unrecognised text
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("r.cache", "cache"), ("r.TXT", "txt"), ("v1.2/r.Json", "json"), ("r.json.bak", None), ("r", None),
+     (".json", None), ("r.yaml", None)],
+)  # fmt: skip
+def test_format_for_goes_by_the_last_extension(path: str, expected: str | None) -> None:
+    fmt = format_for(path)
+    assert (fmt.name if fmt else None) == expected
+
+
+def test_format_named_is_exact() -> None:
+    assert format_named("json") is registered()[2]
+    assert format_named("JSON") is None and format_named(".json") is None and format_named("") is None
+
+
+def test_a_registered_format_is_written_and_read(tmp_path: Path, scratch_registry: None) -> None:
+    assert register(CSV_FORMAT) is CSV_FORMAT
+    assert registered()[-1] is CSV_FORMAT and format_for("r.CSV") is CSV_FORMAT
+    by_suffix, by_name = tmp_path / "r.CSV", tmp_path / "r.out"
+    write_ranges(DynamicRanges({"a": 1.5, "b": 2.0}), by_suffix)
+    write_ranges(DynamicRanges({"a": 1.5, "b": 2.0}), by_name, "csv")
+    assert (
+        by_suffix.read_text(encoding="utf-8")
+        == by_name.read_text(encoding="utf-8")
+        == "tensor,amax\na,1.5\nb,2.0\n"
+    )
+    assert read_ranges(by_name).amax == {"a": 1.5, "b": 2.0}
+    assert read_ranges(write(tmp_path / "t.txt", "a:3\n")).amax == {"a": 3.0}  # text is still the fallback
+    with pytest.raises(QuantbenchError, match=r"\(use \.cache, \.txt, \.json or \.csv\)"):
+        write_ranges(DynamicRanges({"t": 2.0}), tmp_path / "r.yaml")
+
+
+def noop_read(path: PathLike) -> DynamicRanges:
+    raise AssertionError("not called")
+
+
+def noop_write(ranges: DynamicRanges, path: PathLike) -> None:
+    raise AssertionError("not called")
+
+
+@pytest.mark.parametrize(
+    ("name", "suffixes", "recognises", "fragment"),
+    [("txt", (".csv",), str.isspace, "'txt' is already registered"),
+     ("csv", (".csv", ".TXT"), str.isspace, "must be lower case with a dot"),
+     ("csv", ("csv",), str.isspace, "must be lower case with a dot"),
+     ("csv", (".csv", ".json"), str.isspace, r"\['\.json'\] already belong to 'json'"),
+     ("csv", (".csv",), None, "'txt' already reads unrecognised files")],
+)  # fmt: skip
+def test_register_refuses_clashes(
+    scratch_registry: None, name: str, suffixes: tuple[str, ...], recognises: object, fragment: str
+) -> None:
+    fmt = RangeFormat(name, suffixes, noop_read, noop_write, "clash", recognises)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=fragment):
+        register(fmt)
+    assert [f.name for f in registered()] == ["cache", "txt", "json"]
+
+
+def test_read_ranges_without_a_fallback_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(range_formats, "_REGISTRY", [f for f in registered() if f.recognises is not None])
+    path = write(tmp_path / "r.txt", "a:1\n")
+    with pytest.raises(QuantbenchError, match=r"r\.txt: not a range table in a known format"):
+        read_ranges(path)
+    assert read_ranges(write(tmp_path / "r.json", '{"ranges": {"a": 1}}')).amax == {"a": 1.0}
 
 
 # --- atomic writes ---------------------------------------------------------------------------------------

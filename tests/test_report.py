@@ -1,10 +1,13 @@
 """The HTML report: rendering from stored and freshly made results.json files of several shapes, the
-histograms results.json keeps for it, bad files, the command line, and the page in a real browser."""
+histograms results.json keeps for it, the metric registry in its tables, metrics.csv and the terminal
+summary, bad files, the command line, and the page in a real browser."""
 
 from __future__ import annotations
 
 import copy
+import csv
 import html
+import io
 import json
 import re
 import shutil
@@ -12,6 +15,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -21,9 +25,10 @@ from typer.testing import CliRunner
 import quantbench
 from quantbench.cli import app
 from quantbench.errors import QuantbenchError
-from quantbench.report import load_results, render_report, write_report
-from quantbench.report.analysis import Point, pareto_front
-from quantbench.report.results import histogram_digest, range_spread
+from quantbench.evaluation.registry import METRICS
+from quantbench.report import load_results, render_report, sections, tables, write_report
+from quantbench.report.analysis import Point, pareto_front, points
+from quantbench.report.results import histogram_digest, metrics_csv, range_spread, summary_rows
 from tests.conftest import photo_folder
 from tests.test_run import tiny_classifier
 
@@ -336,6 +341,118 @@ def test_pareto_front_is_the_set_of_undominated_points():
             }
             ms = {p.variant: p.ms for p in pts}
             assert [ms[name] for name in got] == sorted(ms[name] for name in got)  # fastest first
+
+
+# --- the metric registry: tables, metrics.csv and the terminal summary -----------------------------
+
+
+def regression_results(quality: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """The stored results reduced to one output ``boxes`` that is not class scores.
+
+    Args:
+        quality: variant -> (median ms, rel_l2); FP32's rel_l2 is left out of its outputs.
+    """
+    results = stored()
+    results["model"]["comparison_outputs"] = {"boxes": {"shape": [4], "class_scores": False}}
+    variants = {v["name"]: v for v in results["variants"]}
+    results["variants"] = []
+    for name, (ms, rel_l2) in quality.items():
+        variant = variants.get(name) or {**variants["int8-mse"], "name": name}
+        variant = {**variant, "latency_representative": True, "latency": [{**variant["latency"][0]}]}
+        variant["latency"][0]["median_ms"] = ms
+        variant["outputs"] = {"boxes": {} if name == "fp32" else {"rel_l2": rel_l2, "max_abs": 1.0}}
+        results["variants"].append(variant)
+    return results
+
+
+def test_metrics_csv_keeps_its_columns_and_the_values_of_results_json():
+    results = stored()
+    text = metrics_csv(results)
+    assert text.splitlines()[0] == (
+        "variant,precision,output,max_abs,mean_abs,rel_l2,cosine,snr_db,top1_agreement,top5_overlap,"
+        "top1_accuracy,top5_accuracy,batch,median_ms,images_per_s"
+    )
+    rows = {row["variant"]: row for row in csv.DictReader(io.StringIO(text))}
+    logits = results["variants"][2]["outputs"]["logits"]
+    entropy = rows["int8-entropy"]
+    assert entropy["cosine"] == str(logits["cosine"]) and entropy["top5_overlap"] == str(
+        logits["top5_overlap"]
+    )
+    assert entropy["top1_accuracy"] == "" and rows["fp32"]["rel_l2"] == ""
+
+
+def test_output_tables_show_every_metric_with_its_label_and_format():
+    results = stored()
+    results["variants"][2]["outputs"]["logits"]["snr_db"] = "inf"  # as results.json writes infinity
+    del results["variants"][3]["outputs"]["logits"]["cosine"]
+    [(output, table)], omitted = tables.output_tables(results)
+    assert (output, omitted) == ("logits", 0)
+    assert table.columns == [
+        "variant", "top-1 agreement", "top-5 overlap", "rel. L2", "cosine", "SNR (dB)", "max abs", "mean abs"
+    ]  # fmt: skip
+    assert table.columns[1:] == [m.label for m in METRICS if m.applies(class_scores=True, labels=False)]
+    m = results["variants"][1]["outputs"]["logits"]
+    assert table.rows[0] == [
+        "fp16",
+        f"{100 * m['top1_agreement']:.1f} %",
+        f"{100 * m['top5_overlap']:.1f} %",
+        f"{m['rel_l2']:.4g}",
+        f"{m['cosine']:.6g}",
+        f"{m['snr_db']:.1f}",
+        f"{m['max_abs']:.4g}",
+        f"{m['mean_abs']:.4g}",
+    ]
+    assert table.rows[1][5] == "inf" and table.rows[2][4] == "–"
+
+
+def test_accuracy_table_gives_fp32_its_figures_against_itself():
+    results = stored()
+    results["variants"][0]["outputs"]["logits"] = {"top1_accuracy": 0.75, "top5_accuracy": 0.5}
+    table = sections.accuracy(results)["table"]
+    fp32 = dict(zip(table.columns, table.rows[0]))
+    assert {k: fp32[k] for k in ("top-1 agreement", "top-5 overlap", "top-1 accuracy", "rel. L2")} == {
+        "top-1 agreement": "100.0 %",
+        "top-5 overlap": "100.0 %",
+        "top-1 accuracy": "75.0 %",  # against labels: FP32's own figure
+        "rel. L2": "0",
+    }
+    boxes = sections.accuracy(regression_results({"fp32": (5.0, 0.0), "int8": (2.0, 0.25)}))["table"]
+    assert "top-1 agreement" not in boxes.columns and "top-5 overlap" not in boxes.columns
+    assert [dict(zip(boxes.columns, row))["rel. L2"] for row in boxes.rows] == ["0", "0.25"]
+
+
+def test_a_relative_l2_headline_puts_lower_errors_on_the_pareto_front():
+    results = regression_results(
+        {
+            "fp32": (5.0, 0.0),
+            "a": (3.0, 0.2),
+            "b": (2.0, 0.5),
+            "c": (4.0, 0.1),
+            "d": (2.5, 0.6),
+            "e": (4.5, 0.3),
+        }
+    )
+    assert [p.quality for p in points(results)] == [0.0, 0.2, 0.5, 0.1, 0.6, 0.3]  # FP32: no error
+    accuracy = sections.accuracy(results)
+    assert accuracy["metric"] == "relative L2 error against FP32"
+    assert accuracy["front"] == ["b", "a", "c", "fp32"]
+
+
+def test_terminal_summary_headings_and_figures():
+    from rich.console import Console
+
+    from quantbench.cli.summary import print_run_summary
+
+    results = stored()
+    console = Console(file=io.StringIO(), width=150)
+    run = SimpleNamespace(results=results, summary=lambda: summary_rows(results), run_dir=Path("run"))
+    print_run_summary(console, run)  # type: ignore[arg-type]
+    lines = console.file.getvalue().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("variant"))
+    cells = [re.split(r"\s{2,}", line.strip()) for line in lines[start : start + 7]]
+    assert cells[0] == ["variant", "top-1 agreement", "rel. L2", "ms/batch", "speed-up vs fp32"]
+    assert cells[1][:3] == ["fp32", "-", "-"]
+    assert cells[6] == ["int8-mse", "91.0%", "0.1709", "23.40 (b1)", "0.24x"]
 
 
 # --- bad input and the command line ---------------------------------------------------------------

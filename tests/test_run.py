@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import quantbench
 from quantbench.cli import app
+from quantbench.config import PreprocessSpec
 from quantbench.errors import QuantbenchError
 from tests.conftest import photo_folder
 
@@ -66,7 +67,7 @@ def _fp32_scores(model: Path, dataset_root: Path, names: list[str]) -> np.ndarra
     from quantbench.data import open_dataset
     from quantbench.model import input_specs, load_model
 
-    dataset = open_dataset(dataset_root, input_specs(load_model(model)), preset="imagenet")
+    dataset = open_dataset(dataset_root, input_specs(load_model(model)), PreprocessSpec(preset="imagenet"))
     batch = np.stack([dataset.load(name)[0][0][1]["input"] for name in names])
     return ort.InferenceSession(str(model)).run(None, {"input": batch})[0]
 
@@ -230,13 +231,14 @@ def test_eval_folder_without_images_is_refused(tiny, tmp_path):
 
 
 def test_backends_tensorrt_is_a_one_line_error_and_auto_is_onnxruntime(tiny, tmp_path):
-    from quantbench.backends import resolve_backend
+    from quantbench.backends.registry import create
+    from quantbench.config import BackendSpec
 
-    assert resolve_backend("auto").name == "onnxruntime"
+    assert create(BackendSpec("auto")).name == "onnxruntime"
     with pytest.raises(QuantbenchError, match="TensorRT is not installed"):
-        resolve_backend("tensorrt")
+        create(BackendSpec("tensorrt"))
     with pytest.raises(QuantbenchError, match="--backend must be one of"):
-        resolve_backend("tvm")
+        create(BackendSpec("tvm"))
 
 
 def test_exclude_keeps_nodes_in_float_and_lists_them(tiny, tmp_path):

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import quantbench
 from quantbench.cli import app
+from quantbench.config import PreprocessSpec
 from quantbench.errors import QuantbenchError
 from tests.conftest import photo_folder, tiny_conv_model
 
@@ -118,7 +119,7 @@ def _samples(model: Path, images: Path, names: list[str], preset: str = "imagene
     from quantbench.data import open_dataset
     from quantbench.model import input_specs, load_model
 
-    dataset = open_dataset(images, input_specs(load_model(model)), preset=preset)
+    dataset = open_dataset(images, input_specs(load_model(model)), PreprocessSpec(preset=preset))
     return np.stack([dataset.load(name)[0][0][1]["input"] for name in names])
 
 

@@ -50,8 +50,9 @@ def _reference(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
 
 @pytest.mark.parametrize("version", VERSIONS_10 + VERSIONS_11)
 def test_backend_follows_the_api_of(version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from quantbench.backends.tensorrt import RunSetup, TensorRTBackend
-    from quantbench.backends.tensorrt.methods import parse_native_method
+    from quantbench.backends.base import RunPlan
+    from quantbench.backends.tensorrt import TensorRTBackend
+    from quantbench.config import BackendSpec
     from quantbench.model import input_specs, load_model
     from quantbench.ranges import DynamicRanges
 
@@ -59,23 +60,19 @@ def test_backend_follows_the_api_of(version: str, tmp_path: Path, monkeypatch: p
     model_path = tiny_conv_model(tmp_path / "tiny.onnx")
     plugin = tmp_path / "libplugin.so"
     plugin.write_bytes(b"\0")
-    backend = TensorRTBackend([plugin], cuda_graph=True)
+    backend = TensorRTBackend(BackendSpec("tensorrt", plugins=(plugin,), cuda_graph=True))
     run_dir = tmp_path / "run"
     variants = _variants(model_path, run_dir / "models")
     imported = {"imported": DynamicRanges({"input": 3.0, "relu1": 4.0})}
-    setup = RunSetup(
+    plan = RunPlan(
         model_path, input_specs(load_model(model_path)), run_dir, "hash", (1, 4), 8, None, imported
     )
-    backend.start_run(setup)
+    backend.begin(plan)
     rng = np.random.default_rng(0)
     batches = [{"input": rng.normal(size=(2, 3, 16, 16)).astype(np.float32)} for _ in range(3)]
-    methods = [
-        parse_native_method(m) for m in ("trt-entropy2", "trt-minmax", "trt-entropy", "trt-legacy:0.999:0.5")
-    ]
+    methods = ["trt-entropy2", "trt-minmax", "trt-entropy", "trt-legacy:0.999:0.5"]
     if version.startswith("10."):
-        ranges = backend.calibrate_native(
-            methods, lambda: iter(batches), batch_size=2, preprocessing={"p": 1}
-        )
+        ranges = backend.calibrate_native(methods, lambda: iter(batches), 2, {"p": 1})
         assert list(ranges) == ["trt-entropy2", "trt-minmax", "trt-entropy", "trt-legacy-0.999-0.5"]
         assert ranges["trt-minmax"].trt_algorithm == "MinMaxCalibration"
         assert ranges["trt-entropy2"].amax["input"] == pytest.approx(1.0)
@@ -84,7 +81,7 @@ def test_backend_follows_the_api_of(version: str, tmp_path: Path, monkeypatch: p
         assert "IInt8LegacyCalibrator.get_quantile" not in world.calls  # overridden in Python, not looked up
     else:
         with pytest.raises(QuantbenchError, match=r"TensorRT 11 removed calibrators"):
-            backend.calibrate_native(methods[:1], lambda: iter(batches), batch_size=2, preprocessing={})
+            backend.calibrate_native(methods[:1], lambda: iter(batches), 2, {})
     feeds = {"input": rng.normal(size=(4, 3, 16, 16)).astype(np.float32)}
     for variant in variants:
         runner = backend.prepare(variant)

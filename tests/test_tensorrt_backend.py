@@ -197,8 +197,8 @@ def test_layer_precision_comes_from_the_inspector_formats() -> None:
 
 def test_profile_and_calibration_batch() -> None:
     from quantbench.backends.tensorrt.builder import BatchProfile
-    from quantbench.backends.tensorrt.run_steps import calibration_batch, full_batches
     from quantbench.data.loader import Batch
+    from quantbench.flows.ranges import calibration_batch, full_batches
 
     assert BatchProfile.for_run([1, 8], 8, None) == BatchProfile(1, 8, 8)
     assert BatchProfile.for_run([1, 4], 8, 16) == BatchProfile(1, 4, 16)

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantbench.backends.base import Backend, Runner
 from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
     import onnx
 
+    from quantbench.config import BackendSpec
     from quantbench.export.variants import Variant
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -97,7 +99,7 @@ def make_session(model: onnx.ModelProto | bytes | Path, settings: SessionSetting
         raise QuantbenchError(f"ONNX Runtime cannot load {what}: {first_line(exc)}") from None
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(Runner):
     """One variant in an ONNX Runtime session."""
 
     def __init__(self, session: Any, representative: bool) -> None:
@@ -115,7 +117,7 @@ class OnnxRuntimeRunner:
         self._session = None
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     """Runs variants with ONNX Runtime.
 
     On the CPU an INT8 variant runs its ONNX Runtime flavour (uint8 activations, see
@@ -125,12 +127,17 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, threads: int = 0) -> None:
+    def __init__(self, spec: BackendSpec) -> None:
         import onnxruntime as ort
 
-        if threads < 0:
-            raise QuantbenchError(f"--threads must be 0 (every core) or more, got {threads}")
-        self.threads = threads
+        super().__init__(spec)
+        if spec.threads < 0:
+            raise QuantbenchError(f"--threads must be 0 (every core) or more, got {spec.threads}")
+        if spec.plugins:
+            raise QuantbenchError("--plugins loads TensorRT plugin libraries; it needs --backend tensorrt")
+        if spec.cuda_graph:
+            raise QuantbenchError("--cuda-graph times TensorRT engines; it needs --backend tensorrt")
+        self.threads = spec.threads
         self.providers = [p for p in GPU_PROVIDERS if p in ort.get_available_providers()]
         self.providers.append("CPUExecutionProvider")
         self._ort = ort

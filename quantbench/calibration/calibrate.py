@@ -20,18 +20,24 @@ import json
 import os
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantbench import __version__
 from quantbench.calibration.histograms import FINE_BINS, TensorHistogram, load_histograms, save_histograms
 from quantbench.calibration.registry import MethodSpec, apply_method, degenerate_amax, parse_method
 from quantbench.errors import QuantbenchError
 from quantbench.fileio import write_text_atomic
+from quantbench.progress import Progress, QuietProgress
 from quantbench.ranges import DynamicRanges, write_ranges
+
+if TYPE_CHECKING:
+    from quantbench.config import CalibSpec, DataSpec
+    from quantbench.data import Dataset
+    from quantbench.model import LoadedModel
 
 HISTOGRAM_FORMAT = 1
 RANGE_FORMATS = ("cache", "txt", "json")
@@ -152,132 +158,54 @@ def compute_ranges(
     return results, warnings
 
 
-def calibrate(
-    model: str | os.PathLike[str],
-    images: str | os.PathLike[str],
-    *,
-    n: int | None = None,
-    seed: int = 0,
-    methods: Sequence[str] = ("entropy",),
-    batch: int | None = None,
-    preset: str = "imagenet",
-    preprocess: dict[str, Any] | None = None,
-    out: str | os.PathLike[str] | None = None,
-    force: bool = False,
-    workers: int = 2,
+def calibrate_dataset(
+    model: LoadedModel,
+    dataset: Dataset,
+    data: DataSpec,
+    calib: CalibSpec,
+    out_dir: Path,
     threads: int = 0,
-    on_start: Callable[[int | None], None] | None = None,
-    on_batch: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> CalibrationResult:
-    """Calibrate ``model`` on images (or tensor files) and write range tables for each method.
+    """Calibrate ``model`` on ``dataset`` and write range tables for each of ``calib.methods``.
 
     Args:
-        model: path of the FP32 ONNX model.
-        images: folder of images, or of ``.npy``/``.npz`` tensor files.
-        n: number of samples (None: all of them).
-        seed: selects and orders the samples.
-        methods: method specs, e.g. ``["entropy", "percentile:99.9", "my.py:fn"]``.
-        batch: calibration batch size for models with a dynamic batch dimension;
-            None picks one that keeps a batch's activations within 128 MiB.
-            The ranges do not depend on it.
-        preset: preprocessing preset (``imagenet``, ``inception``, ``yolo``, ``raw``).
-        preprocess: explicit preprocessing options overriding the preset.
-        out: output folder (default ``reports/<model name>``).
-        force: collect histograms again even if stored ones match.
-        workers: decoding threads.
+        model: the FP32 model, loaded.
+        dataset: its calibration images or tensor files, opened.
+        data: ``n`` (None: every sample), ``seed`` and decoding ``workers``.
+        calib: the methods, the batch and ``force`` (collect again even if stored histograms match).
+        out_dir: where ``histograms/`` and ``ranges/`` go.
         threads: ONNX Runtime intra-op threads (0: all cores).
-        on_start: called once with the number of samples to expect (None if unknown)
-            when the model pass begins; not called when histograms are reused.
-        on_batch: called with each batch's sample count during the model pass.
+        progress: a ``collecting`` step, one unit per sample, while the model runs (not when the
+            histograms are reused).
 
     Returns:
         A :class:`CalibrationResult`.
 
     Raises:
-        QuantbenchError: bad model, images, method or options.
+        QuantbenchError: a bad method or option.
     """
-    from quantbench.calibration.collect import collect_histograms, open_session
-    from quantbench.data import open_dataset
-    from quantbench.model import (
-        elements_per_sample,
-        expose_tensors,
-        file_sha256,
-        float_activations,
-        input_specs,
-        load_model,
-        nonnegative_tensors,
-    )
-
     started = time.perf_counter()
-    specs = [parse_method(text) for text in methods]  # fail on a bad method before any work
+    specs = [parse_method(text) for text in calib.methods]  # fail on a bad method before any work
     if not specs:
         raise QuantbenchError("no calibration method given; use --method entropy,minmax,percentile,mse")
-    model_path = Path(model)
-    onnx_model = load_model(model_path)
-    inputs = input_specs(onnx_model)
-    if not inputs or not all(spec.is_float for spec in inputs):
-        raise QuantbenchError(
-            f"{model_path}: calibration needs float inputs; inputs are "
-            + ", ".join(f"{s.name} ({s.dtype})" for s in inputs)
-        )
-    dataset = open_dataset(images, inputs, preset=preset, **(preprocess or {}))
-    model_hash = file_sha256(model_path)
-    key = histogram_key(model_hash, dataset.fingerprint(), n, seed)
-    out_dir = Path(out) if out is not None else Path("reports") / model_path.stem
+    key = histogram_key(model.sha256, dataset.fingerprint(), data.n, data.seed)
     hist_file = out_dir / "histograms" / f"{key[:16]}.npz"
     meta_file = hist_file.with_suffix(".json")
 
-    hists = None if force else load_histograms(hist_file, key)
+    hists = None if calib.force else load_histograms(hist_file, key)
     sidecar: dict[str, Any] = {}
     if hists is not None and meta_file.is_file():
         sidecar = json.loads(meta_file.read_text(encoding="utf-8"))
-    if hists is None or not sidecar:
-        tensors = float_activations(onnx_model)
-        elements = elements_per_sample(onnx_model, tensors)
-        batch_size = batch_size_for(inputs[0].fixed(0), batch, elements * 4 if elements else None)
-        if n is not None and batch_size > 1 and inputs[0].fixed(0) and n % batch_size:
-            raise QuantbenchError(
-                f"{model_path} has a fixed batch of {batch_size}; use an --n that is a multiple of it"
-            )
-        session = open_session(expose_tensors(onnx_model, tensors).SerializeToString(), threads)
-        stream = dataset.batches(n, seed, batch_size, workers=workers)
-        if on_start is not None:
-            on_start(stream.total)
-        collection = collect_histograms(
-            session,
-            tensors,
-            [s.name for s in inputs],
-            (b.inputs for b in stream),
-            on_batch,
-            workers,
-            nonnegative_tensors(onnx_model),
-        )
-        hists = collection.histograms
-        report = stream.report
-        sidecar = {
-            "key": key,
-            "model": str(model_path),
-            "model_hash": model_hash,
-            "dataset": dataset.describe(),
-            "n": n,
-            "seed": seed,
-            "batch": batch_size,
-            "used": report.used,
-            "skipped": [list(item) for item in report.skipped],
-            "converted": [list(item) for item in report.converted],
-            "next_start": report.next_start,
-            "collect_seconds": collection.seconds,
-            "non_float_tensors": collection.skipped_tensors,
-            "quantbench_version": __version__,
-        }
+    reused = hists is not None and bool(sidecar)
+    if not reused:
+        hists, sidecar = _collect(model, dataset, data, calib.batch, threads, progress or QuietProgress())
+        sidecar = {"key": key, **sidecar}
         save_histograms(hist_file, hists, key)
         write_text_atomic(meta_file, json.dumps(sidecar, indent=2))
-        reused = False
-    else:
-        reused = True
-
+    assert hists is not None
     metadata = {
-        "model_hash": model_hash,
+        "model_hash": model.sha256,
         "preprocessing": dataset.describe().get("preprocessing") or {},
         "image_count": len(sidecar["used"]),
         "quantbench_version": __version__,
@@ -305,3 +233,51 @@ def calibrate(
         warnings=warnings,
         next_start=int(sidecar.get("next_start") or 0),
     )
+
+
+def _collect(
+    model: LoadedModel, dataset: Dataset, data: DataSpec, batch: int | None, threads: int, progress: Progress
+) -> tuple[dict[str, TensorHistogram], dict[str, Any]]:
+    """One pass of the model over the samples: the histograms, and the sidecar that describes them."""
+    from quantbench.calibration.collect import collect_histograms, open_session
+    from quantbench.model import elements_per_sample, expose_tensors, nonnegative_tensors
+
+    tensors = model.tensors
+    elements = elements_per_sample(model.proto, tensors)
+    batch_size = batch_size_for(model.fixed_batch, batch, elements * 4 if elements else None)
+    if data.n is not None and batch_size > 1 and model.fixed_batch and data.n % batch_size:
+        raise QuantbenchError(
+            f"{model.path} has a fixed batch of {batch_size}; use an --n that is a multiple of it"
+        )
+    session = open_session(expose_tensors(model.proto, tensors).SerializeToString(), threads)
+    stream = dataset.batches(data.n, data.seed, batch_size, workers=data.workers)
+    progress.start("collecting", stream.total)
+    try:
+        collection = collect_histograms(
+            session,
+            tensors,
+            [s.name for s in model.inputs],
+            (b.inputs for b in stream),
+            progress.advance,
+            data.workers,
+            nonnegative_tensors(model.proto),
+        )
+    finally:
+        progress.finish()
+    report = stream.report
+    sidecar = {
+        "model": str(model.path),
+        "model_hash": model.sha256,
+        "dataset": dataset.describe(),
+        "n": data.n,
+        "seed": data.seed,
+        "batch": batch_size,
+        "used": report.used,
+        "skipped": [list(item) for item in report.skipped],
+        "converted": [list(item) for item in report.converted],
+        "next_start": report.next_start,
+        "collect_seconds": collection.seconds,
+        "non_float_tensors": collection.skipped_tensors,
+        "quantbench_version": __version__,
+    }
+    return collection.histograms, sidecar

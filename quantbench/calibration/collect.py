@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +35,11 @@ class Collection:
     skipped_tensors: list[str]
 
 
-def open_session(model_bytes: bytes, threads: int = 0):  # type: ignore[no-untyped-def]
+def open_session(model_bytes: bytes, threads: int = 0) -> Any:
     """An ONNX Runtime CPU session for a serialized model.
+
+    The session returns each batch's activations to the system (no memory arena), and its idle threads
+    sleep rather than spin, since the histogram threads share the cores with it.
 
     Args:
         model_bytes: the serialized ONNX model.
@@ -44,19 +48,10 @@ def open_session(model_bytes: bytes, threads: int = 0):  # type: ignore[no-untyp
     Raises:
         QuantbenchError: ONNX Runtime cannot load the model.
     """
-    import onnxruntime as ort
+    from quantbench.backends.onnxruntime import SessionSettings, make_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.enable_cpu_mem_arena = False  # return each batch's activations to the system
-    options.log_severity_level = 3
-    # histogram threads share the cores with ONNX Runtime: idle ORT threads must sleep, not spin
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QuantbenchError(f"ONNX Runtime cannot load the model: {message}") from None
+    settings = SessionSettings(threads=threads, memory_arena=False, spinning=False)
+    return make_session(model_bytes, settings, "the model")
 
 
 class _Folding:

@@ -25,9 +25,8 @@ from quantbench.cli.options import (
     Std,
     Threads,
     Workers,
+    api_keywords,
     make_console,
-    preprocess_options,
-    split_list,
 )
 
 
@@ -68,27 +67,14 @@ def calibrate(
     ] = None,
 ) -> None:
     """Calibrate activation ranges from a folder of images and write TensorRT-format tables."""
-    from quantbench.calibration.calibrate import calibrate as run_calibration
+    keywords = api_keywords(locals())  # first: the options only
+    from quantbench.flows.calibrate import calibrate as run_calibration
 
+    del keywords["command"]  # calibrate records no command line
     console = make_console()
     bars = Bars(console)
     try:
-        result = run_calibration(
-            model,
-            images,
-            n=n,
-            seed=seed,
-            methods=split_list(method),
-            batch=batch,
-            preset=preset,
-            preprocess=preprocess_options(size, mean, std, channels, layout, interpolation),
-            out=out,
-            force=force,
-            workers=workers,
-            threads=threads,
-            on_start=lambda total: bars.start("collecting", total),
-            on_batch=bars.advance,
-        )
+        result = run_calibration(progress=bars, **keywords)
     finally:
         bars.close()
     from quantbench.cli.summary import print_calibration_summary

@@ -3,6 +3,7 @@ the console and the progress bars."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -76,23 +77,37 @@ Threads = Annotated[
 ]
 
 
-def preprocess_options(
-    size: str | None,
-    mean: str | None,
-    std: str | None,
-    channels: str | None,
-    layout: str | None,
-    interpolation: str | None,
-) -> dict[str, Any]:
-    given = {
-        "size": parse_size(size),
-        "mean": parse_floats(mean, "--mean"),
-        "std": parse_floats(std, "--std"),
-        "channels": channels,
-        "layout": layout,
-        "interpolation": interpolation,
-    }
-    return {k: v for k, v in given.items() if v is not None}
+def api_keywords(options: dict[str, Any]) -> dict[str, Any]:
+    """A command's options (its parameters by name) as the keywords of the Python API
+    (:mod:`quantbench.config`): comma-separated lists split, numbers and sizes parsed, ``method`` as
+    ``methods``, ``view`` as ``views``; the command line recorded as ``command``.
+
+    Raises:
+        QuantbenchError: a list or size option that does not parse (one line naming it).
+    """
+    keywords = dict(options)
+    keywords["size"] = parse_size(options.get("size"))
+    keywords["mean"] = parse_floats(options.get("mean"), "--mean")
+    keywords["std"] = parse_floats(options.get("std"), "--std")
+    if "method" in keywords:
+        keywords["methods"] = split_list(keywords.pop("method"))
+    if "view" in keywords:
+        keywords["views"] = split_list(keywords.pop("view"))
+    if "precisions" in keywords:
+        keywords["precisions"] = split_list(keywords["precisions"])
+    for name in ("exclude", "plugins"):
+        if name in keywords:
+            keywords[name] = keywords[name] or []
+    if "bench_batch" in keywords:
+        text = keywords["bench_batch"]
+        try:
+            keywords["bench_batch"] = [int(part) for part in split_list(text)]
+        except ValueError:
+            raise QuantbenchError(
+                f"--bench-batch takes comma-separated sizes, e.g. 1,8; got {text!r}"
+            ) from None
+    keywords["command"] = ["quantbench", *sys.argv[1:]]
+    return keywords
 
 
 class Bars:

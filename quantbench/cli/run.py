@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -28,12 +27,10 @@ from quantbench.cli.options import (
     Std,
     Threads,
     Workers,
+    api_keywords,
     make_console,
-    preprocess_options,
-    split_list,
 )
 from quantbench.cli.sensitivity import SensitivityN, TargetAgreement, TargetRelL2
-from quantbench.errors import QuantbenchError
 
 
 @app.command("run")
@@ -135,49 +132,13 @@ def run_command(
     ] = Path("reports"),
 ) -> None:
     """Build FP32 / FP16 / INT8 variants and compare them on held-out images."""
+    keywords = api_keywords(locals())  # first: the options only
     from quantbench.flows.run import run
 
-    try:
-        sizes = [int(part) for part in split_list(bench_batch)]
-    except ValueError:
-        raise QuantbenchError(
-            f"--bench-batch takes comma-separated sizes, e.g. 1,8; got {bench_batch!r}"
-        ) from None
     console = make_console()
     bars = Bars(console)
     try:
-        result = run(
-            model,
-            images,
-            n=n,
-            seed=seed,
-            eval_images=eval_images,
-            eval_n=eval_n,
-            labels=labels,
-            precisions=split_list(precisions),
-            methods=split_list(method),
-            ranges=ranges,
-            exclude=exclude or [],
-            target_agreement=target_agreement,
-            target_rel_l2=target_rel_l2,
-            sensitivity_n=sensitivity_n,
-            bias_correction=bias_correction,
-            bias_correction_images=bias_correction_images,
-            backend=backend,
-            out=out,
-            batch=batch,
-            bench_batch=sizes,
-            bench_runs=bench_runs,
-            bench_seconds=bench_seconds,
-            preset=preset,
-            preprocess=preprocess_options(size, mean, std, channels, layout, interpolation),
-            threads=threads,
-            workers=workers,
-            plugins=plugins or [],
-            cuda_graph=cuda_graph,
-            progress=bars,
-            command=["quantbench", *sys.argv[1:]],
-        )
+        result = run(progress=bars, **keywords)
     finally:
         bars.close()
     from quantbench.cli.summary import print_run_summary

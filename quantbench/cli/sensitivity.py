@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,9 +25,8 @@ from quantbench.cli.options import (
     Std,
     Threads,
     Workers,
+    api_keywords,
     make_console,
-    preprocess_options,
-    split_list,
 )
 
 if TYPE_CHECKING:
@@ -187,32 +185,14 @@ def sensitivity_command(
     ] = Path("reports"),
 ) -> None:
     """Find the nodes that hurt INT8: per-tensor fidelity and per-node sensitivity, ranked."""
+    keywords = api_keywords(locals())  # first: the options only
     from quantbench.flows.sensitivity import run_sensitivity
 
+    del keywords["top"]
     console = make_console()
     bars = Bars(console)
     try:
-        result = run_sensitivity(
-            model,
-            images,
-            n=n,
-            seed=seed,
-            eval_images=eval_images,
-            eval_n=eval_n,
-            method=method,
-            ranges=ranges,
-            exclude=exclude or [],
-            views=split_list(view),
-            tensors=tensors,
-            batch=batch,
-            preset=preset,
-            preprocess=preprocess_options(size, mean, std, channels, layout, interpolation),
-            threads=threads,
-            workers=workers,
-            out=out,
-            progress=bars,
-            command=["quantbench", *sys.argv[1:]],
-        )
+        result = run_sensitivity(progress=bars, **keywords)
     finally:
         bars.close()
     print_sensitivity(console, result, top)

@@ -122,6 +122,7 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     """The variants table (top-1 agreement, relative L2, ms/batch, speed-up), notes and where files are."""
     from rich.table import Table
 
+    from quantbench.evaluation.registry import metric_by_key
     from quantbench.report.results import main_output
 
     results = result.results
@@ -143,7 +144,9 @@ def print_run_summary(console: Console, result: RunResult) -> None:
             )
         _listed(console, f"ranges {label} warnings", info.get("warnings", []))
     table = Table(box=None, pad_edge=False)
-    for column in ("variant", "top-1 agreement", "rel. L2", "ms/batch", "speed-up vs fp32"):
+    # headings from the metric registry; the numbers keep this table's own formats (rel. L2: 4 decimals)
+    agreement, rel_l2 = metric_by_key("top1_agreement").label, metric_by_key("rel_l2").label
+    for column in ("variant", agreement, rel_l2, "ms/batch", "speed-up vs fp32"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     footnote = False
     for row in result.summary():

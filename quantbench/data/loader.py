@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from quantbench.config import PreprocessSpec
 from quantbench.data.files import SkipSample, SourceKind, discover, shown, shuffled
 from quantbench.data.images import decode_image
 from quantbench.data.preprocess import Preprocessing, resolve_preprocessing
@@ -287,25 +288,15 @@ class BatchStream(Iterator[Batch]):
 
 
 def open_dataset(
-    path: str | os.PathLike[str],
-    inputs: list[InputSpec],
-    *,
-    preset: str = "imagenet",
-    size: int | tuple[int, int] | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-    channels: str | None = None,
-    layout: str | None = None,
-    interpolation: str | None = None,
+    path: str | os.PathLike[str], inputs: list[InputSpec], preprocess: PreprocessSpec | None = None
 ) -> Dataset:
     """Open a folder of images (for a one-input image model) or of .npy/.npz files.
 
     Args:
         path: the folder.
         inputs: the model's inputs (``quantbench.model.input_specs``).
-        preset: preprocessing preset for images (see ``PRESETS``).
-        size, mean, std, channels, layout, interpolation: overrides of the
-            preset (images only); see ``resolve_preprocessing``.
+        preprocess: the preset and the options overriding it (images only; default: the
+            ``imagenet`` preset); see ``resolve_preprocessing``.
 
     Returns:
         The dataset; nothing is decoded until ``batches`` is iterated.
@@ -321,16 +312,9 @@ def open_dataset(
         raise QuantbenchError("the model has no inputs to feed")
     found = discover(root)
     input_names = ", ".join(spec.name for spec in inputs)
+    spec = preprocess or PreprocessSpec()
     if found.kind == "tensors":
-        given = {
-            "size": size,
-            "mean": mean,
-            "std": std,
-            "channels": channels,
-            "layout": layout,
-            "interpolation": interpolation,
-        }
-        options = [f"--{name}" for name, value in given.items() if value is not None]
+        options = [f"--{name}" for name in spec.overrides()]
         if options:
             raise QuantbenchError(
                 f"{' '.join(options)} only apply to images; {shown(root)} holds .npy/.npz files, "
@@ -347,14 +331,5 @@ def open_dataset(
             f"{shown(root)} holds images but the model has {len(inputs)} inputs ({input_names}); "
             "use .npz files keyed by input name"
         )
-    preprocessing = resolve_preprocessing(
-        preset,
-        inputs[0],
-        size=size,
-        mean=mean,
-        std=std,
-        channels=channels,
-        layout=layout,
-        interpolation=interpolation,
-    )
+    preprocessing = resolve_preprocessing(spec.preset, inputs[0], **spec.overrides())
     return Dataset(root, "images", found.files, inputs, preprocessing)

@@ -19,7 +19,7 @@ from quantbench.evaluation.metrics import (
 )
 
 if TYPE_CHECKING:
-    from quantbench.backends import Runner
+    from quantbench.backends.base import Runner
     from quantbench.data.loader import Batch, BatchStream
     from quantbench.progress import Progress
 

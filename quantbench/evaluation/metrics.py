@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from quantbench.errors import QuantbenchError
+from quantbench.evaluation.errors import relative_l2, snr_db
 
 MIN_CLASSES = 10
 """Fewest classes for :func:`is_class_scores` to treat an output as class scores. Outputs with fewer
@@ -108,24 +109,21 @@ class OutputErrors:
         if self._nan or self._ref_nan:
             names = ("max_abs", "mean_abs", "rel_l2", "cosine", "snr_db")
             return {**dict.fromkeys(names, math.nan), **counts}  # the error is unknown
-        norm_r, norm_c, norm_d = math.sqrt(self._sum_r2), math.sqrt(self._sum_c2), math.sqrt(self._sum_d2)
-        rel_l2 = norm_d / norm_r if norm_r else (0.0 if norm_d == 0.0 else math.inf)
+        norm_r, norm_c = math.sqrt(self._sum_r2), math.sqrt(self._sum_c2)
+        rel_l2 = relative_l2(self._sum_d2, self._sum_r2)
         if norm_r == 0.0 and norm_c == 0.0:
             cosine = 1.0
         elif norm_r == 0.0 or norm_c == 0.0:
             cosine = 0.0
         else:
             cosine = min(1.0, max(-1.0, self._sum_rc / norm_r / norm_c))
-        if self._sum_d2 == 0.0 or self._sum_r2 == 0.0:
-            snr_db = math.inf if self._sum_d2 == 0.0 else -math.inf
-        else:
-            snr_db = 10.0 * math.log10(self._sum_r2 / self._sum_d2)
+        snr = snr_db(self._sum_d2, self._sum_r2)
         return {
             "max_abs": self._max_abs,
             "mean_abs": self._sum_abs / self._elements,
             "rel_l2": rel_l2,
             "cosine": cosine,
-            "snr_db": snr_db,
+            "snr_db": snr,
             **counts,
         }
 

@@ -20,13 +20,22 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from quantbench.errors import QuantbenchError
+from quantbench.evaluation.errors import ErrorEnergy
+from quantbench.graph import (
+    drop_unused_initializers,
+    initializers,
+    producers,
+    set_initializer,
+    tensor_names,
+    unique_name,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -116,19 +125,11 @@ def _inputs_of(node: onnx.NodeProto) -> list[str]:
     return names
 
 
-def _session(model: onnx.ModelProto, threads: int) -> Any:
-    import onnxruntime as ort
+def _session(model: onnx.ModelProto, threads: int, what: str) -> Any:
+    """An ONNX Runtime CPU session (see :func:`quantbench.backends.onnxruntime.make_session`)."""
+    from quantbench.backends.onnxruntime import SessionSettings, make_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QuantbenchError(
-            f"bias correction: ONNX Runtime cannot load a segment of the model ({first})"
-        ) from None
+    return make_session(model, SessionSettings(threads=threads), f"{what} for bias correction")
 
 
 def _channel_sums(y: np.ndarray, axis: int) -> np.ndarray:
@@ -154,7 +155,25 @@ class _Means:
         return self.sums / max(self.count, 1)
 
 
-def _target(node: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]) -> tuple[str | None, float, str]:
+@dataclass
+class _Target:
+    """A node whose bias is corrected.
+
+    Attributes:
+        node: the node, in the model being corrected.
+        bias: its bias initializer; None for a node without a bias until :func:`_private_biases`
+            gives it one.
+        scale: 1 / beta, what a change of the output's mean is multiplied by to move the bias.
+        axis: the channel axis of its output (-1 for Gemm, else 1).
+    """
+
+    node: onnx.NodeProto
+    bias: str | None
+    scale: float
+    axis: int
+
+
+def _bias_input(node: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]) -> tuple[str | None, float, str]:
     """(bias name or None when it has to be added, 1/beta, '' or the reason to skip it)."""
     from onnx import TensorProto, helper
 
@@ -175,6 +194,275 @@ def _target(node: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]) -> tupl
     if init.data_type != TensorProto.FLOAT or len(init.dims) != 1:
         return None, 1.0, "the bias is not a 1-D float32 initializer"
     return bias, 1.0 / beta, ""
+
+
+def _find_targets(
+    graph: onnx.GraphProto, nodes: Iterable[str], skipped: list[tuple[str, str]]
+) -> dict[str, _Target]:
+    """Output name -> target, for the nodes of ``nodes`` that can be corrected; the others are added to
+    ``skipped`` with the reason.
+
+    Raises:
+        QuantbenchError: a name that no node outputs first.
+    """
+    producer = producers(graph)
+    inits = initializers(graph)
+    targets: dict[str, _Target] = {}
+    for name in dict.fromkeys(nodes):
+        index = producer.get(name)
+        node = graph.node[index] if index is not None else None
+        if node is None or node.output[0] != name:
+            raise QuantbenchError(f"bias correction: no node of the model outputs {name!r}")
+        bias, scale, reason = _bias_input(node, inits)
+        if reason:
+            skipped.append((_label(node), reason))
+        else:
+            targets[name] = _Target(node, bias, scale, -1 if node.op_type == "Gemm" else 1)
+    return targets
+
+
+def _fp32_means(
+    fp32_model: onnx.ModelProto,
+    targets: dict[str, _Target],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    threads: int,
+) -> dict[str, np.ndarray]:
+    """Per-channel means of every target's output in the FP32 model, in one pass over ``feeds``."""
+    from quantbench.model import expose_tensors
+
+    names = list(targets)
+    means = {name: _Means() for name in names}
+    session = _session(expose_tensors(fp32_model, names), threads, "the FP32 model")
+    for batch in feeds:
+        for name, y in zip(names, session.run(names, dict(batch))):
+            means[name].add(y, targets[name].axis)
+    return {name: m.mean() for name, m in means.items()}
+
+
+def _private_biases(
+    graph: onnx.GraphProto, targets: dict[str, _Target], expected: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], set[str]]:
+    """Give every target a bias of its own, to be fed as a graph input while correcting.
+
+    A bias read by that node alone stays where it is; a bias shared with other nodes is copied, and a
+    node without one gets a new one of zeros (as long as its output has channels). Each target's
+    ``bias`` is set to the private one.
+
+    Returns:
+        (private bias name -> its current value in float32, outputs of the nodes given a new bias).
+    """
+    from onnx import numpy_helper
+
+    inits = initializers(graph)
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in _inputs_of(node):
+            uses[name] = uses.get(name, 0) + 1
+    taken = tensor_names(graph)
+    biases: dict[str, np.ndarray] = {}
+    added: set[str] = set()
+    for name, target in targets.items():
+        bias = target.bias
+        if bias is not None and uses.get(bias, 0) == 1:
+            private = bias
+        else:
+            private = unique_name(taken, f"{name}_bias")
+            graph.initializer.append(numpy_helper.from_array(np.zeros(0, np.float32), private))
+            while len(target.node.input) < 3:
+                target.node.input.append("")
+            target.node.input[2] = private
+        if bias is None:
+            added.add(name)
+        start = numpy_helper.to_array(inits[bias]) if bias is not None else np.zeros(len(expected[name]))
+        biases[private] = start.astype(np.float32).reshape(-1)
+        target.bias = private
+    return biases, added
+
+
+@dataclass
+class _Layout:
+    """Where the graph is cut into segments (see the module docstring).
+
+    Attributes:
+        dynamic: the nodes that depend on the graph inputs or on the biases, in graph order. Cuts are
+            positions in this list: cut ``p`` comes just before ``dynamic[p]``.
+        constants: tensors computed from initializers alone (initializers other than the biases, and
+            the outputs of the nodes that read only those).
+        last: tensor -> position of the last dynamic node that reads it.
+        bounds: the cuts, sorted, from 0 to ``len(dynamic)``.
+    """
+
+    dynamic: list[onnx.NodeProto]
+    constants: set[str]
+    last: dict[str, int]
+    bounds: list[int]
+
+
+def _layout(
+    graph: onnx.GraphProto,
+    graph_inputs: list[str],
+    feed_names: set[str],
+    targets: dict[str, _Target],
+    max_live: int,
+) -> _Layout:
+    """Split the nodes into constant-only and dynamic ones, and cut the dynamic ones around the targets
+    where at most ``max_live`` activation tensors cross."""
+    constants = {init.name for init in graph.initializer if init.name not in feed_names}
+    dynamic: list[onnx.NodeProto] = []
+    for node in graph.node:
+        reads = _inputs_of(node)
+        constant = all(n in constants for n in reads) and not any(a.HasField("g") for a in node.attribute)
+        if constant and (reads or node.op_type == "Constant"):
+            constants.update(o for o in node.output if o)
+        else:
+            dynamic.append(node)
+    made = {name: -1 for name in graph_inputs}
+    last: dict[str, int] = {}
+    for i, node in enumerate(dynamic):
+        for name in _inputs_of(node):
+            if name not in constants and name not in feed_names:
+                last[name] = i
+        made.update((o, i) for o in node.output if o)
+    crossing = np.zeros(len(dynamic) + 2, np.int64)  # tensors live at position p (before dynamic[p])
+    for name, end in last.items():
+        crossing[made.get(name, -1) + 1] += 1
+        crossing[end + 1] -= 1
+    crossing = np.cumsum(crossing)
+    allowed = [p for p in range(len(dynamic) + 1) if p in (0, len(dynamic)) or crossing[p] <= max_live]
+    position = {id(node): i for i, node in enumerate(dynamic)}
+    cuts = {0, len(dynamic)}
+    for target in targets.values():
+        i = position[id(target.node)]
+        cuts.add(max(p for p in allowed if p <= i))
+        cuts.add(min(p for p in allowed if p > i))
+    return _Layout(dynamic, constants, last, sorted(cuts))
+
+
+@dataclass
+class _Segment:
+    """The dynamic nodes between two cuts, as a model of their own.
+
+    Attributes:
+        model: those nodes, after the constant-only nodes they need.
+        fed: its graph inputs (tensors of earlier segments, graph inputs, biases), in reading order.
+        outputs: the tensors it computes that later segments read.
+        targets: outputs of the corrected nodes in it, in graph order.
+    """
+
+    model: onnx.ModelProto
+    fed: list[str]
+    outputs: list[str]
+    targets: list[str]
+
+
+class _Segments:
+    """Runs the segments of a layout in order on the correction samples.
+
+    The tensors that cross the next cut are kept per batch (``cache``); the biases are fed from
+    ``biases`` as they are at each run, so that every run sees the corrections made before it.
+    """
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        layout: _Layout,
+        biases: dict[str, np.ndarray],
+        cache: list[dict[str, np.ndarray]],
+        corrected: set[str],
+        threads: int,
+    ) -> None:
+        self.model = model
+        self.layout = layout
+        self.biases = biases
+        self.cache = cache
+        self.corrected = corrected
+        self.threads = threads
+        self.inits = initializers(model.graph)
+        self.const_producer = {
+            o: node for node in model.graph.node for o in node.output if o in layout.constants
+        }
+
+    def _constant_nodes(self, reads: list[str]) -> list[onnx.NodeProto]:
+        """The constant-only nodes that ``reads`` depend on, in graph order."""
+        needed: set[int] = set()
+        stack = [n for n in reads if n in self.const_producer]
+        while stack:
+            node = self.const_producer[stack.pop()]
+            if id(node) not in needed:
+                needed.add(id(node))
+                stack.extend(n for n in _inputs_of(node) if n in self.const_producer)
+        return [n for n in self.model.graph.node if id(n) in needed]
+
+    def build(self, begin: int, end: int) -> _Segment:
+        """The segment between cuts ``begin`` and ``end``."""
+        from onnx import helper
+
+        layout = self.layout
+        part = layout.dynamic[begin:end]
+        produced = {o for node in part for o in node.output if o}
+        reads = list(dict.fromkeys(n for node in part for n in _inputs_of(node)))
+        outputs = [n for n in dict.fromkeys(produced) if layout.last.get(n, -1) >= end]
+        seg_targets = [o for node in part for o in node.output[:1] if o in self.corrected]
+        ordered = self._constant_nodes(reads) + part
+        all_reads = {n for node in ordered for n in _inputs_of(node)}
+        fed = [n for n in reads if n not in produced and n not in layout.constants]
+        dtype = {n: self.biases[n].dtype if n in self.biases else self.cache[0][n].dtype for n in fed}
+        segment_graph = helper.make_graph(
+            ordered,
+            f"segment_{begin}",
+            [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(dtype[n]), None) for n in fed],
+            [helper.make_empty_tensor_value_info(n) for n in dict.fromkeys([*outputs, *seg_targets])],
+            [self.inits[n] for n in all_reads if n in self.inits and n not in self.biases],
+        )
+        segment = helper.make_model(segment_graph, opset_imports=self.model.opset_import)
+        segment.ir_version = self.model.ir_version
+        segment.functions.extend(self.model.functions)
+        return _Segment(segment, fed, outputs, seg_targets)
+
+    def session(self, segment: _Segment) -> Any:
+        """An ONNX Runtime session of ``segment``, or None when it has nothing to compute."""
+        if not segment.outputs and not segment.targets:
+            return None
+        return _session(segment.model, self.threads, "a segment of the model")
+
+    def run(self, segment: _Segment, session: Any, names: list[str]) -> Iterator[list[np.ndarray]]:
+        """``names`` computed by ``session`` for each batch, with the biases' current values."""
+        for values in self.cache:
+            feeds = {n: self.biases[n] if n in self.biases else values[n] for n in segment.fed}
+            yield session.run(names, feeds)
+
+    def advance(self, segment: _Segment, session: Any, end: int) -> None:
+        """Keep what later segments read of ``segment``'s outputs; forget what no segment reads again."""
+        if segment.outputs:
+            for values, computed in zip(self.cache, self.run(segment, session, segment.outputs)):
+                values.update(zip(segment.outputs, computed))
+        for values in self.cache:
+            for n in [n for n in values if self.layout.last.get(n, -1) < end]:
+                del values[n]
+
+
+def _correct(
+    name: str,
+    target: _Target,
+    expected: np.ndarray,
+    outputs: Iterable[list[np.ndarray]],
+    biases: dict[str, np.ndarray],
+    added: bool,
+) -> NodeCorrection:
+    """Move ``target``'s bias in ``biases`` by the difference of its output's channel means, measured
+    over ``outputs`` (one list holding the output per batch), from ``expected``."""
+    assert target.bias is not None  # every target has a private bias by now
+    means = _Means()
+    for (y,) in outputs:
+        means.add(y, target.axis)
+    delta = (expected - means.mean()) * target.scale
+    before = biases[target.bias].astype(np.float64)
+    biases[target.bias] = (before + delta).astype(np.float32)
+    peak = float(np.abs(before).max()) if before.size else 0.0
+    largest = float(np.abs(delta).max())
+    return NodeCorrection(
+        _label(target.node), name, len(delta), largest, largest / peak if peak > 0 else None, added
+    )
 
 
 def correct_biases(
@@ -210,16 +498,12 @@ def correct_biases(
             that no node of ``qdq_model`` outputs, or a model ONNX Runtime cannot run.
     """
     import onnx
-    from onnx import helper, numpy_helper
-
-    from quantbench.export.qdq import drop_unused_initializers, unique_name
-    from quantbench.model import expose_tensors
 
     started = time.time()
     model = onnx.ModelProto()
     model.CopyFrom(qdq_model)
     graph = model.graph
-    inits = {init.name: init for init in graph.initializer}
+    inits = initializers(graph)
     graph_inputs = [v.name for v in graph.input if v.name not in inits]
     if not feeds:
         raise QuantbenchError("bias correction needs at least one batch of samples")
@@ -229,165 +513,30 @@ def correct_biases(
             raise QuantbenchError(f"bias correction: a batch has no value for input {missing[0]!r}")
     samples = sum(len(next(iter(batch.values()))) for batch in feeds)
     result = BiasCorrection(model, samples=samples)
-
-    producer = {out: node for node in graph.node for out in node.output}
-    uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in _inputs_of(node):
-            uses[name] = uses.get(name, 0) + 1
-    targets: dict[str, tuple[onnx.NodeProto, str | None, float]] = {}
-    for name in dict.fromkeys(nodes):
-        node = producer.get(name)
-        if node is None or node.output[0] != name:
-            raise QuantbenchError(f"bias correction: no node of the model outputs {name!r}")
-        bias, scale, reason = _target(node, inits)
-        if reason:
-            result.skipped.append((_label(node), reason))
-        else:
-            targets[name] = (node, bias, scale)
+    targets = _find_targets(graph, nodes, result.skipped)
     if not targets:
         result.seconds = time.time() - started
         return result
 
-    # 1. FP32 means of every target's output, in one pass
-    axis = {name: -1 if node.op_type == "Gemm" else 1 for name, (node, _, _) in targets.items()}
-    fp32_means = {name: _Means() for name in targets}
-    session = _session(expose_tensors(fp32_model, list(targets)), threads)
-    for batch in feeds:
-        for name, y in zip(targets, session.run(list(targets), dict(batch))):
-            fp32_means[name].add(y, axis[name])
-    del session
-    expected = {name: m.mean() for name, m in fp32_means.items()}
-
-    # 2. private float biases (zeros where there was none), fed as graph inputs
-    taken = {n for node in graph.node for n in [*node.input, *node.output]} | set(inits)
-    biases: dict[str, np.ndarray] = {}
-    added: set[str] = set()
-    for name, (node, bias, scale) in targets.items():
-        if bias is not None and uses.get(bias, 0) == 1:
-            private = bias
-        else:
-            private = unique_name(taken, f"{name}_bias")
-            graph.initializer.append(numpy_helper.from_array(np.zeros(0, np.float32), private))
-            inits[private] = graph.initializer[-1]
-            while len(node.input) < 3:
-                node.input.append("")
-            node.input[2] = private
-        if bias is None:
-            added.add(name)
-        start = numpy_helper.to_array(inits[bias]) if bias is not None else np.zeros(len(expected[name]))
-        biases[private] = start.astype(np.float32).reshape(-1)
-        targets[name] = (node, private, scale)
-    feed_names = set(biases)
-
-    # 3. constant-only nodes, live tensors at each position, cuts
-    constants = {name for name in inits if name not in feed_names}
-    dynamic: list[onnx.NodeProto] = []
-    for node in graph.node:
-        reads = _inputs_of(node)
-        constant = all(n in constants for n in reads) and not any(a.HasField("g") for a in node.attribute)
-        if constant and (reads or node.op_type == "Constant"):
-            constants.update(o for o in node.output if o)
-        else:
-            dynamic.append(node)
-    made = {name: -1 for name in graph_inputs}
-    last: dict[str, int] = {}
-    for i, node in enumerate(dynamic):
-        for name in _inputs_of(node):
-            if name not in constants and name not in feed_names:
-                last[name] = i
-        made.update((o, i) for o in node.output if o)
-    crossing = np.zeros(len(dynamic) + 2, np.int64)  # tensors live at position p (before dynamic[p])
-    for name, end in last.items():
-        crossing[made.get(name, -1) + 1] += 1
-        crossing[end + 1] -= 1
-    crossing = np.cumsum(crossing)
-    allowed = [p for p in range(len(dynamic) + 1) if p in (0, len(dynamic)) or crossing[p] <= max_live]
-    position = {id(node): i for i, node in enumerate(dynamic)}
-    cuts = {0, len(dynamic)}
-    for node, _, _ in targets.values():
-        i = position[id(node)]
-        cuts.add(max(p for p in allowed if p <= i))
-        cuts.add(min(p for p in allowed if p > i))
-    bounds = sorted(cuts)
-    result.segments = len(bounds) - 1
-
-    # 4. segments in order: correct their targets, then compute what the next segments read
-    const_producer = {o: node for node in graph.node for o in node.output if o in constants}
-    cache: list[dict[str, np.ndarray]] = [
-        {name: np.asarray(batch[name]) for name in graph_inputs} for batch in feeds
-    ]
-    for begin, end in itertools.pairwise(bounds):
-        part = dynamic[begin:end]
-        produced = {o for node in part for o in node.output if o}
-        reads = list(dict.fromkeys(n for node in part for n in _inputs_of(node)))
-        outputs = [n for n in dict.fromkeys(produced) if last.get(n, -1) >= end]
-        seg_targets = [o for node in part for o in node.output[:1] if o in targets]
-        needed: set[int] = set()
-        stack = [n for n in reads if n in const_producer]
-        while stack:
-            node = const_producer[stack.pop()]
-            if id(node) not in needed:
-                needed.add(id(node))
-                stack.extend(n for n in _inputs_of(node) if n in const_producer)
-        ordered = [n for n in graph.node if id(n) in needed] + part
-        all_reads = {n for node in ordered for n in _inputs_of(node)}
-        fed = [n for n in reads if n not in produced and n not in constants]
-        segment_graph = helper.make_graph(
-            ordered,
-            f"segment_{begin}",
-            [
-                helper.make_tensor_value_info(
-                    n,
-                    helper.np_dtype_to_tensor_dtype(biases[n].dtype if n in biases else cache[0][n].dtype),
-                    None,
-                )
-                for n in fed
-            ],
-            [helper.make_empty_tensor_value_info(n) for n in dict.fromkeys([*outputs, *seg_targets])],
-            [inits[n] for n in all_reads if n in inits and n not in feed_names],
-        )
-        segment = helper.make_model(segment_graph, opset_imports=model.opset_import)
-        segment.ir_version = model.ir_version
-        segment.functions.extend(model.functions)
-        session = _session(segment, threads) if outputs or seg_targets else None
-
-        def run(names: list[str], session: Any = session, fed: list[str] = fed) -> Iterable[list[np.ndarray]]:
-            for values in cache:
-                yield session.run(names, {n: biases[n] if n in biases else values[n] for n in fed})
-
-        for name in seg_targets:
-            node, bias, scale = targets[name]
-            assert bias is not None  # every target has a private bias by now
-            means = _Means()
-            for (y,) in run([name]):
-                means.add(y, axis[name])
-            delta = (expected[name] - means.mean()) * scale
-            before = biases[bias].astype(np.float64)
-            biases[bias] = (before + delta).astype(np.float32)
-            peak = float(np.abs(before).max()) if before.size else 0.0
-            result.nodes.append(
-                NodeCorrection(
-                    _label(node),
-                    name,
-                    len(delta),
-                    float(np.abs(delta).max()),
-                    float(np.abs(delta).max()) / peak if peak > 0 else None,
-                    name in added,
-                )
-            )
+    expected = _fp32_means(fp32_model, targets, feeds, threads)
+    biases, added = _private_biases(graph, targets, expected)
+    layout = _layout(graph, graph_inputs, set(biases), targets, max_live)
+    result.segments = len(layout.bounds) - 1
+    cache = [{name: np.asarray(batch[name]) for name in graph_inputs} for batch in feeds]
+    segments = _Segments(model, layout, biases, cache, set(targets), threads)
+    for begin, end in itertools.pairwise(layout.bounds):
+        segment = segments.build(begin, end)
+        session = segments.session(segment)
+        for name in segment.targets:
+            outputs = segments.run(segment, session, [name])
+            result.nodes.append(_correct(name, targets[name], expected[name], outputs, biases, name in added))
             if on_node is not None:
                 on_node()
-        if outputs:
-            for values, computed in zip(cache, run(outputs)):
-                values.update(zip(outputs, computed))
-        for values in cache:
-            for n in [n for n in values if last.get(n, -1) < end]:
-                del values[n]
+        segments.advance(segment, session, end)
         del session
 
     for bias, value in biases.items():
-        inits[bias].CopyFrom(numpy_helper.from_array(value, bias))
+        set_initializer(graph, bias, value)
     drop_unused_initializers(graph)  # a bias shared with an uncorrected node was copied
     result.seconds = time.time() - started
     return result
@@ -401,20 +550,22 @@ def output_rel_l2(
 ) -> float:
     """Relative L2 error of every output of ``model`` over ``feeds`` against ``reference``.
 
+    The sums of squares are float64, over every element of every output; an all-zero reference gives
+    the convention of :func:`quantbench.evaluation.errors.relative_l2` (0.0 when the outputs are all
+    zero too, else inf).
+
     Args:
         model: the model to run.
         reference: per batch, the reference outputs in the model's output order.
         feeds: the batches.
         threads: ONNX Runtime intra-op threads (0: every core).
     """
-    session = _session(model, threads)
-    error = total = 0.0
+    session = _session(model, threads, "a Q/DQ model")
+    energy = ErrorEnergy(exact=True)
     for batch, expected in zip(feeds, reference):
         for got, want in zip(session.run(None, dict(batch)), expected):
-            diff = got.astype(np.float64) - want
-            error += float(np.sum(diff * diff))
-            total += float(np.sum(want.astype(np.float64) ** 2))
-    return float(np.sqrt(error / total)) if total > 0 else float(np.sqrt(error))
+            energy.update(want, got)
+    return energy.rel_l2()
 
 
 def correct_if_better(
@@ -439,7 +590,7 @@ def correct_if_better(
     if not result.nodes:
         return result
     started = time.time()
-    fp32 = _session(fp32_model, threads)
+    fp32 = _session(fp32_model, threads, "the FP32 model")
     reference = [fp32.run(None, dict(batch)) for batch in feeds]
     before = output_rel_l2(qdq_model, reference, feeds, threads)
     after = output_rel_l2(result.model, reference, feeds, threads)

@@ -22,18 +22,23 @@ rounding between ops. That is an emulation: its latency says nothing about a GPU
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from quantbench.errors import QuantbenchError
+from quantbench.graph import initializers, tensor_names, unique_name
+
+if TYPE_CHECKING:
+    from quantbench.backends.onnxruntime import SessionSettings
 
 FP16_MAX = 65504.0
 """The largest finite float16 value."""
@@ -75,6 +80,10 @@ class Fp16Model:
     reasons: dict[str, str]
 
 
+_Roles = tuple[list[str], list[str]]
+"""Per input and per output of a float16 node: 'data', 'free' or 'fixed' (see :func:`_roles`)."""
+
+
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     """Tensor name -> element type, 0 where shape inference cannot tell."""
     graph = onnx.shape_inference.infer_shapes(model).graph
@@ -85,18 +94,9 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def _namer(graph: onnx.GraphProto) -> Callable[[str], str]:
-    """A function returning names, starting from ``base``, unused in ``graph`` and by earlier calls."""
-    taken = {t for n in graph.node for t in [n.name, *n.input, *n.output]}
-    taken |= {i.name for i in graph.initializer} | {v.name for v in [*graph.input, *graph.output]}
-
-    def fresh(base: str) -> str:
-        name, k = base, 1
-        while name in taken:
-            name, k = f"{base}_{k}", k + 1
-        taken.add(name)
-        return name
-
-    return fresh
+    """A function returning names, starting from ``base``, unused in ``graph`` (as tensor or node
+    names) and by earlier calls: Casts are named after the tensor they write."""
+    return functools.partial(unique_name, tensor_names(graph) | {n.name for n in graph.node})
 
 
 def _constant_array(node: onnx.NodeProto) -> np.ndarray | None:
@@ -117,7 +117,7 @@ def _beyond(array: np.ndarray | None) -> float:
     return float(finite.max()) if finite.size and finite.max() > FP16_MAX else 0.0
 
 
-def _roles(node: onnx.NodeProto, schema: Any) -> tuple[list[str], list[str]] | str:
+def _roles(node: onnx.NodeProto, schema: Any) -> _Roles | str:
     """Per input and output: 'data' (the node's type), 'free' (either float type), 'fixed' (float32).
 
     A string instead says why the node cannot be float16.
@@ -145,6 +145,239 @@ def _roles(node: onnx.NodeProto, schema: Any) -> tuple[list[str], list[str]] | s
     return in_roles, out_roles
 
 
+@dataclass
+class _Source:
+    """What the conversion reads of the float32 model (a private copy it changes in place).
+
+    Attributes:
+        graph: the copy's graph.
+        nodes: its nodes, in order.
+        ids: each node's name, or ``op_type#index`` when unnamed.
+        types: tensor -> element type, 0 where shape inference cannot tell.
+        inits: initializers by name.
+        consts: output -> value of each float32 Constant node.
+        values: float32 initializers and Constant outputs -> their values.
+        fixed_values: initializers and Constant outputs of any type.
+        opsets: domain ('' for the default one) -> opset version.
+    """
+
+    graph: onnx.GraphProto
+    nodes: list[onnx.NodeProto]
+    ids: list[str]
+    types: dict[str, int]
+    inits: dict[str, onnx.TensorProto]
+    consts: dict[str, np.ndarray]
+    values: dict[str, np.ndarray]
+    fixed_values: set[str]
+    opsets: dict[str, int]
+
+    def is32(self, tensor: str) -> bool:
+        """Whether ``tensor`` is a float32 tensor of the model."""
+        return bool(tensor) and self.types.get(tensor) == F32
+
+
+def _read(model: onnx.ModelProto, keep: set[str]) -> _Source:
+    """The facts :func:`convert_to_fp16` works from.
+
+    Raises:
+        QuantbenchError: as :func:`convert_to_fp16`, but for an initializer as graph output.
+    """
+    graph = model.graph
+    types = _elem_types(model)
+    half = sorted(t for t, e in types.items() if e in (F16, TensorProto.BFLOAT16))
+    if half:
+        raise QuantbenchError(f"model already has 16-bit float tensors (e.g. {half[0]!r}); expected float32")
+    if F32 not in types.values():
+        raise QuantbenchError("model has no float32 tensors to convert to float16")
+    nodes = list(graph.node)
+    ids = [node.name or f"{node.op_type}#{i}" for i, node in enumerate(nodes)]
+    unknown = sorted(keep - set(ids))
+    if unknown:
+        raise QuantbenchError(f"keep_nodes names {len(unknown)} node(s) not in the model: {unknown[:3]}")
+    if any(a.type in (a.GRAPH, a.GRAPHS) for n in nodes for a in n.attribute):
+        raise QuantbenchError("model has control-flow subgraphs (If/Loop/Scan); they cannot be converted")
+    inits = initializers(graph)
+    consts = {n.output[0]: a for n in nodes if (a := _constant_array(n)) is not None}
+    return _Source(
+        graph=graph,
+        nodes=nodes,
+        ids=ids,
+        types=types,
+        inits=inits,
+        consts=consts,
+        values={t: numpy_helper.to_array(i) for t, i in inits.items() if i.data_type == F32} | consts,
+        fixed_values=set(inits) | {n.output[0] for n in nodes if n.op_type == "Constant"},
+        opsets={("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import},
+    )
+
+
+def _node_roles(
+    source: _Source, index: int, on_shapes: bool, absmax: dict[str, float], keep: set[str]
+) -> _Roles | str:
+    """The roles of node ``index``'s inputs and outputs in float16, or why it stays float32."""
+    node, opsets = source.nodes[index], source.opsets
+    touched = [t for t in [*node.input, *node.output] if source.is32(t)]
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    big = [(absmax[t], t) for t in touched if absmax.get(t, 0.0) > FP16_MAX]
+    if source.ids[index] in keep:
+        return "listed in keep_nodes"
+    if big:
+        return f"absmax {big[0][0]:.2g} beyond float16's 65504 on tensor {big[0][1]!r}"
+    if node.op_type in FP32_OPS:
+        return f"op {node.op_type}: {FP32_OPS[node.op_type]}"
+    if domain or domain not in opsets:
+        return f"op {domain}.{node.op_type}: no float16 rule outside the default domain"
+    if on_shapes:
+        return "computes on tensor shapes"
+    if any(t and not source.types.get(t) for t in [*node.input, *node.output]):
+        return "a tensor it touches has an unknown type"
+    try:
+        found = _roles(node, onnx.defs.get_schema(node.op_type, opsets[domain], domain))
+    except onnx.defs.SchemaError:
+        return f"op {node.op_type} has no schema at opset {opsets[domain]}"
+    if isinstance(found, str):
+        return found
+    pairs = list(zip([*found[0], *found[1]], [*node.input, *node.output]))
+    over = [
+        (v, t)
+        for r, t in zip(*found[:1], node.input)
+        if r != "fixed" and (v := _beyond(source.values.get(t)))
+    ]
+    if all(r == "fixed" for r, t in pairs if source.is32(t)):
+        return f"op {node.op_type} has no float16 variant at opset {opsets[domain]}"
+    if over:
+        return f"initializer {over[0][1]!r} holds {over[0][0]:.2g}, beyond float16's 65504"
+    return found
+
+
+def _float16_nodes(
+    source: _Source, absmax: dict[str, float], keep: set[str]
+) -> tuple[dict[str, str], dict[int, _Roles]]:
+    """(node id -> why it stays float32, node index -> roles of each node that runs in float16).
+
+    Nodes that touch no float32 tensor, and Constant nodes, are in neither.
+    """
+    reasons: dict[str, str] = {}
+    roles: dict[int, _Roles] = {}
+    shape_derived: set[str] = set()
+    for i, node in enumerate(source.nodes):
+        live = [t for t in node.input if t and t not in source.fixed_values]
+        on_shapes = bool(live) and all(t in shape_derived for t in live)
+        if node.op_type in ("Shape", "Size") or on_shapes:
+            shape_derived.update(node.output)
+        if node.op_type == "Constant" or not any(source.is32(t) for t in [*node.input, *node.output]):
+            continue
+        found = _node_roles(source, i, on_shapes, absmax, keep)
+        if isinstance(found, str):
+            reasons[source.ids[i]] = found
+        else:
+            roles[i] = found
+    return reasons, roles
+
+
+@dataclass
+class _Typing:
+    """The type of every float32 tensor after the conversion, and how consumers get the type they need.
+
+    Attributes:
+        home: tensor -> the type its producer (or the graph input or initializer) gives it.
+        needs: tensor -> every type its consumers (and graph outputs) read it in.
+        wanted: (node index, input index) -> the type that input reads.
+        named: (tensor, type) -> the name the tensor has in that type.
+        casts: tensor -> the Casts that make its other types, placed right after its producer.
+    """
+
+    home: dict[str, int]
+    needs: dict[str, set[int]]
+    wanted: dict[tuple[int, int], int]
+    named: dict[tuple[str, int], str] = field(default_factory=dict)
+    casts: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
+
+
+def _tensor_types(source: _Source, roles: dict[int, _Roles], io_type: int) -> _Typing:
+    """Each float32 tensor's own type ("home") and the types its consumers need; initializers only
+    read in float16 are converted in place."""
+    graph, is32 = source.graph, source.is32
+    home = {v.name: io_type for v in graph.input if is32(v.name)} | {t: F32 for t in source.inits if is32(t)}
+    needs: dict[str, set[int]] = {v.name: {io_type} for v in graph.output if is32(v.name)}
+    wanted: dict[tuple[int, int], int] = {}
+    for i, node in enumerate(source.nodes):
+        if node.op_type == "Constant":
+            continue
+        in_roles, out_roles = roles.get(i, (["fixed"] * len(node.input), ["fixed"] * len(node.output)))
+        free = {home.get(t, F32) for t, r in zip(node.input, in_roles) if r == "free" and is32(t)}
+        for k, (t, role) in enumerate(zip(node.input, in_roles)):
+            if is32(t):
+                wanted[i, k] = {"data": F16, "fixed": F32}.get(role, min(free) if len(free) == 1 else F16)
+                needs.setdefault(t, set()).add(wanted[i, k])
+        home.update({t: F16 if r == "data" else F32 for t, r in zip(node.output, out_roles) if is32(t)})
+    home.update(
+        {t: F16 if needs.get(t) == {F16} and not _beyond(a) else F32 for t, a in source.consts.items()}
+    )
+    for t, init in source.inits.items():
+        if needs.get(t) == {F16}:
+            init.CopyFrom(numpy_helper.from_array(source.values[t].astype(np.float16), t))
+            home[t] = F16
+    return _Typing(home, needs, wanted)
+
+
+def _name_types(source: _Source, typing: _Typing, io_type: int) -> None:
+    """Fill ``typing.named`` and ``typing.casts``: a graph output that must change type renames its
+    producer's tensor; every other type of a tensor is a Cast, or a float16 copy of an initializer.
+
+    Raises:
+        QuantbenchError: an initializer is a graph output that must change type.
+    """
+    graph, inits = source.graph, source.inits
+    fresh, suffix = _namer(graph), {F16: "_fp16", F32: "_fp32"}
+    outputs = {v.name for v in graph.output}
+    named, casts = typing.named, typing.casts
+    for t, kinds in typing.needs.items():
+        own = typing.home.setdefault(t, F32)
+        renamed = t in outputs and own != io_type
+        if renamed and t in inits:
+            raise QuantbenchError(f"graph output {t!r} is an initializer; cannot change its type")
+        named[t, own] = fresh(t + suffix[own]) if renamed else t
+        for kind in sorted(kinds - {own}):
+            named[t, kind] = t if t in outputs and kind == io_type else fresh(t + suffix[kind])
+            if t in inits:
+                graph.initializer.append(
+                    numpy_helper.from_array(source.values[t].astype(np.float16), named[t, kind])
+                )
+            else:
+                cast = helper.make_node("Cast", [named[t, own]], [named[t, kind]], named[t, kind], to=kind)
+                casts.setdefault(t, []).append(cast)
+
+
+def _retype(source: _Source, roles: dict[int, _Roles], typing: _Typing, io_type: int) -> None:
+    """Rewire the nodes to the names of the types they read and write, insert the Casts, retarget
+    float16 Casts and Constants, and set the graph's input and output types."""
+    graph, home, named, casts = source.graph, typing.home, typing.named, typing.casts
+    new_nodes = [c for v in graph.input for c in casts.get(v.name, [])]
+    for i, node in enumerate(source.nodes):
+        produced = list(node.output)
+        for k, t in enumerate(node.input):
+            node.input[k] = named.get((t, typing.wanted.get((i, k), 0)), t)
+        for k, t in enumerate(node.output):
+            node.output[k] = named.get((t, home.get(t, 0)), t)
+        if node.op_type == "Cast" and i in roles and home.get(produced[0]) == F16:
+            next(a for a in node.attribute if a.name == "to").i = F16
+        if node.op_type == "Constant" and home.get(produced[0]) == F16:
+            value = numpy_helper.from_array(source.consts[produced[0]].astype(np.float16))
+            node.ClearField("attribute")
+            node.attribute.append(helper.make_attribute("value", value))
+        new_nodes += [node, *(c for t in produced for c in casts.get(t, []))]
+    graph.ClearField("node")
+    graph.node.extend(new_nodes)
+    outputs = {v.name for v in graph.output}
+    for v in [*graph.input, *graph.output]:
+        if v.name in home:
+            v.type.tensor_type.elem_type = io_type if v.name in outputs else home[v.name]
+    kept_info = [v for v in graph.value_info if not source.is32(v.name)]
+    graph.ClearField("value_info")
+    graph.value_info.extend(kept_info)
+
+
 def convert_to_fp16(
     model: onnx.ModelProto,
     *,
@@ -167,146 +400,19 @@ def convert_to_fp16(
             unknown node.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph, absmax, io_type = model.graph, absmax or {}, F32 if keep_io_types else F16
-    types = _elem_types(model)
-    half = sorted(t for t, e in types.items() if e in (F16, TensorProto.BFLOAT16))
-    if half:
-        raise QuantbenchError(f"model already has 16-bit float tensors (e.g. {half[0]!r}); expected float32")
-    if F32 not in types.values():
-        raise QuantbenchError("model has no float32 tensors to convert to float16")
-    nodes = list(graph.node)
-    ids = [node.name or f"{node.op_type}#{i}" for i, node in enumerate(nodes)]
-    keep = set(keep_nodes)
-    unknown = sorted(keep - set(ids))
-    if unknown:
-        raise QuantbenchError(f"keep_nodes names {len(unknown)} node(s) not in the model: {unknown[:3]}")
-    if any(a.type in (a.GRAPH, a.GRAPHS) for n in nodes for a in n.attribute):
-        raise QuantbenchError("model has control-flow subgraphs (If/Loop/Scan); they cannot be converted")
-    inits = {i.name: i for i in graph.initializer}
-    consts = {n.output[0]: a for n in nodes if (a := _constant_array(n)) is not None}
-    values = {t: numpy_helper.to_array(i) for t, i in inits.items() if i.data_type == F32} | consts
-    fixed_values = set(inits) | {n.output[0] for n in nodes if n.op_type == "Constant"}
-    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
-
-    def is32(t: str) -> bool:
-        return bool(t) and types.get(t) == F32
-
-    # Which nodes run in float16 (those with roles) and why the others do not.
-    reasons: dict[str, str] = {}
-    roles: dict[int, tuple[list[str], list[str]]] = {}
-    shape_derived: set[str] = set()
-    for i, node in enumerate(nodes):
-        live = [t for t in node.input if t and t not in fixed_values]
-        on_shapes = bool(live) and all(t in shape_derived for t in live)
-        if node.op_type in ("Shape", "Size") or on_shapes:
-            shape_derived.update(node.output)
-        touched = [t for t in [*node.input, *node.output] if is32(t)]
-        if node.op_type == "Constant" or not touched:
-            continue
-        domain = "" if node.domain == "ai.onnx" else node.domain
-        big = [(absmax[t], t) for t in touched if absmax.get(t, 0.0) > FP16_MAX]
-        found: tuple[list[str], list[str]] | str
-        if ids[i] in keep:
-            found = "listed in keep_nodes"
-        elif big:
-            found = f"absmax {big[0][0]:.2g} beyond float16's 65504 on tensor {big[0][1]!r}"
-        elif node.op_type in FP32_OPS:
-            found = f"op {node.op_type}: {FP32_OPS[node.op_type]}"
-        elif domain or domain not in opsets:
-            found = f"op {domain}.{node.op_type}: no float16 rule outside the default domain"
-        elif on_shapes:
-            found = "computes on tensor shapes"
-        elif any(t and not types.get(t) for t in [*node.input, *node.output]):
-            found = "a tensor it touches has an unknown type"
-        else:
-            try:
-                found = _roles(node, onnx.defs.get_schema(node.op_type, opsets[domain], domain))
-            except onnx.defs.SchemaError:
-                found = f"op {node.op_type} has no schema at opset {opsets[domain]}"
-        if not isinstance(found, str):
-            pairs = list(zip([*found[0], *found[1]], [*node.input, *node.output]))
-            over = [
-                (v, t)
-                for r, t in zip(*found[:1], node.input)
-                if r != "fixed" and (v := _beyond(values.get(t)))
-            ]
-            if all(r == "fixed" for r, t in pairs if is32(t)):
-                found = f"op {node.op_type} has no float16 variant at opset {opsets[domain]}"
-            elif over:
-                found = f"initializer {over[0][1]!r} holds {over[0][0]:.2g}, beyond float16's 65504"
-        if isinstance(found, str):
-            reasons[ids[i]] = found
-        else:
-            roles[i] = found
-
-    # Each float32 tensor's own type ("home") and the types its consumers need.
-    home = {v.name: io_type for v in graph.input if is32(v.name)} | {t: F32 for t in inits if is32(t)}
-    needs: dict[str, set[int]] = {v.name: {io_type} for v in graph.output if is32(v.name)}
-    wanted: dict[tuple[int, int], int] = {}
-    for i, node in enumerate(nodes):
-        if node.op_type == "Constant":
-            continue
-        in_roles, out_roles = roles.get(i, (["fixed"] * len(node.input), ["fixed"] * len(node.output)))
-        free = {home.get(t, F32) for t, r in zip(node.input, in_roles) if r == "free" and is32(t)}
-        for k, (t, role) in enumerate(zip(node.input, in_roles)):
-            if is32(t):
-                wanted[i, k] = {"data": F16, "fixed": F32}.get(role, min(free) if len(free) == 1 else F16)
-                needs.setdefault(t, set()).add(wanted[i, k])
-        home.update({t: F16 if r == "data" else F32 for t, r in zip(node.output, out_roles) if is32(t)})
-    home.update({t: F16 if needs.get(t) == {F16} and not _beyond(a) else F32 for t, a in consts.items()})
-    for t, init in inits.items():
-        if needs.get(t) == {F16}:
-            init.CopyFrom(numpy_helper.from_array(values[t].astype(np.float16), t))
-            home[t] = F16
-
-    # Names: a graph output that must change type renames its producer's tensor; Casts; copies.
-    fresh, suffix = _namer(graph), {F16: "_fp16", F32: "_fp32"}
-    outputs = {v.name for v in graph.output}
-    named: dict[tuple[str, int], str] = {}
-    casts: dict[str, list[onnx.NodeProto]] = {}
-    for t, kinds in needs.items():
-        own = home.setdefault(t, F32)
-        renamed = t in outputs and own != io_type
-        if renamed and t in inits:
-            raise QuantbenchError(f"graph output {t!r} is an initializer; cannot change its type")
-        named[t, own] = fresh(t + suffix[own]) if renamed else t
-        for kind in sorted(kinds - {own}):
-            named[t, kind] = t if t in outputs and kind == io_type else fresh(t + suffix[kind])
-            if t in inits:
-                graph.initializer.append(
-                    numpy_helper.from_array(values[t].astype(np.float16), named[t, kind])
-                )
-            else:
-                cast = helper.make_node("Cast", [named[t, own]], [named[t, kind]], named[t, kind], to=kind)
-                casts.setdefault(t, []).append(cast)
-
-    new_nodes = [c for v in graph.input for c in casts.get(v.name, [])]
-    for i, node in enumerate(nodes):
-        produced = list(node.output)
-        for k, t in enumerate(node.input):
-            node.input[k] = named.get((t, wanted.get((i, k), 0)), t)
-        for k, t in enumerate(node.output):
-            node.output[k] = named.get((t, home.get(t, 0)), t)
-        if node.op_type == "Cast" and i in roles and home.get(produced[0]) == F16:
-            next(a for a in node.attribute if a.name == "to").i = F16
-        if node.op_type == "Constant" and home.get(produced[0]) == F16:
-            value = numpy_helper.from_array(consts[produced[0]].astype(np.float16))
-            node.ClearField("attribute")
-            node.attribute.append(helper.make_attribute("value", value))
-        new_nodes += [node, *(c for t in produced for c in casts.get(t, []))]
-    graph.ClearField("node")
-    graph.node.extend(new_nodes)
-    for v in [*graph.input, *graph.output]:
-        if v.name in home:
-            v.type.tensor_type.elem_type = io_type if v.name in outputs else home[v.name]
-    kept_info = [v for v in graph.value_info if not is32(v.name)]
-    graph.ClearField("value_info")
-    graph.value_info.extend(kept_info)
+    io_type, keep = F32 if keep_io_types else F16, set(keep_nodes)
+    source = _read(model, keep)
+    reasons, roles = _float16_nodes(source, absmax or {}, keep)
+    typing = _tensor_types(source, roles, io_type)
+    _name_types(source, typing, io_type)
+    _retype(source, roles, typing, io_type)
     model = onnx.shape_inference.infer_shapes(model)
-    return Fp16Model(model=model, kept_fp32=[n for n in ids if n in reasons], reasons=reasons)
+    return Fp16Model(model=model, kept_fp32=[n for n in source.ids if n in reasons], reasons=reasons)
 
 
-def runnable_on_cpu(model: onnx.ModelProto, session_options: Any = None) -> tuple[onnx.ModelProto, list[str]]:
+def runnable_on_cpu(
+    model: onnx.ModelProto, settings: SessionSettings | None = None
+) -> tuple[onnx.ModelProto, list[str]]:
     """A float16 model that ONNX Runtime's CPU provider runs, rounding to float16 between ops.
 
     The CPU provider lacks float16 kernels for most ops. Session creation fails for some
@@ -316,6 +422,11 @@ def runnable_on_cpu(model: onnx.ModelProto, session_options: Any = None) -> tupl
     type is wrapped in Casts float16 -> float32 before and float32 -> float16 after, and the
     model is tried again, up to 8 rounds. An emulation: its latency is not that of a GPU.
 
+    Args:
+        model: the float16 model.
+        settings: how ONNX Runtime loads the model to find the ops it cannot run (default: the CPU
+            provider, every core, every graph optimization).
+
     Returns:
         The model (a copy) and the sorted op types wrapped, including ops that have a float16
         kernel but that ONNX Runtime runs in float32 among upcast neighbours.
@@ -323,12 +434,10 @@ def runnable_on_cpu(model: onnx.ModelProto, session_options: Any = None) -> tupl
     Raises:
         QuantbenchError: the model does not load for another reason, or an op still fails.
     """
-    import onnxruntime as ort
-
     current = onnx.ModelProto.FromString(model.SerializeToString())
     emulated: set[str] = set()
     for _ in range(_MAX_ROUNDS):
-        missing = _upcast_ops(current, session_options, ort)
+        missing = _upcast_ops(current, settings)
         if not missing:
             return current, sorted(emulated)
         if missing & emulated:
@@ -339,34 +448,30 @@ def runnable_on_cpu(model: onnx.ModelProto, session_options: Any = None) -> tupl
     raise QuantbenchError(f"ONNX Runtime's CPU provider still fails after emulating {sorted(emulated)}")
 
 
-def _upcast_ops(model: onnx.ModelProto, session_options: Any, ort: Any) -> set[str]:
+def _upcast_ops(model: onnx.ModelProto, settings: SessionSettings | None) -> set[str]:
     """Op types the CPU provider cannot load, or runs in float32 behind its own Casts."""
+    from quantbench.backends.onnxruntime import SessionSettings, make_session
+
     try:
-        ort.InferenceSession(model.SerializeToString(), session_options, providers=["CPUExecutionProvider"])
-    except Exception as error:
-        message = (str(error).strip() or type(error).__name__).splitlines()[0]
-        found = _NO_KERNEL.search(message)
+        make_session(model, settings or SessionSettings(), "the float16 model")
+    except QuantbenchError as error:  # its message holds the first line of ONNX Runtime's
+        found = _NO_KERNEL.search(str(error))
         if found is None:
-            raise QuantbenchError(f"ONNX Runtime cannot load the float16 model: {message}") from None
+            raise
         if not any(n.op_type == found[1] for n in model.graph.node):
             raise QuantbenchError(
                 f"ONNX Runtime's CPU provider has no kernel for {found[1]} (node {found[2]!r}), made by "
-                "its graph optimizations; lower session_options.graph_optimization_level"
+                "its graph optimizations; give settings with optimize=False"
             ) from None
         return {found[1]}
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     for i, node in enumerate(probe.graph.node):
         node.name = f"n{i}"
     wiring = {n.name: (list(n.input), list(n.output)) for n in probe.graph.node}
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    prefix = "session.optimized_model_external_initializers_"
-    options.add_session_config_entry(prefix + "file_name", "probe.data")
-    options.add_session_config_entry(prefix + "min_size_in_bytes", "1024")
     with tempfile.TemporaryDirectory() as tmp:
-        options.optimized_model_filepath = str(Path(tmp) / "probe.onnx")
-        ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        seen = onnx.load(options.optimized_model_filepath, load_external_data=False)
+        written = Path(tmp) / "probe.onnx"
+        make_session(probe, SessionSettings(optimize=False, optimized_model=written), "the float16 model")
+        seen = onnx.load(str(written), load_external_data=False)
     rewired = [
         n for n in seen.graph.node if n.name in wiring and (list(n.input), list(n.output)) != wiring[n.name]
     ]

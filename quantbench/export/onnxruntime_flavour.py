@@ -36,22 +36,20 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from quantbench.export.qdq import QdqNames, drop_unused_initializers, graph_constants, graph_consumers
+from quantbench.export.qdq import QdqNames
+from quantbench.graph import (
+    constant_values,
+    drop_unused_initializers,
+    initializers,
+    reader_nodes,
+    set_initializer,
+)
 
 ZERO_POINT = 128
 BIAS_LIMIT = 2**30
 """Largest int32 bias: half the int32 range, the other half for the products the kernel adds to it."""
 NOTE_CHANGE = 1e-3
 """Output change, in output quantization steps, from re-scaling a channel for its bias that gets a note."""
-
-
-def _initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
-    return {init.name: init for init in graph.initializer}
-
-
-def _set_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:
-    inits = _initializers(graph)
-    inits[name].CopyFrom(numpy_helper.from_array(value, name))
 
 
 def to_onnxruntime_flavour(
@@ -72,7 +70,7 @@ def to_onnxruntime_flavour(
     out.CopyFrom(model)
     graph = out.graph
     for qn in names.values():
-        _set_initializer(graph, qn.zero_point, np.array(ZERO_POINT, np.uint8))
+        set_initializer(graph, qn.zero_point, np.array(ZERO_POINT, np.uint8))
     _integer_activations(graph, names)
     _float_weights(graph)
     _int32_bias(graph, names, notes if notes is not None else [])
@@ -101,15 +99,15 @@ def _clip_bounds(constants: dict[str, np.ndarray], node: onnx.NodeProto) -> tupl
     return lo, hi
 
 
-def _users(graph: onnx.GraphProto) -> dict[str, list[int]]:
-    """Tensor name -> indices of the nodes that read it."""
-    return {name: [i for i, _ in uses] for name, uses in graph_consumers(graph).items()}
-
-
 def _feeds_one_quantize(graph: onnx.GraphProto, users: dict[str, list[int]], name: str) -> bool:
     """True when ``name``'s only reader is a QuantizeLinear: ONNX Runtime fuses its producer."""
     readers = users.get(name, [])
     return len(readers) == 1 and graph.node[readers[0]].op_type == "QuantizeLinear"
+
+
+def _dequantizers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """Output tensor -> the DequantizeLinear node that writes it."""
+    return {node.output[0]: node for node in graph.node if node.op_type == "DequantizeLinear"}
 
 
 def _rebuild(graph: onnx.GraphProto, replaced: dict[int, list[onnx.NodeProto]]) -> None:
@@ -128,9 +126,9 @@ def _rebuild(graph: onnx.GraphProto, replaced: dict[int, list[onnx.NodeProto]]) 
 def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> None:
     """Step 2 of the module docstring."""
     outputs = {o.name for o in graph.output}
-    consumers = _users(graph)
-    inits = _initializers(graph)
-    constants = graph_constants(graph)
+    consumers = reader_nodes(graph)
+    inits = initializers(graph)
+    constants = constant_values(graph)
     replaced: dict[int, list[onnx.NodeProto]] = {}
     for node in graph.node:
         if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
@@ -170,10 +168,10 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
 
 def _int32_bias(graph: onnx.GraphProto, names: dict[str, QdqNames], notes: list[str]) -> None:
     """Step 3 of the module docstring."""
-    consumers = _users(graph)
-    inits = _initializers(graph)
+    consumers = reader_nodes(graph)
+    inits = initializers(graph)
     by_dequantized = {qn.dequantized: qn for qn in names.values()}
-    dq_of = {node.output[0]: node for node in graph.node if node.op_type == "DequantizeLinear"}
+    dq_of = _dequantizers(graph)
     replaced: dict[int, list[onnx.NodeProto]] = {}
     for i, node in enumerate(graph.node):
         if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or not node.input[2]:
@@ -269,10 +267,8 @@ def _rescale_for_bias(
     # |x| <= 128 s_x on the int8 grid: the most any channel's output can move
     moved = 128 * float(s_x) * np.abs(flat * scales[:, None] - new_codes * new_scales[:, None]).sum(axis=1)
     shape = np.moveaxis(codes, axis, 0).shape
-    _set_initializer(
-        graph, weight_dq.input[0], np.moveaxis(new_codes.reshape(shape), 0, axis).astype(np.int8)
-    )
-    _set_initializer(graph, weight_dq.input[1], new_scales)
+    set_initializer(graph, weight_dq.input[0], np.moveaxis(new_codes.reshape(shape), 0, axis).astype(np.int8))
+    set_initializer(graph, weight_dq.input[1], new_scales)
     return float(moved.max(initial=0))
 
 
@@ -296,9 +292,9 @@ def _float_weights(graph: onnx.GraphProto) -> None:
     input; a constant holding ``int8 * scale`` (the values DequantizeLinear would compute each run)
     saves the per-run dequantization.
     """
-    consumers = _users(graph)
-    inits = _initializers(graph)
-    dq_of = {node.output[0]: node for node in graph.node if node.op_type == "DequantizeLinear"}
+    consumers = reader_nodes(graph)
+    inits = initializers(graph)
+    dq_of = _dequantizers(graph)
     for node in graph.node:
         if node.op_type not in ("Conv", "ConvTranspose") or node.input[1] not in dq_of:
             continue

@@ -27,6 +27,14 @@ import onnx
 from onnx import helper, numpy_helper
 
 from quantbench.errors import QuantbenchError
+from quantbench.graph import (
+    constant_values,
+    consumers,
+    drop_unused_initializers,
+    producers,
+    tensor_names,
+    unique_name,
+)
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 """Ops whose activation inputs (and weights) are quantized."""
@@ -102,25 +110,6 @@ def match_excluded(graph: onnx.GraphProto, patterns: Iterable[str], source: str 
     return matched
 
 
-def graph_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Values of the initializers and Constant-node outputs of ``graph``, by name."""
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
-
-
-def graph_consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[int, int]]]:
-    """Tensor name -> the (node index, input index) of every use, in graph order."""
-    uses: dict[str, list[tuple[int, int]]] = {}
-    for i, node in enumerate(graph.node):
-        for j, name in enumerate(node.input):
-            if name:
-                uses.setdefault(name, []).append((i, j))
-    return uses
-
-
 def _weight_axis(node: onnx.NodeProto, input_index: int, ndim: int) -> int:
     if node.op_type == "Conv":
         return 0
@@ -144,9 +133,9 @@ def plan_qdq(model: onnx.ModelProto, amax: Mapping[str, float], exclude: Iterabl
         QuantbenchError: a bad ``exclude`` pattern, or an opset below 13 that cannot be converted.
     """
     graph = at_least_opset13(model).graph
-    constants = graph_constants(graph)
-    consumers = graph_consumers(graph)
-    producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    constants = constant_values(graph)
+    uses = consumers(graph)
+    producer = producers(graph)
     excluded = match_excluded(graph, exclude)
     plan = QdqPlan(excluded=[node_label(graph.node[i], i) for i in sorted(excluded)])
     missing: dict[str, None] = {}
@@ -184,13 +173,13 @@ def plan_qdq(model: onnx.ModelProto, amax: Mapping[str, float], exclude: Iterabl
         fusable = [
             j
             for j, name in enumerate(node.input)
-            if producers.get(name) in quantized
-            and graph.node[producers[name]].op_type == "Conv"
-            and len(consumers.get(name, [])) == 1
+            if producer.get(name) in quantized
+            and graph.node[producer[name]].op_type == "Conv"
+            and len(uses.get(name, [])) == 1
         ]
         if not fusable:
             continue
-        conv_side = max(fusable, key=lambda j: producers[node.input[j]])  # the later conv fuses
+        conv_side = max(fusable, key=lambda j: producer[node.input[j]])  # the later conv fuses
         residual = node.input[1 - conv_side]
         if residual in constants or not has_range(residual):
             continue
@@ -199,15 +188,6 @@ def plan_qdq(model: onnx.ModelProto, amax: Mapping[str, float], exclude: Iterabl
 
     plan.missing = [name for name in missing if name not in plan.activations]
     return plan
-
-
-def unique_name(taken: set[str], name: str) -> str:
-    """``name``, or ``name_1``, ``name_2``... when taken; the result is added to ``taken``."""
-    candidate, k = name, 1
-    while candidate in taken:
-        candidate, k = f"{name}_{k}", k + 1
-    taken.add(candidate)
-    return candidate
 
 
 def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -253,12 +233,36 @@ def build_qdq(
     out = onnx.ModelProto()
     out.CopyFrom(at_least_opset13(model))
     graph = out.graph
-    taken = {name for node in graph.node for name in [*node.input, *node.output]}
-    taken |= {init.name for init in graph.initializer} | {v.name for v in graph.input}
+    taken = tensor_names(graph)
     inserts: dict[int, list[onnx.NodeProto]] = {}  # node index -> Q/DQ nodes to put before it
-    names: dict[str, QdqNames] = {}
-    first_use = {name: min(i for i, _ in uses) for name, uses in plan.activations.items()}
+    names = _quantize_activations(graph, amax, plan, taken, inserts)
+    _quantize_weights(graph, plan, taken, inserts)
+    nodes = []
+    for i, node in enumerate(graph.node):
+        nodes.extend(inserts.get(i, []))
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    drop_unused_initializers(graph)
+    return out, names
 
+
+def _quantize_activations(
+    graph: onnx.GraphProto,
+    amax: Mapping[str, float],
+    plan: QdqPlan,
+    taken: set[str],
+    inserts: dict[int, list[onnx.NodeProto]],
+) -> dict[str, QdqNames]:
+    """Give every tensor of ``plan.activations`` one Q/DQ pair, read by each planned use.
+
+    The scale and zero point become initializers of ``graph`` and the uses read the dequantized tensor
+    at once; the Q/DQ nodes are added to ``inserts`` under the first use, for the caller to place.
+
+    Returns:
+        tensor -> the names its Q/DQ uses.
+    """
+    names: dict[str, QdqNames] = {}
     for tensor, uses in plan.activations.items():
         qn = QdqNames(
             scale=unique_name(taken, f"{tensor}_scale"),
@@ -271,7 +275,7 @@ def build_qdq(
             numpy_helper.from_array(np.array(amax[tensor] / 127.0, np.float32), qn.scale)
         )
         graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), qn.zero_point))
-        inserts.setdefault(first_use[tensor], []).extend(
+        inserts.setdefault(min(i for i, _ in uses), []).extend(
             [
                 helper.make_node(
                     "QuantizeLinear", [tensor, qn.scale, qn.zero_point], [qn.quantized], f"{tensor}_Q"
@@ -286,8 +290,15 @@ def build_qdq(
         )
         for i, j in uses:
             graph.node[i].input[j] = qn.dequantized
+    return names
 
-    constants = graph_constants(graph)
+
+def _quantize_weights(
+    graph: onnx.GraphProto, plan: QdqPlan, taken: set[str], inserts: dict[int, list[onnx.NodeProto]]
+) -> None:
+    """Replace every weight of ``plan.weights`` by int8 codes and per-channel scales (initializers of
+    ``graph``) and a DequantizeLinear, added to ``inserts`` under the node that reads it."""
+    constants = constant_values(graph)
     for i, j, axis in plan.weights:
         node = graph.node[i]
         name = node.input[j]
@@ -307,27 +318,6 @@ def build_qdq(
             helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [dq_name], f"{name}_DQ", axis=axis)
         )
         node.input[j] = dq_name
-
-    nodes = []
-    for i, node in enumerate(graph.node):
-        nodes.extend(inserts.get(i, []))
-        nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    drop_unused_initializers(graph)
-    return out, names
-
-
-def drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    """Remove initializers (and their graph inputs) that no node or output reads."""
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    dropped = {init.name for init in graph.initializer if init.name not in used}
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    inputs = [v for v in graph.input if v.name not in dropped]
-    del graph.input[:]
-    graph.input.extend(inputs)
 
 
 def at_least_opset13(model: onnx.ModelProto) -> onnx.ModelProto:

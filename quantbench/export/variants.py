@@ -125,36 +125,15 @@ def int8_variant(
     Raises:
         QuantbenchError: a bad exclude pattern, or no tensor of the model could be quantized.
     """
-    from quantbench.export.onnxruntime_flavour import to_onnxruntime_flavour
-    from quantbench.export.qdq import at_least_opset13, build_qdq, node_label, plan_qdq
+    from quantbench.export.int8 import build_int8_model
 
-    model = at_least_opset13(model)
-    plan = plan_qdq(model, ranges.amax, exclude)
-    if not plan.quantized_nodes:
+    built = build_int8_model(model, ranges.amax, exclude, bias_feeds, threads)
+    if not built.plan.quantized_nodes:
         raise QuantbenchError(
             f"no Conv, ConvTranspose, Gemm or MatMul of the model could be quantized with the {label} ranges "
-            f"({len(plan.missing)} of their inputs have no range)"
+            f"({len(built.plan.missing)} of their inputs have no range)"
         )
     name = f"int8-{label}"
-    qdq_model, names = build_qdq(model, ranges.amax, plan)
-    correction: dict[str, Any] = {"applied": False}
-    if bias_feeds is not None:
-        from quantbench.export.bias_correction import correct_if_better
-
-        targets = [model.graph.node[i].output[0] for i in plan.quantized_nodes]
-        corrected = correct_if_better(model, qdq_model, targets, bias_feeds, threads=threads)
-        qdq_model, correction = corrected.model, corrected.details()
-    path = _save(qdq_model, models_dir / f"{name}.onnx")
-    flavour_notes: list[str] = []
-    cpu_model = to_onnxruntime_flavour(qdq_model, names, flavour_notes)
-    cpu_path = _save(cpu_model, models_dir / f"{name}.onnxruntime.onnx")
-    details = {
-        "quantized_tensors": list(plan.activations),
-        "quantized_nodes": [node_label(model.graph.node[i], i) for i in plan.quantized_nodes],
-        "residual_adds": [node_label(model.graph.node[i], i) for i in plan.residual_adds],
-        "tensors_without_range": plan.missing,
-        "excluded_nodes": plan.excluded,
-        "onnxruntime_flavour_notes": flavour_notes,
-        "bias_correction": correction,
-    }
-    return Variant(name, "int8", path, cpu_path, method=label, details=details)
+    path = _save(built.tensorrt, models_dir / f"{name}.onnx")
+    cpu_path = _save(built.onnxruntime, models_dir / f"{name}.onnxruntime.onnx")
+    return Variant(name, "int8", path, cpu_path, method=label, details=built.details())

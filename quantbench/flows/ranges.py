@@ -1,14 +1,14 @@
-"""The ranges a run quantizes with: imported from a file, calibrated by quantbench, or by TensorRT.
+"""The ranges a run quantizes with: imported from a file, calibrated by quantbench, or by the backend's own
+calibrators (``trt-*`` with ``--backend tensorrt``).
 
-Step 1 of :func:`quantbench.flows.run.run`. ``--ranges FILE`` skips calibration; otherwise quantbench's
-methods share one pass over the calibration images, and TensorRT's own calibrators (``trt-*``, with
-``--backend tensorrt``) calibrate inside TensorRT afterwards.
+``--ranges FILE`` skips calibration; otherwise quantbench's methods share one pass over the calibration
+images, and the backend's calibrators run afterwards on the same images.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,24 +17,26 @@ from quantbench.errors import QuantbenchError
 from quantbench.ranges import DynamicRanges
 
 if TYPE_CHECKING:
-    from quantbench.backends import Backend
-    from quantbench.backends.tensorrt.methods import NativeMethod
+    import numpy as np
+
     from quantbench.calibration.calibrate import CalibrationResult
-    from quantbench.model import InputSpec
-    from quantbench.progress import Progress
+    from quantbench.data import Batch
+    from quantbench.flows.context import RunContext
+
+MAX_CALIBRATION_BATCH = 32
 
 
 @dataclass
 class RunRanges:
-    """What step 1 produced.
+    """What the ranges step produced.
 
     Attributes:
         range_sets: label -> ranges, one INT8 variant each.
         range_info: label -> file, unknown names, tensors without a range, header warnings.
         calibration: quantbench's calibration, when it ran.
         absmax: tensor -> largest |x| seen (or imported amax), for the FP16 overflow check.
-        native_labels: the labels whose ranges came from TensorRT's calibrators.
-        notes: lines for the run's notes.
+        native_labels: the labels whose ranges came from the backend's own calibrators.
+        own_methods: quantbench's methods asked for; native_methods: the backend's.
     """
 
     range_sets: dict[str, DynamicRanges] = field(default_factory=dict)
@@ -42,7 +44,29 @@ class RunRanges:
     calibration: CalibrationResult | None = None
     absmax: dict[str, float] = field(default_factory=dict)
     native_labels: set[str] = field(default_factory=set)
-    notes: list[str] = field(default_factory=list)
+    own_methods: list[str] = field(default_factory=list)
+    native_methods: list[str] = field(default_factory=list)
+
+
+def header_warnings(ranges: DynamicRanges) -> list[str]:
+    """Why TensorRT would ignore the cache these ranges came from (empty for text or JSON files).
+
+    The version is checked against the installed TensorRT, or, where none is installed, against
+    TensorRT 10 (the last version with calibration caches); the algorithm must be one TensorRT knows.
+    quantbench itself uses the ranges either way.
+    """
+    from quantbench.ranges import trt_header_problems, trt_version_string
+    from quantbench.tensorrt_install import installed_version
+
+    installed = installed_version()
+    problems = trt_header_problems(ranges, expect_version=installed, expect_algorithm=None)
+    version = ranges.trt_version
+    if installed is None and version is not None and not 100000 <= version < 110000:
+        problems.append(
+            f"{ranges.source}: cache header is for TensorRT {trt_version_string(version)}; TensorRT 10 "
+            "silently ignores caches from other versions (quantbench uses its ranges as they are)"
+        )
+    return problems
 
 
 def imported_ranges(path: Path, tensors: list[str]) -> tuple[DynamicRanges, dict[str, Any]]:
@@ -54,126 +78,154 @@ def imported_ranges(path: Path, tensors: list[str]) -> tuple[DynamicRanges, dict
     Raises:
         QuantbenchError: an unreadable or empty file, or one none of whose names is in the model.
     """
-    from quantbench.backends.tensorrt import header_warnings
     from quantbench.ranges import read_ranges
 
     table = read_ranges(path)
     if not table.amax:
         raise QuantbenchError(f"{path}: no ranges in the file")
     known = set(tensors)
-    info = {
-        "file": str(path),
-        "unknown": [name for name in table.amax if name not in known],
-        "missing": [name for name in tensors if name not in table.amax],
-        "warnings": header_warnings(table),
-    }
     if not set(table.amax) & known:
         raise QuantbenchError(
             f"{path}: none of its {len(table.amax)} tensor names is in the model "
             f"(e.g. {next(iter(table.amax))!r}); were the ranges made for another model?"
         )
-    return table, info
+    return table, _info(str(path), table, tensors, header_warnings(table))
 
 
-def gather_ranges(
-    engine: Backend,
-    *,
-    model_path: Path,
-    inputs: list[InputSpec],
-    tensors: list[str],
-    run_dir: Path,
-    wanted: list[str],
-    images: str | os.PathLike[str] | None,
-    ranges: str | os.PathLike[str] | None,
-    own_methods: Sequence[str],
-    native_methods: Sequence[NativeMethod],
-    n: int,
-    seed: int,
-    batch: int | None,
-    bench_batch: Sequence[int],
-    eval_batch: int,
-    preset: str,
-    preprocess: dict[str, Any] | None,
-    workers: int,
-    threads: int,
-    progress: Progress,
-) -> RunRanges:
-    """Import or calibrate the ranges of a run (see :func:`quantbench.flows.run.run` for the arguments).
+def _info(file: str, table: DynamicRanges, tensors: list[str], warnings: list[str]) -> dict[str, Any]:
+    known = set(tensors)
+    return {
+        "file": file,
+        "unknown": [name for name in table.amax if name not in known],
+        "missing": [name for name in tensors if name not in table.amax],
+        "warnings": warnings,
+    }
+
+
+def imported_label(path: Path) -> str:
+    """The label of ranges read from ``path``: its name without the suffix."""
+    return path.stem.replace(" ", "_") or "imported"
+
+
+def calibrate_run(ctx: RunContext, methods: list[str]) -> CalibrationResult:
+    """quantbench's calibration pass of a command with ``methods``, written under the run folder (also
+    kept as ``ctx.calibration``)."""
+    from quantbench.calibration.calibrate import calibrate_dataset
+
+    data, calib = ctx.settings.data, ctx.settings.calib
+    dataset = ctx.calibration_data
+    assert dataset is not None
+    calib = dataclasses.replace(calib, methods=tuple(methods))
+    ctx.calibration = calibrate_dataset(
+        ctx.model, dataset, data, calib, ctx.run_dir, ctx.threads, ctx.progress
+    )
+    return ctx.calibration
+
+
+def gather_ranges(ctx: RunContext) -> RunRanges:
+    """Import or calibrate the ranges of a run.
 
     Calibration runs when INT8 or FP16 is wanted and images are given: FP16 needs only absmax, so
-    without INT8 (or with TensorRT's calibrators alone) the pass computes minmax only.
+    without INT8 (or with the backend's calibrators alone) the pass computes minmax only.
 
     Raises:
-        QuantbenchError: a bad range file, calibration or TensorRT calibration failure.
+        QuantbenchError: a bad range file, calibration or backend calibration failure.
     """
-    from quantbench.backends.tensorrt import run_steps as trt_steps
-    from quantbench.calibration.calibrate import calibrate
-    from quantbench.model import file_sha256
+    from quantbench.backends.base import RunPlan
+    from quantbench.backends.registry import split_methods
 
+    settings = ctx.settings
+    wanted, ranges = settings.variants.precisions, settings.calib.ranges
     out = RunRanges()
+    out.own_methods, out.native_methods = split_methods(settings.calib.methods, ctx.backend)
     if ranges is not None:
-        table, info = imported_ranges(Path(ranges), tensors)
-        label = Path(ranges).stem.replace(" ", "_") or "imported"
-        out.range_sets[label] = table
-        out.range_info[label] = info
+        table, info = imported_ranges(ranges, ctx.model.tensors)
+        out.range_sets[imported_label(ranges)] = table
+        out.range_info[imported_label(ranges)] = info
         out.absmax = dict(table.amax)
-    elif images is not None and ({"int8", "fp16"} & set(wanted)):
-        progress.start("calibrating", n)
-        try:
-            out.calibration = calibrate(
-                model_path,
-                images,
-                n=n,
-                seed=seed,
-                methods=(own_methods or ("minmax",)) if "int8" in wanted else ("minmax",),
-                batch=batch,
-                preset=preset,
-                preprocess=preprocess,
-                out=run_dir,
-                workers=workers,
-                threads=threads,
-                on_batch=progress.advance,
-            )
-        finally:
-            progress.finish()
+    elif settings.data.images is not None and ({"int8", "fp16"} & set(wanted)):
+        int8 = "int8" in wanted
+        out.calibration = calibrate_run(ctx, (out.own_methods or ["minmax"]) if int8 else ["minmax"])
         out.absmax = out.calibration.absmax
-        if "int8" in wanted and own_methods:  # else the minmax pass only gave FP16 its absmax
+        if int8 and out.own_methods:  # else the minmax pass only gave FP16 its absmax
             out.range_sets = dict(out.calibration.ranges)
             for label, files in out.calibration.files.items():
                 out.range_info[label] = {"file": str(files[0]), "unknown": [], "missing": [], "warnings": []}
-    # the TensorRT backend learns the model and the imported ranges before its calibrators run
-    trt_steps.start_run(
-        engine,
-        model=model_path,
-        inputs=inputs,
-        run_dir=run_dir,
-        model_hash=file_sha256(model_path),
-        bench_batch=bench_batch,
-        eval_batch=eval_batch,
-        batch=batch,
-        imported=out.range_sets if ranges is not None else {},
-    )
-    if native_methods and "int8" in wanted and images is not None and ranges is None:
-        progress.start("TensorRT calibration", len(native_methods))
-        try:
-            native_sets, native_info, native_notes = trt_steps.native_calibration(
-                engine,
-                native_methods,
-                images=images,
-                inputs=inputs,
-                n=n,
-                seed=seed,
-                batch=batch,
-                preset=preset,
-                preprocess=preprocess,
-                workers=workers,
-                run_dir=run_dir,
-                tensors=tensors,
-            )
-        finally:
-            progress.finish()
-        out.native_labels = set(native_sets)
-        out.range_sets.update(native_sets)
-        out.range_info.update(native_info)
-        out.notes.extend(native_notes)
+    imported = out.range_sets if ranges is not None else {}
+    plan = RunPlan(
+        ctx.model.path, ctx.model.inputs, ctx.run_dir, ctx.model.sha256, settings.bench.batch,
+        ctx.eval_batch, settings.calib.batch, dict(imported),
+    )  # fmt: skip
+    ctx.backend.begin(plan)
+    if out.native_methods and "int8" in wanted and settings.data.images is not None and ranges is None:
+        native_ranges(ctx, out)
     return out
+
+
+def calibration_batch(n: int, model_batch: int | None, requested: int | None) -> int:
+    """The batch a backend's calibrators run with: the model's fixed batch, else ``--batch``, else the
+    largest divisor of ``n`` up to 32 (so no image is left out of a full batch).
+
+    Raises:
+        QuantbenchError: ``--batch`` below 1.
+    """
+    if requested is not None and requested < 1:
+        raise QuantbenchError(f"--batch must be at least 1, got {requested}")
+    if model_batch:
+        return model_batch
+    if requested:
+        return requested
+    return max(size for size in range(1, min(n, MAX_CALIBRATION_BATCH) + 1) if n % size == 0)
+
+
+def full_batches(
+    batches: Iterable[Batch], size: int, dropped: list[int]
+) -> Iterator[Mapping[str, np.ndarray]]:
+    """The inputs of each batch of exactly ``size`` samples; the samples of a short last batch are
+    counted in ``dropped`` (backend calibrators take one fixed batch shape)."""
+    for batch in batches:
+        count = len(batch.names)
+        if count == size:
+            yield batch.inputs
+        else:
+            dropped.append(count)
+
+
+def native_ranges(ctx: RunContext, out: RunRanges) -> None:
+    """Calibrate with the backend's own calibrators on the first ``n`` images (the ones quantbench's
+    methods use), write each result as ``ranges/<label>.txt`` and ``.json`` beside the backend's cache,
+    and add them to ``out``.
+
+    Raises:
+        QuantbenchError: calibration fails.
+    """
+    from quantbench.ranges import write_ranges
+
+    data = ctx.settings.data
+    dataset = ctx.calibration_data
+    assert dataset is not None
+    n = data.n if data.n is not None else len(dataset.files)
+    size = calibration_batch(n, ctx.model.fixed_batch, ctx.settings.calib.batch)
+    dropped: list[int] = []
+
+    def stream() -> Iterator[Mapping[str, np.ndarray]]:
+        dropped.clear()
+        return full_batches(dataset.batches(n, data.seed, size, workers=data.workers), size, dropped)
+
+    preprocessing = dataset.describe().get("preprocessing") or {}
+    ctx.progress.start("TensorRT calibration", len(out.native_methods))
+    try:
+        tables = ctx.backend.calibrate_native(out.native_methods, stream, size, preprocessing)
+    finally:
+        ctx.progress.finish()
+    for label, table in tables.items():
+        for fmt in ("txt", "json"):
+            write_ranges(table, ctx.run_dir / "ranges" / f"{label}.{fmt}")
+        cache = ctx.run_dir / "ranges" / f"{label}.cache"
+        out.range_info[label] = _info(str(cache), table, ctx.model.tensors, [])
+    if dropped:
+        ctx.notes.append(
+            f"TensorRT calibration left out {sum(dropped)} image(s) that did not fill a batch of {size}"
+        )
+    out.native_labels = set(tables)
+    out.range_sets.update(tables)

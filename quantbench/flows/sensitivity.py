@@ -15,20 +15,23 @@ first; ``rel_l2`` / ``top1_agreement`` with only that node quantized, ``without_
 
 from __future__ import annotations
 
+import inspect
 import json
-import os
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantbench import __version__
+from quantbench.config import from_keywords, signature
 from quantbench.errors import QuantbenchError
-from quantbench.search.sensitivity import SAMPLES, VIEWS, NodeSensitivity, TensorFidelity
+from quantbench.search.sensitivity import SAMPLES, VIEWS, Evaluator, NodeSensitivity, TensorFidelity
 
 if TYPE_CHECKING:
+    from quantbench.data import Batch
+    from quantbench.flows.context import RunContext, Settings
     from quantbench.progress import Progress
+    from quantbench.ranges import DynamicRanges
 
 FORMAT = "quantbench-sensitivity"
 FORMAT_VERSION = 1
@@ -60,115 +63,53 @@ def _ranking_row(node: NodeSensitivity) -> dict[str, Any]:
     return row
 
 
-def run_sensitivity(
-    model: str | os.PathLike[str],
-    images: str | os.PathLike[str] | None = None,
-    *,
-    n: int = 100,
-    seed: int = 0,
-    eval_images: str | os.PathLike[str] | None = None,
-    eval_n: int = SAMPLES,
-    method: str = "entropy",
-    ranges: str | os.PathLike[str] | None = None,
-    exclude: Sequence[str] = (),
-    views: Sequence[str] = VIEWS,
-    tensors: bool = True,
-    batch: int | None = None,
-    preset: str = "imagenet",
-    preprocess: dict[str, Any] | None = None,
-    threads: int = 0,
-    workers: int = 2,
-    out: str | os.PathLike[str] = "reports",
-    progress: Progress | None = None,
-    command: Sequence[str] | None = None,
-) -> SensitivityRun:
-    """Rank the quantized nodes of ``model`` by how much they hurt INT8 (see the module docstring).
-
-    Args:
-        model: the FP32 ONNX model.
-        images: calibration images (held-out images come from here too when ``eval_images`` is not given).
-        n: calibration images.
-        seed: picks and orders the images.
-        eval_images: held-out images.
-        eval_n: held-out images analysed (each sensitivity model runs on all of them).
-        method: one calibration method.
-        ranges: a range file to use instead of calibrating.
-        exclude: ``--exclude`` patterns: kept in float throughout, not ranked.
-        views: ``only`` and/or ``without`` (see :func:`quantbench.search.sensitivity.node_sensitivity`).
-        tensors: also measure per-tensor fidelity.
-        batch: calibration batch (default: automatic).
-        preset, preprocess: image preprocessing.
-        threads: ONNX Runtime threads (0: every core).
-        workers: image decoding threads.
-        out: the folder the run folder is made in.
-        progress: receives progress of the long steps.
-        command: the command line, recorded in the results.
-
-    Returns:
-        A :class:`SensitivityRun`.
+def check_settings(settings: Settings) -> None:
+    """Refuse settings that cannot make an analysis, before any work.
 
     Raises:
-        QuantbenchError: bad model, images, method, ranges or options; no held-out image.
+        QuantbenchError: one line naming the option and what to do.
     """
-    from quantbench.calibration.calibrate import calibrate
     from quantbench.calibration.registry import parse_method
-    from quantbench.data import open_dataset
-    from quantbench.export.qdq import at_least_opset13
-    from quantbench.fileio import write_text_atomic
-    from quantbench.flows.ranges import imported_ranges
-    from quantbench.flows.run import EVAL_BATCH, new_run_folder
-    from quantbench.model import file_sha256, float_activations, input_specs, load_model
-    from quantbench.progress import QuietProgress
-    from quantbench.report.results import json_safe
-    from quantbench.search.candidates import Candidates
-    from quantbench.search.sensitivity import Evaluator, analyse_tensors, node_sensitivity, rank
 
-    started = time.perf_counter()
-    report = progress or QuietProgress()
-    if ranges is None:
-        if "," in method:
-            raise QuantbenchError(f"--method takes one calibration method here, got {method!r}")
-        parse_method(method)  # an unknown method fails before any work
-    if eval_n < 1:
-        raise QuantbenchError(f"--eval-n must be at least 1, got {eval_n}")
+    calib, data, views = settings.calib, settings.data, settings.sensitivity.views
+    if calib.ranges is None:
+        if len(calib.methods) != 1 or "," in calib.methods[0]:
+            raise QuantbenchError(
+                f"--method takes one calibration method here, got {','.join(calib.methods)!r}"
+            )
+        parse_method(calib.methods[0])  # an unknown method fails before any work
+    if data.eval_n is not None and data.eval_n < 1:
+        raise QuantbenchError(f"--eval-n must be at least 1, got {data.eval_n}")
     unknown = [v for v in views if v not in VIEWS]
     if unknown or not views:
         raise QuantbenchError(f"--view takes only and/or without, got {', '.join(views) or 'nothing'}")
-    model_path = Path(model)
-    onnx_model = load_model(model_path)
-    inputs = input_specs(onnx_model)
-    if not inputs or not all(spec.is_float for spec in inputs):
-        raise QuantbenchError(f"{model_path}: quantbench needs a model with float inputs")
-    if ranges is None and images is None:
-        raise QuantbenchError("give --images to calibrate on, or --ranges FILE")
-    if images is None and eval_images is None:
-        raise QuantbenchError("give --eval-images (held-out images to analyse on)")
-    run_dir = new_run_folder(out, model_path)
-    seconds: dict[str, float] = {}
 
-    # ranges
-    calibration = None
-    if ranges is not None:
-        table, _ = imported_ranges(Path(ranges), float_activations(onnx_model))
-        label, range_file = Path(ranges).stem.replace(" ", "_") or "imported", str(ranges)
-    else:
-        report.start("calibrating", n)
-        try:
-            calibration = calibrate(
-                model_path, images, n=n, seed=seed, methods=[method], batch=batch, preset=preset,  # type: ignore[arg-type]
-                preprocess=preprocess, out=run_dir, workers=workers, threads=threads, on_batch=report.advance,
-            )  # fmt: skip
-        finally:
-            report.finish()
-        label, table = next(iter(calibration.ranges.items()))
-        range_file = str(calibration.files[label][0])
-        seconds["calibration"] = calibration.total_seconds
 
-    # held-out images
-    source = Path(eval_images) if eval_images is not None else Path(images)  # type: ignore[arg-type]
-    dataset = open_dataset(source, inputs, preset=preset, **(preprocess or {}))
-    start = calibration.next_start if eval_images is None and calibration is not None else 0
-    count: int = eval_n
+def sensitivity_ranges(ctx: RunContext) -> tuple[str, DynamicRanges, str, float | None]:
+    """The one set of ranges analysed: (label, ranges, file, calibration seconds or None)."""
+    from quantbench.flows.ranges import calibrate_run, imported_label, imported_ranges
+
+    path = ctx.settings.calib.ranges
+    if path is not None:
+        table, _ = imported_ranges(path, ctx.model.tensors)
+        return imported_label(path), table, str(path), None
+    calibration = ctx.calibration = calibrate_run(ctx, list(ctx.settings.calib.methods))
+    label, table = next(iter(calibration.ranges.items()))
+    return label, table, str(calibration.files[label][0]), calibration.total_seconds
+
+
+def held_out(ctx: RunContext) -> tuple[list[Batch], Any, int]:
+    """(the held-out batches, their stream's load report, where they start).
+
+    Raises:
+        QuantbenchError: no held-out image is left or usable.
+    """
+    data = ctx.settings.data
+    source = ctx.eval_root
+    dataset = ctx.dataset(source)
+    calibration = ctx.calibration
+    start = calibration.next_start if data.eval_images is None and calibration is not None else 0
+    count = data.eval_n if data.eval_n is not None else SAMPLES
     if dataset.kind == "images":
         left = len(dataset.files) - start
         if left < 1:
@@ -176,53 +117,104 @@ def run_sensitivity(
                 f"no held-out images: the {len(dataset.files)} images under {source} were all used to "
                 "calibrate; pass --eval-images or a smaller --n"
             )
-        count = min(eval_n, left)
-    stream = dataset.batches(count, seed, inputs[0].fixed(0) or EVAL_BATCH, start=start, workers=workers)
+        count = min(count, left)
+    stream = dataset.batches(count, data.seed, ctx.eval_batch, start=start, workers=data.workers)
     batches = list(stream)
-    feeds = [b.inputs for b in batches]
-    if not feeds:
+    if not batches:
         raise QuantbenchError(f"no held-out sample under {source} could be used")
+    return batches, stream.report, start
 
-    # analyses, on one FP32 reference pass
-    model13 = at_least_opset13(onnx_model)
-    amax = dict(table.amax)
+
+def analyse(
+    ctx: RunContext, amax: dict[str, float], feeds: list[Any], seconds: dict[str, float]
+) -> tuple[list[TensorFidelity], list[NodeSensitivity], Evaluator]:
+    """Per-tensor fidelity (when asked for) and per-node sensitivity on one FP32 reference pass."""
+    from quantbench.export.qdq import at_least_opset13
+    from quantbench.search.candidates import Candidates
+    from quantbench.search.sensitivity import analyse_tensors, node_sensitivity
+
+    spec, exclude, threads = ctx.settings.sensitivity, ctx.settings.variants.exclude, ctx.threads
+    model13 = at_least_opset13(ctx.model.proto)
     rows: list[TensorFidelity] = []
     step = time.perf_counter()
-    if tensors:
-        report.start("per-tensor fidelity", None)
+    if spec.tensors:
+        ctx.progress.start("per-tensor fidelity", None)
         try:
             rows, evaluator = analyse_tensors(model13, amax, exclude, feeds, threads)
         finally:
-            report.finish()
+            ctx.progress.finish()
     else:
         evaluator = Evaluator.from_fp32(model13, feeds, threads)
     seconds["reference_and_tensors"] = time.perf_counter() - step
     step = time.perf_counter()
-    nodes = node_sensitivity(Candidates(model13, amax, exclude, threads), evaluator, views, report)
+    candidates = Candidates(model13, amax, exclude, threads)
+    nodes = node_sensitivity(candidates, evaluator, spec.views, ctx.progress)
     seconds["sensitivity"] = time.perf_counter() - step
+    return rows, nodes, evaluator
+
+
+def sensitivity_flow(settings: Settings, progress: Progress | None = None) -> SensitivityRun:
+    """Rank the quantized nodes of the model by how much they hurt INT8 (see the module docstring).
+
+    Raises:
+        QuantbenchError: bad model, images, method, ranges or options; no held-out image.
+    """
+    from quantbench.flows.context import RunContext
+    from quantbench.search.sensitivity import rank
+
+    check_settings(settings)
+    if settings.calib.ranges is None and settings.data.images is None:
+        raise QuantbenchError("give --images to calibrate on, or --ranges FILE")
+    if settings.data.images is None and settings.data.eval_images is None:
+        raise QuantbenchError("give --eval-images (held-out images to analyse on)")
+    ctx = RunContext.open(settings, "quantbench", progress)
+    started, seconds = time.perf_counter(), {}
+    label, table, range_file, calibration_seconds = sensitivity_ranges(ctx)
+    if calibration_seconds is not None:
+        seconds["calibration"] = calibration_seconds
+    batches, load_report, start = held_out(ctx)
+    rows, nodes, evaluator = analyse(ctx, dict(table.amax), [b.inputs for b in batches], seconds)
     ranking = rank(nodes)
     seconds["total"] = time.perf_counter() - started
+    data = {
+        "root": str(ctx.eval_root),
+        "start": start,
+        "samples": evaluator.samples,
+        "names": [name for b in batches for name in b.names],
+        "skipped": [list(item) for item in load_report.skipped],
+    }
+    results = _results(ctx, (label, range_file), evaluator, data, (rows, nodes, ranking), seconds)
+    return SensitivityRun(ctx.run_dir, results, rows, ranking)
 
+
+def _results(
+    ctx: RunContext,
+    ranges: tuple[str, str],
+    evaluator: Evaluator,
+    data: dict[str, Any],
+    analysis: tuple[list[TensorFidelity], list[NodeSensitivity], list[NodeSensitivity]],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """Write ``sensitivity.json``; returns its content."""
+    from quantbench.fileio import write_text_atomic
+    from quantbench.report.results import json_safe
+
+    rows, nodes, ranking = analysis
+    views, command = ctx.settings.sensitivity.views, ctx.settings.output.command
     results = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "quantbench": __version__,
-        "model": {"name": model_path.stem, "path": str(model_path), "sha256": file_sha256(model_path)},
-        "method": label,
-        "ranges": range_file,
-        "exclude": list(exclude),
+        "model": {"name": ctx.model.path.stem, "path": str(ctx.model.path), "sha256": ctx.model.sha256},
+        "method": ranges[0],
+        "ranges": ranges[1],
+        "exclude": list(ctx.settings.variants.exclude),
         "output": evaluator.output,
         "class_scores": evaluator.class_scores,
-        "data": {
-            "root": str(source),
-            "start": start,
-            "samples": evaluator.samples,
-            "names": [name for b in batches for name in b.names],
-            "skipped": [list(item) for item in stream.report.skipped],
-        },
+        "data": data,
         "cost": {
             "fp32_passes": 1,
-            "int8_passes": 1 if tensors else 0,
+            "int8_passes": 1 if ctx.settings.sensitivity.tensors else 0,
             "sensitivity_models": len(nodes) * len(views),
             "views": list(views),
             "samples_per_model": evaluator.samples,
@@ -234,5 +226,53 @@ def run_sensitivity(
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     results = json_safe(results)
-    write_text_atomic(run_dir / "sensitivity.json", json.dumps(results, indent=1, allow_nan=False))
-    return SensitivityRun(run_dir, results, rows, ranking)
+    write_text_atomic(ctx.run_dir / "sensitivity.json", json.dumps(results, indent=1, allow_nan=False))
+    return results  # type: ignore[no-any-return]
+
+
+GROUPS = (
+    "data",
+    "preprocess",
+    "calib[methods,ranges,batch]",
+    "variants[exclude]",
+    "backend[threads]",
+    "output",
+    "sensitivity",
+)
+DEFAULTS: dict[str, Any] = {"methods": ("entropy",), "eval_n": SAMPLES}
+
+
+def run_sensitivity(model: Any, images: Any = None, **keywords: Any) -> SensitivityRun:
+    """Rank the quantized nodes of ``model`` by how much they hurt INT8 (see the module docstring).
+
+    Keywords are the settings of ``quantbench sensitivity`` (see :mod:`quantbench.config`): data
+    (``n``, ``seed``, ``eval_images``, ``eval_n``, ``workers``), preprocessing (``preset`` and its
+    overrides, or a ``preprocess`` dict), ``methods`` (one method) or ``ranges``, ``batch``,
+    ``exclude``, ``threads``, ``views``, ``tensors``, ``out``, ``command`` and ``progress``.
+
+    Raises:
+        QuantbenchError: bad model, images, method, ranges or options; no held-out image.
+    """
+    from quantbench.flows.context import Settings
+
+    progress = keywords.pop("progress", None)
+    preprocess = keywords.pop("preprocess", None)
+    if "method" in keywords:
+        keywords["methods"] = [keywords.pop("method")]
+    groups = from_keywords({**keywords, "images": images}, GROUPS, DEFAULTS)
+    groups["preprocess"] = groups["preprocess"].with_overrides(preprocess)
+    return sensitivity_flow(Settings(Path(model), **groups), progress)
+
+
+run_sensitivity.__signature__ = signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("images", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+    ],
+    GROUPS,
+    DEFAULTS,
+    trailing=[
+        inspect.Parameter("preprocess", inspect.Parameter.KEYWORD_ONLY, default=None),
+        inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=None),
+    ],
+)

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from quantbench.evaluation.registry import metric_by_key
 from quantbench.report.results import main_output, range_spread
 
 REFERENCE = "fp32"
@@ -93,7 +94,7 @@ def points(results: dict[str, Any]) -> list[Point]:
         metrics = (variant.get("outputs") or {}).get(output) or {}
         quality = finite(metrics.get(metric))
         if name == REFERENCE and output is not None:
-            quality = 1.0 if metric == "top1_agreement" else 0.0
+            quality = metric_by_key(metric).reference_value
         latency = (variant.get("latency") or [{}])[0] or {}
         batch = latency.get("batch")
         out.append(

@@ -29,18 +29,19 @@ import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantbench import __version__
+from quantbench.evaluation.registry import RESULTS_ORDER
 from quantbench.fileio import write_text_atomic
 
 if TYPE_CHECKING:
-    import onnx
-
     from quantbench.calibration.calibrate import CalibrationResult
     from quantbench.evaluation.compare import Comparison
     from quantbench.export.variants import Variant
+    from quantbench.model import LoadedModel
     from quantbench.ranges import DynamicRanges
 
 FORMAT = "quantbench-results"
@@ -49,17 +50,8 @@ HISTOGRAMS_KEPT = 8
 """Tensors whose |x| histogram ``results.json`` keeps (those where the methods disagree most)."""
 HISTOGRAM_BINS = 256
 """Most bins of a kept histogram."""
-METRIC_COLUMNS = (
-    "max_abs",
-    "mean_abs",
-    "rel_l2",
-    "cosine",
-    "snr_db",
-    "top1_agreement",
-    "top5_overlap",
-    "top1_accuracy",
-    "top5_accuracy",
-)
+METRIC_COLUMNS = RESULTS_ORDER
+"""The metric columns of ``metrics.csv``: every registered metric, in ``results.json``'s order."""
 
 
 def cpu_name() -> str:
@@ -104,27 +96,49 @@ def _io(values: Any) -> list[dict[str, Any]]:
     return out
 
 
-def build_results(
-    *,
-    run_dir: Path,
-    onnx_model: onnx.ModelProto,
-    model_path: Path,
-    tensors: list[str],
-    backend: dict[str, Any],
-    arguments: dict[str, Any],
-    command: list[str] | None,
-    hashes: dict[str, str],
-    calibration: CalibrationResult | None,
-    range_sets: dict[str, DynamicRanges],
-    range_info: dict[str, dict[str, Any]],
-    variants: list[Variant],
-    comparison: Comparison,
-    evaluation: dict[str, Any],
-    notes: list[str],
-    seconds: float,
-    sensitivity: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+@dataclass
+class RunRecord:
+    """Everything a run produced that ``results.json`` records.
+
+    Attributes:
+        run_dir: the run folder (model paths are recorded relative to it).
+        model: the FP32 model (``quantbench.model.LoadedModel``).
+        backend: the backend's description.
+        arguments: the run's settings, by keyword.
+        command: the command line, if run from one.
+        hashes: SHA-256 of the input files (model, ranges, labels) by role.
+        calibration: quantbench's calibration, when it ran.
+        range_sets: label -> ranges; range_info: label -> file, unknown and missing names, warnings.
+        variants: the variants compared; comparison: their comparison with FP32.
+        evaluation: where the held-out samples came from.
+        notes: the run's notes.
+        seconds: the run's duration.
+        sensitivity: the mixed-precision search, when it ran.
+    """
+
+    run_dir: Path
+    model: LoadedModel
+    backend: dict[str, Any]
+    arguments: dict[str, Any]
+    command: list[str] | None
+    hashes: dict[str, str]
+    calibration: CalibrationResult | None
+    range_sets: dict[str, DynamicRanges]
+    range_info: dict[str, dict[str, Any]]
+    variants: list[Variant]
+    comparison: Comparison
+    evaluation: dict[str, Any]
+    notes: list[str]
+    seconds: float = 0.0
+    sensitivity: dict[str, Any] | None = None
+
+
+def build_results(record: RunRecord) -> dict[str, Any]:
     """Assemble the content of ``results.json`` (see the module docstring)."""
+    run_dir, onnx_model, model_path = record.run_dir, record.model.proto, record.model.path
+    tensors, backend, variants = record.model.tensors, record.backend, record.variants
+    comparison = record.comparison
+    calibration, range_sets, range_info = record.calibration, record.range_sets, record.range_info
     from quantbench.model import file_sha256, input_specs
 
     initializers = {init.name for init in onnx_model.graph.initializer}
@@ -143,15 +157,15 @@ def build_results(
         "cpu_count": os.cpu_count(),
         "gpu": backend.get("gpu"),
         "backend": backend,
-        "arguments": arguments,
-        "command": command,
-        "files": {"inputs": hashes, "outputs": model_files},
+        "arguments": record.arguments,
+        "command": record.command,
+        "files": {"inputs": record.hashes, "outputs": model_files},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(seconds, 3),
+        "seconds": round(record.seconds, 3),
     }
     data: dict[str, Any] = {
         "evaluation": {
-            **evaluation,
+            **record.evaluation,
             "samples": comparison.samples,
             "names": comparison.names,
             "skipped": [list(item) for item in comparison.skipped],
@@ -196,7 +210,7 @@ def build_results(
         "model": {
             "name": model_path.stem,
             "path": str(model_path),
-            "sha256": hashes["model"],
+            "sha256": record.hashes["model"],
             "inputs": [
                 {"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)}
                 for s in input_specs(onnx_model)
@@ -213,8 +227,8 @@ def build_results(
             for label, table in range_sets.items()
         },
         "variants": variant_rows,
-        "notes": notes,
-        "sensitivity": sensitivity,
+        "notes": record.notes,
+        "sensitivity": record.sensitivity,
     }
     return json_safe(results)  # type: ignore[no-any-return]
 

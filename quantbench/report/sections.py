@@ -10,6 +10,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from quantbench.evaluation.registry import metric_by_key
 from quantbench.report import figures, tables
 from quantbench.report.analysis import finite, headline_metric, pareto_front, points
 
@@ -115,7 +116,7 @@ def accuracy(results: dict[str, Any]) -> dict[str, Any]:
     """
     output, metric = headline_metric(results)
     pts = points(results)
-    front = pareto_front(pts, higher_is_better=metric == "top1_agreement")
+    front = pareto_front(pts, higher_is_better=metric_by_key(metric).higher_is_better)
     sensitivity = results.get("sensitivity")
     search = None
     if isinstance(sensitivity, dict):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from quantbench.evaluation.registry import METRICS, Metric, metric_by_key
 from quantbench.report.analysis import (
     TENSOR_ROWS,
     Point,
@@ -86,18 +87,16 @@ def rate(value: Any) -> str:
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.1f}"
 
 
-METRICS: dict[str, tuple[str, Callable[[Any], str]]] = {
-    "top1_agreement": ("top-1 agreement", percent),
-    "top5_overlap": ("top-5 overlap", percent),
-    "top1_accuracy": ("top-1 accuracy", percent),
-    "top5_accuracy": ("top-5 accuracy", percent),
-    "rel_l2": ("rel. L2", general),
-    "cosine": ("cosine", lambda v: general(v, 6)),
-    "snr_db": ("SNR (dB)", lambda v: fixed(v, 1)),
-    "max_abs": ("max abs", general),
-    "mean_abs": ("mean abs", general),
-}
-"""Metric key -> (column heading, formatter), in the order the tables show them."""
+def metric_cell(metric: Metric) -> Callable[[Any], str]:
+    """The formatter of ``metric``'s cells: its registered number format, ``–`` when missing."""
+
+    def cell(value: Any) -> str:
+        x = number(value)
+        return "–" if x is None else metric.format(x)
+
+    return cell
+
+
 ACCURACY_METRICS = ("top1_agreement", "top5_overlap", "top1_accuracy", "top5_accuracy", "rel_l2")
 """The metrics of the accuracy-vs-speed table (the per-output tables have them all)."""
 
@@ -187,22 +186,28 @@ def accuracy_table(results: dict[str, Any], pts: list[Point], front: list[str]) 
         front: the variants on the Pareto front.
     """
     output, _ = headline_metric(results)
+    shown = [metric_by_key(key) for key in ACCURACY_METRICS]
+    class_scores = output is not None and bool(
+        results["model"]["comparison_outputs"][output].get("class_scores")
+    )
+    # FP32's row: its figures against itself (its accuracy against labels, if any, is in results.json)
+    fp32_values = {
+        metric.key: metric.reference_value
+        for metric in shown
+        if metric.reference_value is not None and metric.applies(class_scores=class_scores, labels=False)
+    }
     ref = next((p for p in pts if p.reference), None)
     records = []
     for variant, p in zip(results["variants"], pts, strict=True):
         metrics = dict((variant.get("outputs") or {}).get(output) or {})
         if p.reference and output is not None:
-            class_scores = bool(results["model"]["comparison_outputs"][output].get("class_scores"))
-            metrics["rel_l2"] = 0.0
-            if class_scores:
-                metrics.update({"top1_agreement": 1.0, "top5_overlap": 1.0})
+            metrics.update(fp32_values)
         speedup = ref.ms / p.ms if ref and ref.ms and p.ms else None
         notes = [] if p.representative else ["latency emulated"]
         if p.reference:
             notes.insert(0, "reference")
         record: dict[str, Any] = {"variant": p.variant}
-        for key in ACCURACY_METRICS:
-            record[METRICS[key][0]] = metrics.get(key)
+        record.update({metric.label: metrics.get(metric.key) for metric in shown})
         record.update(
             {
                 "batch": p.batch,
@@ -214,7 +219,7 @@ def accuracy_table(results: dict[str, Any], pts: list[Point], front: list[str]) 
             }
         )
         records.append(record)
-    formats = {heading: fmt for key, (heading, fmt) in METRICS.items()}
+    formats = {metric.label: metric_cell(metric) for metric in shown}
     formats.update({"ms / batch": general, "images/s": rate, "× FP32 speed": lambda v: fixed(v, 2)})
     columns = list(records[0]) if records else ["variant"]
     return to_table(
@@ -232,6 +237,8 @@ def output_tables(results: dict[str, Any]) -> tuple[list[tuple[str, Table]], int
         ([(output name, table)], number of outputs left out).
     """
     outputs = list(results["model"]["comparison_outputs"])
+    columns = ["variant", *(metric.label for metric in METRICS)]
+    formats = {metric.label: metric_cell(metric) for metric in METRICS}
     tables = []
     for output in outputs[:OUTPUT_TABLES]:
         records = []
@@ -240,11 +247,9 @@ def output_tables(results: dict[str, Any]) -> tuple[list[tuple[str, Table]], int
             if not metrics:
                 continue
             record: dict[str, Any] = {"variant": str(variant.get("name", "?"))}
-            record.update({heading: metrics.get(key) for key, (heading, _) in METRICS.items()})
+            record.update({metric.label: metrics.get(metric.key) for metric in METRICS})
             records.append(record)
         if records:
-            columns = ["variant", *(heading for heading, _ in METRICS.values())]
-            formats = {heading: fmt for heading, fmt in METRICS.values()}
             tables.append((output, to_table(_frame(records, columns), formats)))
     return tables, max(0, len(outputs) - OUTPUT_TABLES)
 

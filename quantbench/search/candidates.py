@@ -21,36 +21,6 @@ if TYPE_CHECKING:
     from quantbench.export.qdq import QdqPlan
 
 
-def open_session(
-    model: onnx.ModelProto, threads: int = 0, external: dict[str, Any] | None = None, optimize: bool = True
-) -> Any:
-    """An ONNX Runtime CPU session for an in-memory model, set up as the ONNX Runtime backend sets it.
-
-    Args:
-        model: the model.
-        threads: intra-op threads (0: every core).
-        external: OrtValues of the initializers the model marks as external, by name.
-        optimize: False runs the graph as written (no fusion, no constant folding).
-
-    Raises:
-        QuantbenchError: ONNX Runtime cannot load the model.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if external:
-        options.add_external_initializers(list(external), list(external.values()))
-    try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QuantbenchError(f"ONNX Runtime cannot load a model built for the analysis: {message}") from None
-
-
 def replay_name(graph: onnx.GraphProto, index: int) -> str:
     """The name that gives ``--exclude`` exactly node ``index``: its label, else its first output.
 
@@ -76,7 +46,8 @@ def build_int8(
     bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
     threads: int = 0,
 ) -> tuple[onnx.ModelProto, QdqPlan]:
-    """The INT8 model ``quantbench run --exclude`` would write, in its ONNX Runtime flavour, in memory.
+    """The INT8 model ``quantbench run --exclude`` would write, in its ONNX Runtime flavour, in memory
+    (:func:`quantbench.export.int8.build_int8_model`).
 
     Args:
         model: the FP32 model, opset 13 or more.
@@ -89,17 +60,10 @@ def build_int8(
     Returns:
         (the ONNX Runtime flavour, the plan it was built from).
     """
-    from quantbench.export.onnxruntime_flavour import to_onnxruntime_flavour
-    from quantbench.export.qdq import build_qdq, plan_qdq
+    from quantbench.export.int8 import build_int8_model
 
-    plan = plan_qdq(model, amax, exclude)
-    qdq_model, names = build_qdq(model, amax, plan)
-    if bias_feeds is not None and plan.quantized_nodes:
-        from quantbench.export.bias_correction import correct_if_better
-
-        targets = [model.graph.node[i].output[0] for i in plan.quantized_nodes]
-        qdq_model = correct_if_better(model, qdq_model, targets, bias_feeds, threads=threads).model
-    return to_onnxruntime_flavour(qdq_model, names), plan
+    built = build_int8_model(model, amax, exclude, bias_feeds, threads)
+    return built.onnxruntime, built.plan
 
 
 class Candidates:
@@ -132,16 +96,14 @@ class Candidates:
         import onnx
 
         from quantbench.export.qdq import QUANTIZED_OPS, node_label
+        from quantbench.graph import reader_nodes
 
         self.model, self.amax, self.exclude, self.threads = model, dict(amax), list(exclude), threads
         self.bias_feeds = bias_feeds
         self.built = 0
         graph = model.graph
         boundary = {v.name for v in [*graph.input, *graph.output]}
-        readers: dict[str, set[int]] = {}
-        for i, node in enumerate(graph.node):
-            for name in node.input:
-                readers.setdefault(name, set()).add(i)
+        readers = {name: set(nodes) for name, nodes in reader_nodes(graph).items()}
         self._readers = {
             init.name: readers[init.name]
             for init in graph.initializer
@@ -213,10 +175,14 @@ class Candidates:
         import onnxruntime as ort
         from onnx import numpy_helper
 
+        from quantbench.backends.onnxruntime import SessionSettings, make_session
+
         built, outside = self.build(kept)
         for name in outside:
             if name not in self._values:
                 array = np.ascontiguousarray(numpy_helper.to_array(self._weights[name]))
                 self._values[name] = (array, ort.OrtValue.ortvalue_from_numpy(array))
         self.built += 1
-        return open_session(built, self.threads, {name: self._values[name][1] for name in outside})
+        external = {name: self._values[name][1] for name in outside}
+        settings = SessionSettings(threads=self.threads, external=external)
+        return make_session(built, settings, "a model built for the analysis")

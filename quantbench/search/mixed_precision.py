@@ -18,7 +18,7 @@ so that the model written is the one scored; the ranking is not corrected.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -188,52 +188,103 @@ def search(
         QuantbenchError: agreement asked of a model without class scores, or no candidate that keeps a
             node in INT8 meets the target.
     """
-    from quantbench.evaluation.metrics import measure_latency
-
     _check_output(target, evaluator)
     started = time.perf_counter()
-    points = cache if cache is not None else {}
     names = [node.node for node in ranking]
-    total = len(names)
-
-    def measure(k: int) -> CurvePoint:
-        if k not in points:
-            session = candidates.session(names[:k])
-            point = CurvePoint(k, names[:k], evaluator.score_session(session))
-            if timing is not None:
-                stats = measure_latency(
-                    lambda: session.run(None, timing.feeds),
-                    batch=timing.batch,
-                    min_runs=timing.runs,
-                    min_seconds=timing.seconds,
-                )
-                point.median_ms = stats.median_ms
-            points[k] = point
-        if progress is not None:
-            progress.advance()
-        return points[k]
-
+    curve = _Curve(candidates, evaluator, names, timing, cache if cache is not None else {}, progress)
     if progress is not None:
         progress.start("mixed precision", None)
     try:
-        failed, met = -1, None
-        k = 0
-        while met is None:
-            if target.met(measure(k).score):
-                met = k
-            elif k == total:
-                break
-            else:
-                failed, k = k, min(total, max(1, 2 * k))
-        while met is not None and met - failed > 1:
-            middle = (failed + met) // 2
-            if target.met(measure(middle).score):
-                met = middle
-            else:
-                failed = middle
+        met = _smallest_k(lambda k: target.met(curve.point(k).score), len(names))
     finally:
         if progress is not None:
             progress.finish()
+    k = _reached(target, met, curve.points, len(names))
+    return SearchResult(
+        method=method,
+        target=target,
+        k=k,
+        excluded=names[:k],
+        curve=[curve.points[key] for key in sorted(curve.points)],
+        ranking=list(ranking),
+        seconds=time.perf_counter() - started,
+        models_evaluated=len(curve.points),
+    )
+
+
+@dataclass
+class _Curve:
+    """The candidates of a search, each built, scored (and timed) once.
+
+    Attributes:
+        candidates: builds and loads the candidates.
+        evaluator: scores them.
+        names: the ranking's ``--exclude`` names, most harmful first; candidate ``k`` keeps the ``k``
+            first in float.
+        timing: how to time each candidate, or None.
+        points: the candidates scored so far, by ``k``.
+        progress: receives one unit per candidate asked for.
+    """
+
+    candidates: Candidates
+    evaluator: Evaluator
+    names: list[str]
+    timing: Timing | None
+    points: dict[int, CurvePoint]
+    progress: Progress | None
+
+    def point(self, k: int) -> CurvePoint:
+        """Candidate ``k``, measured on first use."""
+        if k not in self.points:
+            self.points[k] = self._measure(k)
+        if self.progress is not None:
+            self.progress.advance()
+        return self.points[k]
+
+    def _measure(self, k: int) -> CurvePoint:
+        from quantbench.evaluation.metrics import measure_latency
+
+        session = self.candidates.session(self.names[:k])
+        point = CurvePoint(k, self.names[:k], self.evaluator.score_session(session))
+        if self.timing is not None:
+            timing = self.timing
+            stats = measure_latency(
+                lambda: session.run(None, timing.feeds),
+                batch=timing.batch,
+                min_runs=timing.runs,
+                min_seconds=timing.seconds,
+            )
+            point.median_ms = stats.median_ms
+        return point
+
+
+def _smallest_k(meets: Callable[[int], bool], total: int) -> int | None:
+    """The smallest ``k`` from 0 to ``total`` for which ``meets(k)``, assuming that once met it stays
+    met: ``k`` doubles (0, 1, 2, 4, ...) until met, then bisects. None when even ``total`` fails."""
+    failed, met = -1, None
+    k = 0
+    while met is None:
+        if meets(k):
+            met = k
+        elif k == total:
+            break
+        else:
+            failed, k = k, min(total, max(1, 2 * k))
+    while met is not None and met - failed > 1:
+        middle = (failed + met) // 2
+        if meets(middle):
+            met = middle
+        else:
+            failed = middle
+    return met
+
+
+def _reached(target: Target, met: int | None, points: dict[int, CurvePoint], total: int) -> int:
+    """``met`` when it leaves a node in INT8.
+
+    Raises:
+        QuantbenchError: no candidate met the target, or only the one with every node in float.
+    """
     if met is None:
         raise QuantbenchError(
             f"target {target.describe()} is out of reach even with all {total} quantized nodes in float "
@@ -244,17 +295,7 @@ def search(
             f"target {target.describe()} is met only with all {total} quantized nodes in float, i.e. with "
             f"no INT8 left ({total - 1} in float: {_figures(points[total - 1].score)}); lower the target"
         )
-    curve = [points[key] for key in sorted(points)]
-    return SearchResult(
-        method=method,
-        target=target,
-        k=met,
-        excluded=names[:met],
-        curve=curve,
-        ranking=list(ranking),
-        seconds=time.perf_counter() - started,
-        models_evaluated=len(points),
-    )
+    return met
 
 
 def _check_output(target: Target, evaluator: Evaluator) -> None:

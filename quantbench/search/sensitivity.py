@@ -35,11 +35,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantbench.errors import QuantbenchError
-from quantbench.search.candidates import Candidates, open_session
+from quantbench.evaluation.errors import ErrorEnergy
+from quantbench.search.candidates import Candidates
 
 if TYPE_CHECKING:
     import onnx
 
+    from quantbench.export.qdq import QdqPlan
     from quantbench.progress import Progress
 
 SAMPLES = 32
@@ -112,9 +114,11 @@ class Evaluator:
         Raises:
             QuantbenchError: no batches, or ONNX Runtime cannot run the model.
         """
+        from quantbench.backends.onnxruntime import SessionSettings, make_session
+
         if not feeds:
             raise QuantbenchError("no samples to analyse; give held-out images (--eval-images)")
-        session = open_session(model, threads)
+        session = make_session(model, SessionSettings(threads=threads), "the FP32 model")
         names = [o.name for o in session.get_outputs()]
         outputs = [dict(zip(names, session.run(names, feed), strict=True)) for feed in feeds]
         output, class_scores = main_output(outputs[0])
@@ -178,47 +182,6 @@ class TensorFidelity:
     own_snr_db: float
 
 
-CHUNK = 16384
-"""Elements per float32 dot product in :class:`ErrorEnergy`; the chunks are summed in float64."""
-
-
-def _sum_squares(values: np.ndarray) -> float:
-    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
-    return sum(
-        float(np.dot(part, part)) for part in (flat[i : i + CHUNK] for i in range(0, flat.size, CHUNK))
-    )
-
-
-class ErrorEnergy:
-    """Relative L2 error and SNR of a tensor against its reference, accumulated over batches.
-
-    The per-tensor pass compares every quantized tensor (about 7 million values per image on a 50-conv
-    CNN), so this keeps only the two sums those figures need, where
-    :class:`quantbench.evaluation.metrics.OutputErrors` computes eight statistics in float64; the
-    definitions are the same. Squares are summed by float32 dot products over chunks of :data:`CHUNK`
-    values, added in float64 (relative error below 1e-6).
-    """
-
-    def __init__(self) -> None:
-        self.reference = 0.0
-        self.error = 0.0
-
-    def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
-        """Add one batch (same shapes)."""
-        r = np.asarray(reference, dtype=np.float32)
-        self.reference += _sum_squares(r)
-        self.error += _sum_squares(np.asarray(candidate, dtype=np.float32) - r)
-
-    def result(self) -> tuple[float, float]:
-        """(``rel_l2`` = ||c - r|| / ||r||, ``snr_db`` = 10 log10(sum r² / sum (c - r)²)), with
-        OutputErrors' conventions for zero sums (0 or inf, inf or -inf)."""
-        if self.reference == 0.0:
-            return (0.0, math.inf) if self.error == 0.0 else (math.inf, -math.inf)
-        if self.error == 0.0:
-            return 0.0, math.inf
-        return math.sqrt(self.error / self.reference), 10.0 * math.log10(self.reference / self.error)
-
-
 def fake_quantize(values: np.ndarray, amax: float) -> np.ndarray:
     """Symmetric int8 quantize-dequantize as the Q/DQ pair computes it (float32, round half to even)."""
     scale = np.float32(amax / 127.0)
@@ -261,50 +224,64 @@ def analyse_tensors(
     Raises:
         QuantbenchError: no batches, or no node can be quantized.
     """
-    from quantbench.export.qdq import build_qdq, node_label, plan_qdq
+    from quantbench.backends.onnxruntime import SessionSettings, make_session
+    from quantbench.export.qdq import build_qdq, plan_qdq
+    from quantbench.graph import producers
 
     if not feeds:
         raise QuantbenchError("no samples to analyse; give held-out images (--eval-images)")
     plan = plan_qdq(model, amax, exclude)
     if not plan.quantized_nodes:
         raise QuantbenchError("no Conv, ConvTranspose, Gemm or MatMul of the model can be quantized")
-    graph = model.graph
-    producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
-    tensors = sorted(plan.activations, key=lambda t: producers.get(t, -1))
+    producer = producers(model.graph)
+    tensors = sorted(plan.activations, key=lambda t: producer.get(t, -1))
     qdq_model, names = build_qdq(model, amax, plan)
-    fp32 = open_session(_exposed(model, tensors), threads)
-    int8 = open_session(_exposed(qdq_model, [names[t].dequantized for t in tensors]), threads, optimize=False)
+    dequantized = [names[t].dequantized for t in tensors]
+    fp32 = make_session(_exposed(model, tensors), SessionSettings(threads=threads), "the FP32 model")
+    as_written = SessionSettings(threads=threads, optimize=False)
+    int8 = make_session(_exposed(qdq_model, dequantized), as_written, "a model built for the analysis")
     outputs = [o.name for o in model.graph.output]
     accumulated = {t: ErrorEnergy() for t in tensors}
     own = {t: ErrorEnergy() for t in tensors}
     reference: list[dict[str, np.ndarray]] = []
     for feed in feeds:
         ref = dict(zip([*outputs, *tensors], fp32.run([*outputs, *tensors], feed), strict=True))
-        got = int8.run([names[t].dequantized for t in tensors], feed)
-        for t, value in zip(tensors, got, strict=True):
+        for t, value in zip(tensors, int8.run(dequantized, feed), strict=True):
             accumulated[t].update(ref[t], value)
             own[t].update(ref[t], fake_quantize(ref[t], amax[t]))
         reference.append({name: ref[name] for name in outputs})
-    rows = []
-    for t in tensors:
-        (rel_l2, snr_db), (own_rel_l2, own_snr_db) = accumulated[t].result(), own[t].result()
-        index = producers.get(t)
-        rows.append(
-            TensorFidelity(
-                tensor=t,
-                producer=node_label(graph.node[index], index) if index is not None else "(graph input)",
-                op_type=graph.node[index].op_type if index is not None else "",
-                consumers=[node_label(graph.node[i], i) for i, _ in plan.activations[t]],
-                amax=float(amax[t]),
-                rel_l2=rel_l2,
-                snr_db=snr_db,
-                own_rel_l2=own_rel_l2,
-                own_snr_db=own_snr_db,
-            )
-        )
+    rows = [
+        _fidelity(model.graph, plan, t, producer.get(t), amax[t], (accumulated[t], own[t])) for t in tensors
+    ]
     output, class_scores = main_output(reference[0])
     evaluator = Evaluator(feeds, [r[output] for r in reference], output, class_scores, threads)
     return rows, evaluator
+
+
+def _fidelity(
+    graph: onnx.GraphProto,
+    plan: QdqPlan,
+    tensor: str,
+    producer: int | None,
+    amax: float,
+    errors: tuple[ErrorEnergy, ErrorEnergy],
+) -> TensorFidelity:
+    """The row of ``tensor``, written by node ``producer`` (None: a graph input), from its accumulated
+    and own errors."""
+    from quantbench.export.qdq import node_label
+
+    (rel_l2, snr_db), (own_rel_l2, own_snr_db) = errors[0].result(), errors[1].result()
+    return TensorFidelity(
+        tensor=tensor,
+        producer=node_label(graph.node[producer], producer) if producer is not None else "(graph input)",
+        op_type=graph.node[producer].op_type if producer is not None else "",
+        consumers=[node_label(graph.node[i], i) for i, _ in plan.activations[tensor]],
+        amax=float(amax),
+        rel_l2=rel_l2,
+        snr_db=snr_db,
+        own_rel_l2=own_rel_l2,
+        own_snr_db=own_snr_db,
+    )
 
 
 @dataclass

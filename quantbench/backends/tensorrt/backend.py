@@ -11,53 +11,29 @@ int8-<quantbench method>  Q/DQ model, INT8 + FP16                    Q/DQ model,
 ========================  =========================================  ====================================
 
 Engines go to ``<run>/engines/<variant>.engine`` with a JSON sidecar, and share
-``engines/timing.cache``. A run calls :meth:`TensorRTBackend.start_run` first, then
+``engines/timing.cache``. A run calls :meth:`TensorRTBackend.begin` first, then
 :meth:`TensorRTBackend.calibrate_native` for ``trt-*`` methods, then :meth:`TensorRTBackend.prepare`
 per variant.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantbench.backends.base import Backend, Batches, Capabilities, RunPlan
 from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
     from quantbench.backends.tensorrt.builder import BuildRequest, BuildResult
     from quantbench.backends.tensorrt.methods import NativeMethod
     from quantbench.backends.tensorrt.runner import TensorRTRunner
+    from quantbench.config import BackendSpec
     from quantbench.export.variants import Variant
-    from quantbench.model import InputSpec
     from quantbench.ranges import DynamicRanges
-
-
-@dataclass
-class RunSetup:
-    """What the backend needs to know about a run before it builds anything.
-
-    Attributes:
-        model: the FP32 ONNX model.
-        inputs: its inputs (``quantbench.model.input_specs``).
-        run_dir: the run folder (engines go to ``engines/``, calibration caches to ``ranges/``).
-        model_hash: SHA-256 of the model file.
-        bench_batch: the batch sizes timed; eval_batch: the evaluation batch; batch: ``--batch``.
-        imported: label -> ranges read with ``--ranges`` (set as dynamic ranges on TensorRT 10).
-    """
-
-    model: Path
-    inputs: list[InputSpec]
-    run_dir: Path
-    model_hash: str
-    bench_batch: Sequence[int] = (1,)
-    eval_batch: int = 8
-    batch: int | None = None
-    imported: Mapping[str, DynamicRanges] = field(default_factory=dict)
 
 
 def _cuda_python_version() -> str | None:
@@ -71,24 +47,26 @@ def _cuda_python_version() -> str | None:
     return None
 
 
-class TensorRTBackend:
+class TensorRTBackend(Backend):
     """Builds and runs TensorRT engines on the first GPU (see the module docstring).
 
     Args:
-        plugins: plugin libraries to load before any model is parsed.
-        cuda_graph: also time each engine replayed from a CUDA graph.
+        spec: the backend settings; ``plugins`` are loaded before any model is parsed, ``cuda_graph``
+            also times each engine replayed from a CUDA graph.
 
     Raises:
         QuantbenchError: TensorRT or cuda-python is missing, no GPU is usable, or a plugin cannot load.
     """
 
     name = "tensorrt"
+    capabilities = Capabilities(native_calibration=True, gpu=True)
 
-    def __init__(self, plugins: Sequence[str | os.PathLike[str]] = (), *, cuda_graph: bool = False) -> None:
+    def __init__(self, spec: BackendSpec) -> None:
         from quantbench.backends import cuda
         from quantbench.backends.tensorrt.builder import LogSink, load_plugins, make_logger
         from quantbench.backends.tensorrt.version import detect
 
+        super().__init__(spec)
         self.info = detect()  # before any other use of tensorrt: a one-line error when it is missing
         import tensorrt as trt
 
@@ -98,11 +76,10 @@ class TensorRTBackend:
         self.gpu = cuda.device_info()
         self.sink = LogSink()
         self.logger = make_logger(self.sink)
-        self.plugins = load_plugins([Path(p) for p in plugins], self.logger)
-        self.cuda_graph = cuda_graph
-        self.notes: list[str] = []
+        self.plugins = load_plugins([Path(p) for p in spec.plugins], self.logger)
+        self.cuda_graph = spec.cuda_graph
         self._runtime = trt.Runtime(self.logger)
-        self._setup: RunSetup | None = None
+        self._setup: RunPlan | None = None
         self._builder: Any = None
         self._native: set[str] = set()
 
@@ -121,10 +98,10 @@ class TensorRTBackend:
         }
 
     @property
-    def setup(self) -> RunSetup:
-        """The run being built (raises before :meth:`start_run`)."""
+    def setup(self) -> RunPlan:
+        """The run being built (raises before :meth:`begin`)."""
         if self._setup is None:
-            raise QuantbenchError("the TensorRT backend needs start_run() before building engines")
+            raise QuantbenchError("the TensorRT backend needs begin() before building engines")
         return self._setup
 
     @property
@@ -132,8 +109,9 @@ class TensorRTBackend:
         """``<run>/engines``."""
         return self.setup.run_dir / "engines"
 
-    def start_run(self, setup: RunSetup) -> None:
+    def begin(self, plan: RunPlan) -> None:
         """Remember the run and make the builder with its batch profile and timing cache."""
+        setup = plan
         from quantbench.backends.tensorrt.builder import BatchProfile, EngineBuilder
 
         self._setup = setup
@@ -159,18 +137,33 @@ class TensorRTBackend:
             slots.append(InputSlot(spec.name, (batch_size, *(int(d) for d in rest)), np.dtype(spec.dtype)))  # type: ignore[arg-type]
         return slots
 
+    def check_native_methods(self, methods: Sequence[str]) -> list[str]:
+        """Parse the ``trt-*`` specs; refuse them on TensorRT 11. Returns their labels.
+
+        Raises:
+            QuantbenchError: a bad spec, or TensorRT 11 (no calibrators).
+        """
+        return [method.label for method in self._parse(methods)]
+
+    def _parse(self, methods: Sequence[str]) -> list[NativeMethod]:
+        from quantbench.backends.tensorrt.methods import parse_native_method, refusal
+
+        parsed = []
+        for text in methods:
+            method = parse_native_method(text)
+            problem = refusal(method.text, backend=self.name, tensorrt_major=self.info.major)
+            if problem:
+                raise QuantbenchError(problem)
+            parsed.append(method)
+        return parsed
+
     def calibrate_native(
-        self,
-        methods: Sequence[NativeMethod],
-        batches: Callable[[], Iterable[Mapping[str, np.ndarray]]],
-        *,
-        batch_size: int,
-        preprocessing: dict[str, Any] | None,
+        self, methods: Sequence[str], batches: Batches, batch_size: int, preprocessing: dict[str, Any]
     ) -> dict[str, DynamicRanges]:
         """Build one INT8 engine per TensorRT calibrator and read back the ranges it computed.
 
         Args:
-            methods: the ``trt-*`` methods.
+            methods: the ``trt-*`` method specs.
             batches: makes a fresh stream of full calibration batches (input name -> array).
             batch_size: the calibration batch.
             preprocessing: the preprocessing, recorded in the cache sidecar.
@@ -188,13 +181,9 @@ class TensorRTBackend:
             preprocessing_hash,
         )
         from quantbench.backends.tensorrt.calibrator import BatchFeeder, CalibratorCore
-        from quantbench.backends.tensorrt.methods import refusal
 
         tables = {}
-        for method in methods:
-            problem = refusal(method.text, backend=self.name, tensorrt_major=self.info.major)
-            if problem:
-                raise QuantbenchError(problem)
+        for method in self._parse(methods):
             settings: tuple[tuple[str, float], ...] = ()
             if method.quantile is not None and method.regression_cutoff is not None:
                 settings = (("quantile", method.quantile), ("regression_cutoff", method.regression_cutoff))

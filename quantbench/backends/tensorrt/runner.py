@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantbench.backends.base import Runner
 from quantbench.backends.cuda import DeviceBuffer, Event, Graph, PinnedBuffer, Stream
 from quantbench.errors import QuantbenchError
 
@@ -87,7 +88,7 @@ def timing_stats(times_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
-class TensorRTRunner:
+class TensorRTRunner(Runner):
     """One engine, ready to run (see the module docstring).
 
     Args:
@@ -282,11 +283,12 @@ class TensorRTRunner:
             times.append(end.elapsed_ms(start))
         return times
 
-    def extra_results(self, sizes: Sequence[int], runs: int) -> dict[str, Any]:
+    def extra_results(self, timed_batches: Sequence[int], runs: int) -> dict[str, Any]:
         """What results.json records for this engine beyond the common metrics.
 
         Args:
-            sizes: the batch sizes timed; each one already run through :meth:`run` is timed on the GPU.
+            timed_batches: the batch sizes timed; each one already run through :meth:`run` is timed on the
+                GPU.
             runs: timed runs per measurement.
 
         Returns:
@@ -297,7 +299,9 @@ class TensorRTRunner:
 
         assert self._engine is not None
         layers = engine_layers(self._engine)
-        timings = [self.device_latency(self._seen[size], runs) for size in sizes if size in self._seen]
+        timings = [
+            self.device_latency(self._seen[size], runs) for size in timed_batches if size in self._seen
+        ]
         return {
             "engine": self.engine_record,
             "layers": layers,

@@ -1,0 +1,86 @@
+"""``quantbench calibrate``: one pass of the model over the samples, then every method's range tables.
+
+Output folder (``--out``, default ``reports/<model name>/``): ``histograms/`` (reused by later calls
+with the same model, samples and preprocessing) and ``ranges/<method>.cache / .txt / .json``; see
+:mod:`quantbench.calibration.calibrate`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quantbench.config import from_keywords, signature
+from quantbench.errors import QuantbenchError
+
+if TYPE_CHECKING:
+    from quantbench.calibration.calibrate import CalibrationResult
+    from quantbench.flows.context import Settings
+    from quantbench.progress import Progress
+
+GROUPS = (
+    "data[images,n,seed,workers]",
+    "preprocess",
+    "calib[methods,batch,force]",
+    "backend[threads]",
+    "output[out]",
+)
+DEFAULTS: dict[str, Any] = {"n": None, "methods": ("entropy",), "out": None}
+"""Where ``calibrate`` differs from the groups' defaults: every sample, entropy, ``reports/<model>``."""
+
+
+def calibrate_flow(settings: Settings, progress: Progress | None = None) -> CalibrationResult:
+    """Calibrate ``settings.model`` on ``settings.data.images`` (see the module docstring).
+
+    Raises:
+        QuantbenchError: bad model, images, method or options.
+    """
+    from quantbench.calibration.calibrate import calibrate_dataset
+    from quantbench.calibration.registry import parse_method
+    from quantbench.data import open_dataset
+    from quantbench.model import LoadedModel
+
+    for text in settings.calib.methods:  # a bad method fails before the model is read
+        parse_method(text)
+    if settings.data.images is None:
+        raise QuantbenchError("give --images, the folder of samples to calibrate on")
+    model = LoadedModel(settings.model, "calibration")
+    dataset = open_dataset(settings.data.images, model.inputs, settings.preprocess)
+    out = settings.output.out if settings.output.out is not None else Path("reports") / model.path.stem
+    threads = settings.backend.threads
+    return calibrate_dataset(model, dataset, settings.data, settings.calib, out, threads, progress)
+
+
+def calibrate(model: Any, images: Any, **keywords: Any) -> CalibrationResult:
+    """Calibrate ``model`` on a folder of images (or ``.npy``/``.npz`` files) and write range tables.
+
+    Keywords are the settings of ``quantbench calibrate`` (see :mod:`quantbench.config`): ``n`` (None:
+    every sample), ``seed``, ``methods`` (e.g. ``["entropy", "percentile:99.9", "my.py:fn"]``),
+    ``batch``, ``force``, ``preset`` and its overrides (``size``, ``mean``... or a ``preprocess``
+    dict), ``workers``, ``threads``, ``out``, and ``progress`` (a :class:`quantbench.progress.Progress`).
+
+    Returns:
+        A :class:`~quantbench.calibration.calibrate.CalibrationResult`.
+
+    Raises:
+        QuantbenchError: bad model, images, method or options.
+    """
+    from quantbench.flows.context import Settings
+
+    progress = keywords.pop("progress", None)
+    preprocess = keywords.pop("preprocess", None)
+    groups = from_keywords({**keywords, "images": images}, GROUPS, DEFAULTS)
+    groups["preprocess"] = groups["preprocess"].with_overrides(preprocess)
+    return calibrate_flow(Settings(Path(model), **groups), progress)
+
+
+_LEADING = [
+    inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    inspect.Parameter("images", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+]
+_TRAILING = [
+    inspect.Parameter("preprocess", inspect.Parameter.KEYWORD_ONLY, default=None),
+    inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=None),
+]
+calibrate.__signature__ = signature(_LEADING, GROUPS, DEFAULTS, _TRAILING)  # type: ignore[attr-defined]
