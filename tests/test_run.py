@@ -308,3 +308,47 @@ def test_end_to_end_on_the_real_cnn_keeps_top1_agreement(sample, tmp_path):
         if v["precision"] == "int8"
     )
     assert best >= 0.90
+
+
+def test_a_backend_in_one_file_runs_from_the_command_line(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from quantbench.backends.registry import BackendEntry, register, unregister
+    from quantbench.cli import app
+
+    model, images = tiny
+    register(BackendEntry("onnxruntime-exact", "tests.exact_backend:ExactBackend", available=lambda: True))
+    try:
+        argv = ["run", "--model", str(model), "--images", str(images), "--n", "16", "--eval-n", "8"]
+        argv += ["--method", "minmax", "--precisions", "fp32,int8", "--no-bias-correction"]
+        argv += ["--backend", "onnxruntime-exact", "--bench-runs", "1", "--bench-seconds", "0"]
+        out = CliRunner().invoke(app, [*argv, "--out", str(tmp_path)])
+        assert out.exit_code == 0, out.output
+        with pytest.raises(QuantbenchError, match="method trt-minmax is TensorRT's own calibrator"):
+            quantbench.run(model, images, methods=["trt-minmax"], backend="onnxruntime-exact", out=tmp_path)
+    finally:
+        unregister("onnxruntime-exact")
+    results = json.loads(next(tmp_path.glob("*/results.json")).read_text())
+    assert results["manifest"]["backend"] == {"name": "onnxruntime-exact", "graph_optimizations": False}
+    int8 = results["variants"][1]
+    assert int8["exact_model"] == "int8-minmax.onnx"  # the Q/DQ model ran, not the CPU flavour
+    # the Q/DQ model run as written: its error is that of an independent unoptimized session of that file
+    import onnxruntime as ort
+
+    from quantbench.data import open_dataset
+    from quantbench.model import input_specs, load_model
+
+    evaluation = results["data"]["evaluation"]
+    dataset = open_dataset(images, input_specs(load_model(model)))
+    batches = list(dataset.batches(8, 0, 8, start=evaluation["start"]))
+    assert [name for b in batches for name in b.names] == evaluation["names"]
+    feeds = np.concatenate([b.inputs["input"] for b in batches])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    qdq = ort.InferenceSession(str(next(tmp_path.glob("*/models/int8-minmax.onnx"))), options)
+    q = qdq.run(None, {"input": feeds})[0].astype(np.float64)
+    f = ort.InferenceSession(str(model)).run(None, {"input": feeds})[0].astype(np.float64)
+    (output,) = int8["outputs"]
+    assert int8["outputs"][output]["rel_l2"] == pytest.approx(
+        np.linalg.norm(q - f) / np.linalg.norm(f), rel=1e-5
+    )
