@@ -17,11 +17,12 @@ from quantbench.evaluation.metrics import (
     label_for,
     measure_latency,
 )
+from quantbench.progress import Progress, QuietProgress
 
 if TYPE_CHECKING:
     from quantbench.backends.base import Runner
+    from quantbench.config import BenchSpec
     from quantbench.data.loader import Batch, BatchStream
-    from quantbench.progress import Progress
 
 REFERENCE = "fp32"
 
@@ -64,15 +65,46 @@ def _accuracy_labels(label_map: dict[str, int] | None, batch: Batch) -> list[int
     return [label_for(label_map, name) for name in batch.names]
 
 
+class _Accumulators:
+    """The running metrics of every (variant, output) pair."""
+
+    def __init__(self) -> None:
+        self.errors: dict[tuple[str, str], OutputErrors] = {}
+        self.agreement: dict[tuple[str, str], TopKAgreement] = {}
+        self.accuracy: dict[tuple[str, str], Accuracy] = {}
+
+    def update(
+        self, key: tuple[str, str], pair: tuple[np.ndarray, np.ndarray], scores: bool, labels: Any
+    ) -> None:
+        """Add one batch of ``key``'s output (reference, variant); class metrics where ``scores``."""
+        name, out_name = key
+        ref, got = pair
+        if name != REFERENCE:
+            self.errors.setdefault(key, OutputErrors(out_name, name)).update(ref, got)
+        if not scores:
+            return
+        if name != REFERENCE:
+            self.agreement.setdefault(key, TopKAgreement(out_name, name)).update(ref, got)
+        if labels is not None:
+            self.accuracy.setdefault(key, Accuracy(out_name, name)).update(got, labels)
+
+    def results(self, key: tuple[str, str]) -> dict[str, float]:
+        """Every metric of ``key`` so far."""
+        values: dict[str, float] = {}
+        for table in (self.errors, self.agreement, self.accuracy):
+            acc = table.get(key)
+            if acc is not None:
+                values.update(acc.result())
+        return values
+
+
 def compare_variants(
     runners: dict[str, Runner],
     batches: BatchStream | Iterable[Batch],
+    bench: BenchSpec,
     *,
     label_map: dict[str, int] | None = None,
-    bench_batch: Sequence[int] = (1,),
     fixed_batch: int | None = None,
-    bench_runs: int = 50,
-    bench_seconds: float = 2.0,
     progress: Progress | None = None,
 ) -> Comparison:
     """Run every variant on the same batches, compare with ``runners["fp32"]``, then time each one.
@@ -80,10 +112,10 @@ def compare_variants(
     Args:
         runners: variant name -> runner; must include ``fp32``, the reference.
         batches: held-out batches (a ``BatchStream``'s report gives the skipped files).
+        bench: the batch sizes to time (replaced by ``fixed_batch`` where the model fixes it), and the
+            runs and seconds each timing repeats until both are reached.
         label_map: image name -> class index, for top-1/top-5 accuracy.
-        bench_batch: batch sizes to time (replaced by ``fixed_batch`` where the model fixes it).
         fixed_batch: the model's fixed batch dimension, if any.
-        bench_runs, bench_seconds: each timing repeats until both are reached.
         progress: receives one unit per evaluated sample, then per timing.
 
     Raises:
@@ -91,83 +123,82 @@ def compare_variants(
     """
     if REFERENCE not in runners:
         raise QuantbenchError("the comparison needs the fp32 variant as its reference")
+    progress = progress or QuietProgress()
     result = Comparison()
-    errors: dict[tuple[str, str], OutputErrors] = {}
-    agreement: dict[tuple[str, str], TopKAgreement] = {}
-    accuracy: dict[tuple[str, str], Accuracy] = {}
-    first_feeds: dict[str, np.ndarray] | None = None
-    total = getattr(batches, "total", None)
-    if progress is not None:
-        progress.start("evaluating", total)
+    accumulators = _Accumulators()
+    progress.start("evaluating", getattr(batches, "total", None))
     try:
-        for batch in batches:
-            if first_feeds is None:
-                first_feeds = batch.inputs
-            reference = runners[REFERENCE].run(batch.inputs)
-            labels = _accuracy_labels(label_map, batch)
-            for out_name, value in reference.items():
-                result.outputs.setdefault(
-                    out_name,
-                    {"shape": list(value.shape[1:]), "class_scores": is_class_scores(value.shape)},
-                )
-            for name, runner in runners.items():
-                outputs = reference if name == REFERENCE else runner.run(batch.inputs)
-                for out_name, ref in reference.items():
-                    if out_name not in outputs:
-                        raise QuantbenchError(f"variant {name} has no output {out_name!r}")
-                    got = outputs[out_name]
-                    if name != REFERENCE:
-                        errors.setdefault((name, out_name), OutputErrors(out_name, name)).update(ref, got)
-                    if not result.outputs[out_name]["class_scores"]:
-                        continue
-                    if name != REFERENCE:
-                        key = (name, out_name)
-                        agreement.setdefault(key, TopKAgreement(out_name, name)).update(ref, got)
-                    if labels is not None:
-                        accuracy.setdefault((name, out_name), Accuracy(out_name, name)).update(got, labels)
-            result.samples += len(batch.names)
-            result.names.extend(batch.names)
-            if progress is not None:
-                progress.advance(len(batch.names))
+        first_feeds = _evaluate(runners, batches, label_map, (result, accumulators), progress)
     finally:
-        if progress is not None:
-            progress.finish()
+        progress.finish()
     report = getattr(batches, "report", None)
     if report is not None:
         result.skipped = list(report.skipped)
     if first_feeds is None:
         raise QuantbenchError("no held-out sample could be evaluated")
-
     for name in runners:
-        per_output: dict[str, dict[str, float]] = {}
-        for out_name in result.outputs:
-            values: dict[str, float] = {}
-            for table in (errors, agreement, accuracy):
-                acc = table.get((name, out_name))
-                if acc is not None:
-                    values.update(acc.result())
-            per_output[out_name] = values
-        result.metrics[name] = per_output
-
-    sizes = [fixed_batch] if fixed_batch else list(dict.fromkeys(bench_batch))
-    if progress is not None:
-        progress.start("timing", len(runners) * len(sizes))
+        result.metrics[name] = {out: accumulators.results((name, out)) for out in result.outputs}
+    sizes = [fixed_batch] if fixed_batch else list(dict.fromkeys(bench.batch))
+    progress.start("timing", len(runners) * len(sizes))
     try:
-        for name, runner in runners.items():
-            result.representative[name] = bool(getattr(runner, "representative", True))
-            result.latency[name] = []
-            for size in sizes:
-                feeds = stack_feeds(first_feeds, size)
-                stats = measure_latency(
-                    lambda r=runner, f=feeds: r.run(f),  # type: ignore[misc]
-                    batch=size,
-                    min_runs=bench_runs,
-                    min_seconds=bench_seconds,
-                )
-                result.latency[name].append(stats.to_dict())
-                if progress is not None:
-                    progress.advance()
+        _time(runners, first_feeds, sizes, bench, (result, progress))
     finally:
-        if progress is not None:
-            progress.finish()
+        progress.finish()
     return result
+
+
+def _evaluate(
+    runners: dict[str, Runner],
+    batches: Iterable[Batch],
+    label_map: dict[str, int] | None,
+    into: tuple[Comparison, _Accumulators],
+    progress: Progress,
+) -> dict[str, np.ndarray] | None:
+    """Run every batch through every runner into the accumulators; returns the first batch's inputs."""
+    result, accumulators = into
+    first_feeds: dict[str, np.ndarray] | None = None
+    for batch in batches:
+        if first_feeds is None:
+            first_feeds = batch.inputs
+        reference = runners[REFERENCE].run(batch.inputs)
+        labels = _accuracy_labels(label_map, batch)
+        for out_name, value in reference.items():
+            result.outputs.setdefault(
+                out_name,
+                {"shape": list(value.shape[1:]), "class_scores": is_class_scores(value.shape)},
+            )
+        for name, runner in runners.items():
+            outputs = reference if name == REFERENCE else runner.run(batch.inputs)
+            for out_name, ref in reference.items():
+                if out_name not in outputs:
+                    raise QuantbenchError(f"variant {name} has no output {out_name!r}")
+                scores = result.outputs[out_name]["class_scores"]
+                accumulators.update((name, out_name), (ref, outputs[out_name]), scores, labels)
+        result.samples += len(batch.names)
+        result.names.extend(batch.names)
+        progress.advance(len(batch.names))
+    return first_feeds
+
+
+def _time(
+    runners: dict[str, Runner],
+    first_feeds: dict[str, np.ndarray],
+    sizes: Sequence[int],
+    bench: BenchSpec,
+    into: tuple[Comparison, Progress],
+) -> None:
+    """Time every runner at every batch size on the first held-out samples, repeated to fill a batch."""
+    result, progress = into
+    for name, runner in runners.items():
+        result.representative[name] = bool(getattr(runner, "representative", True))
+        result.latency[name] = []
+        for size in sizes:
+            feeds = stack_feeds(first_feeds, size)
+            stats = measure_latency(
+                lambda r=runner, f=feeds: r.run(f),  # type: ignore[misc]
+                batch=size,
+                min_runs=bench.runs,
+                min_seconds=bench.seconds,
+            )
+            result.latency[name].append(stats.to_dict())
+            progress.advance()

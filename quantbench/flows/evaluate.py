@@ -96,9 +96,13 @@ def compare(
         for variant in variants:
             runners[variant.name] = ctx.backend.prepare(variant)
         comparison = compare_variants(
-            runners, batches, label_map=labels, bench_batch=bench.batch, fixed_batch=ctx.model.fixed_batch,
-            bench_runs=bench.runs, bench_seconds=bench.seconds, progress=ctx.progress,
-        )  # fmt: skip
+            runners,
+            batches,
+            bench,
+            label_map=labels,
+            fixed_batch=ctx.model.fixed_batch,
+            progress=ctx.progress,
+        )
         timed = [ctx.model.fixed_batch] if ctx.model.fixed_batch else list(dict.fromkeys(bench.batch))
         for variant in variants:
             variant.details.update(runners[variant.name].extra_results(timed, bench.runs))
