@@ -32,29 +32,89 @@ from quantbench.cli.options import (
 )
 from quantbench.cli.sensitivity import SensitivityN, TargetAgreement, TargetRelL2
 
+ImagesOption = Annotated[
+    Path | None,
+    typer.Option(help="Calibration images (held-out images come from here too).", rich_help_panel=DATA),
+]
+EvalImagesOption = Annotated[
+    Path | None,
+    typer.Option(help="Held-out images (default: --images not used to calibrate).", rich_help_panel=DATA),
+]
+EvalNOption = Annotated[
+    int | None, typer.Option(help="Held-out images (default: all, at most 500).", rich_help_panel=DATA)
+]
+LabelsOption = Annotated[
+    Path | None,
+    typer.Option(help="File of image name -> class index, for top-1/top-5 accuracy.", rich_help_panel=DATA),
+]
+MethodOption = Annotated[
+    str,
+    typer.Option(
+        help="Calibration methods, one INT8 variant each; with --backend tensorrt on TensorRT 10 also "
+        "TensorRT's calibrators trt-entropy2, trt-minmax, trt-entropy, trt-legacy[:QUANTILE:CUTOFF].",
+        rich_help_panel=CALIBRATION,
+    ),
+]
+RangesOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Range file (.cache, name:amax .txt, .json) instead of calibrating.",
+        rich_help_panel=CALIBRATION,
+    ),
+]
+PrecisionsOption = Annotated[
+    str, typer.Option(help="Comma-separated: fp32, fp16, int8.", rich_help_panel=VARIANTS)
+]
+ExcludeOption = Annotated[
+    list[str] | None,
+    typer.Option(help="Keep nodes in float: NAME, OPTYPE or REGEX (repeatable).", rich_help_panel=VARIANTS),
+]
+BiasCorrectionOption = Annotated[
+    bool,
+    typer.Option(
+        help="Correct INT8 Conv/Gemm biases so their per-channel output means match FP32's.",
+        rich_help_panel=VARIANTS,
+    ),
+]
+BiasCorrectionImagesOption = Annotated[
+    int,
+    typer.Option(help="First calibration images the bias correction runs on.", rich_help_panel=VARIANTS),
+]
+BackendOption = Annotated[str, typer.Option(help="auto | onnxruntime | tensorrt.", rich_help_panel=VARIANTS)]
+PluginsOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        help="TensorRT plugin library (.so) loaded before parsing (repeatable; --backend tensorrt).",
+        rich_help_panel=VARIANTS,
+    ),
+]
+CudaGraphOption = Annotated[
+    bool,
+    typer.Option(
+        help="Also time TensorRT engines replayed from a CUDA graph (--backend tensorrt).",
+        rich_help_panel=EVALUATION,
+    ),
+]
+BenchBatchOption = Annotated[
+    str, typer.Option(help="Batch sizes to time, e.g. 1,8.", rich_help_panel=EVALUATION)
+]
+BenchSecondsOption = Annotated[
+    float, typer.Option(help="Fewest seconds of timed runs.", rich_help_panel=EVALUATION)
+]
+OutOption = Annotated[
+    Path, typer.Option(help="Folder for the run folder <model>-<timestamp>.", rich_help_panel=OUTPUT)
+]
+
 
 @app.command("run")
 def run_command(
     model: Model,
-    images: Annotated[
-        Path | None,
-        typer.Option(help="Calibration images (held-out images come from here too).", rich_help_panel=DATA),
-    ] = None,
+    images: ImagesOption = None,
     n: Annotated[int, typer.Option(help="Calibration images.", rich_help_panel=DATA)] = 100,
     seed: Seed = 0,
-    eval_images: Annotated[
-        Path | None,
-        typer.Option(help="Held-out images (default: --images not used to calibrate).", rich_help_panel=DATA),
-    ] = None,
-    eval_n: Annotated[
-        int | None, typer.Option(help="Held-out images (default: all, at most 500).", rich_help_panel=DATA)
-    ] = None,
-    labels: Annotated[
-        Path | None,
-        typer.Option(
-            help="File of image name -> class index, for top-1/top-5 accuracy.", rich_help_panel=DATA
-        ),
-    ] = None,
+    eval_images: EvalImagesOption = None,
+    eval_n: EvalNOption = None,
+    labels: LabelsOption = None,
     preset: Preset = "imagenet",
     size: Size = None,
     mean: Mean = None,
@@ -62,74 +122,25 @@ def run_command(
     channels: Channels = None,
     layout: Layout = None,
     interpolation: Interpolation = None,
-    method: Annotated[
-        str,
-        typer.Option(
-            help="Calibration methods, one INT8 variant each; with --backend tensorrt on TensorRT 10 also "
-            "TensorRT's calibrators trt-entropy2, trt-minmax, trt-entropy, trt-legacy[:QUANTILE:CUTOFF].",
-            rich_help_panel=CALIBRATION,
-        ),
-    ] = "entropy,minmax,percentile",
-    ranges: Annotated[
-        Path | None,
-        typer.Option(
-            help="Range file (.cache, name:amax .txt, .json) instead of calibrating.",
-            rich_help_panel=CALIBRATION,
-        ),
-    ] = None,
+    method: MethodOption = "entropy,minmax,percentile",
+    ranges: RangesOption = None,
     batch: Batch = None,
     workers: Workers = 2,
-    precisions: Annotated[
-        str, typer.Option(help="Comma-separated: fp32, fp16, int8.", rich_help_panel=VARIANTS)
-    ] = "fp32,fp16,int8",
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Keep nodes in float: NAME, OPTYPE or REGEX (repeatable).", rich_help_panel=VARIANTS
-        ),
-    ] = None,
+    precisions: PrecisionsOption = "fp32,fp16,int8",
+    exclude: ExcludeOption = None,
     target_agreement: TargetAgreement = None,
     target_rel_l2: TargetRelL2 = None,
     sensitivity_n: SensitivityN = 32,
-    bias_correction: Annotated[
-        bool,
-        typer.Option(
-            help="Correct INT8 Conv/Gemm biases so their per-channel output means match FP32's.",
-            rich_help_panel=VARIANTS,
-        ),
-    ] = True,
-    bias_correction_images: Annotated[
-        int,
-        typer.Option(help="First calibration images the bias correction runs on.", rich_help_panel=VARIANTS),
-    ] = 32,
-    backend: Annotated[
-        str, typer.Option(help="auto | onnxruntime | tensorrt.", rich_help_panel=VARIANTS)
-    ] = "auto",
+    bias_correction: BiasCorrectionOption = True,
+    bias_correction_images: BiasCorrectionImagesOption = 32,
+    backend: BackendOption = "auto",
     threads: Threads = 0,
-    plugins: Annotated[
-        list[Path] | None,
-        typer.Option(
-            help="TensorRT plugin library (.so) loaded before parsing (repeatable; --backend tensorrt).",
-            rich_help_panel=VARIANTS,
-        ),
-    ] = None,
-    cuda_graph: Annotated[
-        bool,
-        typer.Option(
-            help="Also time TensorRT engines replayed from a CUDA graph (--backend tensorrt).",
-            rich_help_panel=EVALUATION,
-        ),
-    ] = False,
-    bench_batch: Annotated[
-        str, typer.Option(help="Batch sizes to time, e.g. 1,8.", rich_help_panel=EVALUATION)
-    ] = "1",
+    plugins: PluginsOption = None,
+    cuda_graph: CudaGraphOption = False,
+    bench_batch: BenchBatchOption = "1",
     bench_runs: Annotated[int, typer.Option(help="Fewest timed runs.", rich_help_panel=EVALUATION)] = 50,
-    bench_seconds: Annotated[
-        float, typer.Option(help="Fewest seconds of timed runs.", rich_help_panel=EVALUATION)
-    ] = 2.0,
-    out: Annotated[
-        Path, typer.Option(help="Folder for the run folder <model>-<timestamp>.", rich_help_panel=OUTPUT)
-    ] = Path("reports"),
+    bench_seconds: BenchSecondsOption = 2.0,
+    out: OutOption = Path("reports"),
 ) -> None:
     """Build FP32 / FP16 / INT8 variants and compare them on held-out images."""
     keywords = api_keywords(locals())  # first: the options only
