@@ -89,3 +89,24 @@ def test_unreadable_range_file_is_one_line(tmp_path):
     bad.write_text("TRT-8600-EntropyCalibration2\nconv1 3c810204\n")
     result = _run("ranges", "show", str(bad))
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "bad.cache:2" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--to", "yaml"], "--to must be cache, txt or json, not 'yaml'"),
+        (["--to", "cache", "--algorithm", "Foo"], "--algorithm must be one TensorRT knows"),
+    ],
+)
+def test_convert_refuses_what_would_write_a_table_tensorrt_ignores(tmp_path, args, message):
+    text = tmp_path / "r.txt"
+    write_range_text(DynamicRanges(amax={"x": 1.0}), text)
+    result = _run("ranges", "convert", str(text), *args)
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {message}")
+    assert result.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "r.cache").exists()
+
+
+def test_empty_precisions_is_an_error_not_fp32_alone(tmp_path):
+    result = _run("run", "--model", str(tmp_path / "m.onnx"), "--images", str(tmp_path), "--precisions", "")
+    assert result.returncode == 2 and result.stderr.startswith("error: --precisions names none of")

@@ -33,6 +33,7 @@ from quantbench.errors import QuantbenchError
 from quantbench.fileio import write_text_atomic
 from quantbench.progress import Progress, QuietProgress
 from quantbench.ranges import DynamicRanges, write_ranges
+from quantbench.ranges.formats import registered
 
 if TYPE_CHECKING:
     from quantbench.config import CalibSpec, DataSpec
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     from quantbench.model import LoadedModel
 
 HISTOGRAM_FORMAT = 1
-RANGE_FORMATS = ("cache", "txt", "json")
 
 
 @dataclass
@@ -213,7 +213,7 @@ def calibrate_dataset(
     ranges, warnings = compute_ranges(hists, specs, metadata)
     files: dict[str, list[Path]] = {}
     for label, table in ranges.items():
-        files[label] = [out_dir / "ranges" / f"{label}.{fmt}" for fmt in RANGE_FORMATS]
+        files[label] = [out_dir / "ranges" / f"{label}{fmt.suffixes[0]}" for fmt in registered()]
         for path in files[label]:
             write_ranges(table, path)
     return CalibrationResult(

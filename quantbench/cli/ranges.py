@@ -41,18 +41,28 @@ def ranges_convert(
 ) -> None:
     """Convert a range table to another format."""
     from quantbench.ranges import read_ranges, write_ranges
+    from quantbench.ranges.formats import format_named, registered
 
-    if to not in ("cache", "txt", "json"):
-        raise QuantbenchError(f"--to must be cache, txt or json, not {to!r}")
+    fmt = format_named(to)
+    if fmt is None:
+        names = [f.name for f in registered()]
+        raise QuantbenchError(f"--to must be {', '.join(names[:-1])} or {names[-1]}, not {to!r}")
     table = read_ranges(file)
     if trt_version is not None:
         table.trt_version = trt_version
     if algorithm is not None:
+        from quantbench.ranges import KNOWN_ALGORITHMS
+
+        if algorithm not in KNOWN_ALGORITHMS:
+            raise QuantbenchError(
+                f"--algorithm must be one TensorRT knows ({', '.join(KNOWN_ALGORITHMS)}), not {algorithm!r}: "
+                "TensorRT ignores a cache whose header names another"
+            )
         table.trt_algorithm = algorithm
-    destination = out or file.with_suffix(f".{to}")
+    destination = out or file.with_suffix(fmt.suffixes[0])
     if destination.resolve() == file.resolve():
-        raise QuantbenchError(f"{file} is already a .{to} file; pass --out to write elsewhere")
-    write_ranges(table, destination, to)  # type: ignore[arg-type]
+        raise QuantbenchError(f"{file} is already a {fmt.suffixes[0]} file; pass --out to write elsewhere")
+    write_ranges(table, destination, fmt.name)
     print(f"wrote {destination} ({len(table.amax)} tensors)")
 
 

@@ -58,9 +58,11 @@ def parse_precisions(items: Iterable[str]) -> list[str]:
     """Validated precisions in the canonical order fp32, fp16, int8; fp32 is always included.
 
     Raises:
-        QuantbenchError: an unknown precision.
+        QuantbenchError: an unknown precision, or none at all.
     """
     given = {item.strip().lower() for item in items if item.strip()}
+    if not given:
+        raise QuantbenchError("--precisions names none of fp32, fp16, int8; give at least one")
     unknown = sorted(given - set(PRECISIONS))
     if unknown:
         raise QuantbenchError(f"unknown precision {unknown[0]!r}; use fp32, fp16 and/or int8")
