@@ -352,3 +352,33 @@ def test_a_backend_in_one_file_runs_from_the_command_line(tiny, tmp_path):
     assert int8["outputs"][output]["rel_l2"] == pytest.approx(
         np.linalg.norm(q - f) / np.linalg.norm(f), rel=1e-5
     )
+
+
+def test_an_installed_backend_is_found_through_its_entry_point(tiny, tmp_path, monkeypatch):
+    import importlib.metadata
+
+    from quantbench.backends import registry
+
+    point = importlib.metadata.EntryPoint(
+        "exact", "tests.exact_backend:ExactBackend", registry.ENTRY_POINT_GROUP
+    )
+    real = importlib.metadata.entry_points
+
+    def entry_points(**selection):
+        return [point] if selection.get("group") == registry.ENTRY_POINT_GROUP else real(**selection)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    model, images = tiny
+    try:
+        assert "exact" in registry.names()
+        result = quantbench.run(
+            model, images, n=16, eval_n=8, methods=["minmax"], precisions=["fp32", "int8"],
+            bias_correction=False, backend="exact", out=tmp_path, **FAST,
+        )  # fmt: skip
+    finally:
+        registry.unregister("exact")
+    assert result.results["manifest"]["backend"]["name"] == "onnxruntime-exact"
+    assert result.results["variants"][1]["exact_model"] == "int8-minmax.onnx"
+    monkeypatch.undo()  # uninstalled: the name is unknown again
+    with pytest.raises(QuantbenchError, match="--backend must be one of auto, onnxruntime, tensorrt"):
+        quantbench.run(model, images, backend="exact", out=tmp_path, **FAST)

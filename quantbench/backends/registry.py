@@ -2,6 +2,8 @@
 own calibrators (the one place that knows their prefixes).
 
 Each entry loads its backend class lazily, so listing or checking backends imports no backend library.
+Installed packages add backends through the ``quantbench.backends`` entry-point group: the entry's name
+is the backend's name, its value ``module:Class`` (``auto`` never picks them).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from quantbench.config import BackendSpec
 
 AUTO = "auto"
+ENTRY_POINT_GROUP = "quantbench.backends"
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,18 @@ def unregister(name: str) -> None:
     _ENTRIES.pop(name, None)
 
 
+def _installed() -> None:
+    """Register the backends of the entry-point group that are not registered yet."""
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name not in _ENTRIES and point.name != AUTO:
+            register(BackendEntry(point.name, point.value, available=lambda: True))
+
+
 def names() -> list[str]:
-    """``auto`` and every registered backend, in registration order."""
+    """``auto`` and every registered backend, in registration order (installed ones last)."""
+    _installed()
     return [AUTO, *_ENTRIES]
 
 
@@ -76,6 +89,8 @@ def entry(name: str) -> BackendEntry:
             if candidate.available():
                 return candidate
         raise QuantbenchError("no backend can run here")
+    if name not in _ENTRIES:
+        _installed()
     if name not in _ENTRIES:
         raise QuantbenchError(f"--backend must be one of {', '.join(names())}, not {name!r}")
     return _ENTRIES[name]
