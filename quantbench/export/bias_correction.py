@@ -449,8 +449,12 @@ def _correct(
     biases: dict[str, np.ndarray],
     added: bool,
 ) -> NodeCorrection:
-    """Move ``target``'s bias in ``biases`` by the difference of its output's channel means, measured
-    over ``outputs`` (one list holding the output per batch), from ``expected``."""
+    """Add ``(expected - mean) * target.scale`` to ``target``'s bias in ``biases``, where ``mean`` is the
+    per-channel mean of its output over ``outputs`` (per batch, a one-element list holding that output).
+
+    Returns:
+        The node's entry of the summary.
+    """
     assert target.bias is not None  # every target has a private bias by now
     means = _Means()
     for (y,) in outputs:

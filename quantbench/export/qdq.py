@@ -256,8 +256,9 @@ def _quantize_activations(
 ) -> dict[str, QdqNames]:
     """Give every tensor of ``plan.activations`` one Q/DQ pair, read by each planned use.
 
-    The scale and zero point become initializers of ``graph`` and the uses read the dequantized tensor
-    at once; the Q/DQ nodes are added to ``inserts`` under the first use, for the caller to place.
+    The scale and zero point become initializers of ``graph`` and each planned use is rewired to the
+    dequantized tensor; the Q/DQ nodes are added to ``inserts`` under the first use, for the caller to
+    put in place.
 
     Returns:
         tensor -> the names its Q/DQ uses.

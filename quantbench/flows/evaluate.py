@@ -61,7 +61,7 @@ def mixed_search(
     Raises:
         QuantbenchError: no ranges, or a target out of reach.
     """
-    from quantbench.search.mixed_precision import mixed_precision, parse_target
+    from quantbench.search.mixed_precision import Budget, Int8Build, mixed_precision, parse_target
 
     settings = ctx.settings
     target = parse_target(settings.target.agreement, settings.target.rel_l2)
@@ -69,13 +69,13 @@ def mixed_search(
     if not ranges.range_sets:
         raise QuantbenchError("--target-agreement / --target-rel-l2 need ranges to quantize with")
     label, table = next(iter(ranges.range_sets.items()))
+    own_feeds = feeds if label not in ranges.native_labels else None
+    build = Int8Build(settings.variants.exclude, ctx.models_dir, ctx.threads, own_feeds)
     size = ctx.model.fixed_batch or settings.bench.batch[0]
-    _, search, mixed = mixed_precision(
-        ctx.model.proto, table, label, settings.variants.exclude, ctx.models_dir, batches, target,
-        samples=settings.target.sensitivity_n, threads=ctx.threads,
-        bias_feeds=feeds if label not in ranges.native_labels else None,
-        timing=(size, settings.bench.runs, settings.bench.seconds), progress=ctx.progress,
-    )  # fmt: skip
+    budget = Budget(settings.target.sensitivity_n, (size, settings.bench.runs, settings.bench.seconds))
+    search, mixed = mixed_precision(
+        ctx.model.proto, table, label, batches, target, build, budget, ctx.progress
+    )
     return search, mixed
 
 

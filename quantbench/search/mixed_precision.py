@@ -325,41 +325,62 @@ class HeldOut:
         return iter(self.batches)
 
 
+@dataclass(frozen=True)
+class Int8Build:
+    """How the search builds INT8 models: as the run builds its own.
+
+    Attributes:
+        exclude: the run's ``--exclude`` patterns (kept in float in every candidate).
+        models_dir: where the mixed variant's files go.
+        threads: ONNX Runtime threads.
+        bias_feeds: the batches the run corrects its INT8 biases on (None: no correction). The
+            candidates of the search and the variant are corrected on them too; the ranking is not (a
+            correction per node would cost about one model pass each).
+    """
+
+    exclude: Sequence[str]
+    models_dir: Path
+    threads: int = 0
+    bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the search may spend.
+
+    Attributes:
+        samples: held-out samples the ranking runs on (the first ones).
+        timing: (batch size, runs, seconds) to time each candidate with; None: not timed.
+    """
+
+    samples: int = SAMPLES
+    timing: tuple[int, int, float] | None = None
+
+
 def mixed_precision(
     model: onnx.ModelProto,
     ranges: DynamicRanges,
     label: str,
-    exclude: Sequence[str],
-    models_dir: Path,
-    batches: Iterable[Batch],
+    held: HeldOut,
     target: Target,
-    *,
-    samples: int = SAMPLES,
-    threads: int = 0,
-    bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
-    timing: tuple[int, int, float] | None = None,
+    build: Int8Build,
+    budget: Budget = Budget(),
     progress: Progress | None = None,
-) -> tuple[HeldOut, SearchResult, Variant]:
+) -> tuple[SearchResult, Variant]:
     """Rank the nodes, search the smallest ``k`` for ``target`` and write the ``int8-<label>-mixed`` variant.
 
     Args:
         model: the FP32 model.
         ranges: the ranges to quantize with.
         label: their label (the method, or the imported file's name).
-        exclude: the run's ``--exclude`` patterns (kept in float in every candidate).
-        models_dir: where the variant's files go.
-        batches: the held-out batches the run compares on.
+        held: the held-out batches the run compares on.
         target: what to reach.
-        samples: held-out samples the ranking runs on (the first ones).
-        threads: ONNX Runtime threads.
-        bias_feeds: the batches the run corrects its INT8 biases on (None: no correction). The candidates
-            of the search and the variant are corrected on them too; the ranking is not (a correction
-            per node would cost about one model pass each).
-        timing: (batch size, runs, seconds) to time each candidate with; None: not timed.
+        build: how INT8 models are built (see :class:`Int8Build`).
+        budget: ranking samples and candidate timing (see :class:`Budget`).
         progress: receives progress of the ranking and the search.
 
     Returns:
-        (the held-out batches, kept for the comparison, the search result, the mixed variant).
+        (the search result, the mixed variant).
 
     Raises:
         QuantbenchError: no held-out sample, a target that needs class scores, or one out of reach.
@@ -369,31 +390,32 @@ def mixed_precision(
     from quantbench.export.variants import int8_variant
     from quantbench.search.sensitivity import node_sensitivity, rank
 
-    if samples < 1:
-        raise QuantbenchError(f"the sensitivity ranking needs at least 1 sample, not {samples}")
+    if budget.samples < 1:
+        raise QuantbenchError(f"the sensitivity ranking needs at least 1 sample, not {budget.samples}")
     started = time.perf_counter()
     model = at_least_opset13(model)
-    held = HeldOut(batches)
-    evaluator = Evaluator.from_fp32(model, [b.inputs for b in held.batches], threads)
+    evaluator = Evaluator.from_fp32(model, [b.inputs for b in held.batches], build.threads)
     _check_output(target, evaluator)
     seconds = {"reference": time.perf_counter() - started}
-    subset = evaluator.head(samples)
-    ranked = Candidates(model, ranges.amax, exclude, threads)
+    subset = evaluator.head(budget.samples)
+    ranked = Candidates(model, ranges.amax, build.exclude, build.threads)
     ranking = rank(node_sensitivity(ranked, subset, ("only",), progress))
-    candidates = (
-        ranked if bias_feeds is None else Candidates(model, ranges.amax, exclude, threads, bias_feeds)
-    )
+    candidates = ranked
+    if build.bias_feeds is not None:
+        candidates = Candidates(model, ranges.amax, build.exclude, build.threads, build.bias_feeds)
     seconds["ranking"] = time.perf_counter() - started - seconds["reference"]
     bench = None
-    if timing is not None:
-        size, runs, duration = timing
+    if budget.timing is not None:
+        size, runs, duration = budget.timing
         bench = Timing(stack_feeds(held.batches[0].inputs, size), size, runs, duration)
     result = search(candidates, ranking, evaluator, target, method=label, timing=bench, progress=progress)
     seconds["search"] = result.seconds
     result.seconds = time.perf_counter() - started
     result.models_evaluated = ranked.built + (candidates.built if candidates is not ranked else 0)
-    kept = [*exclude, *result.excluded]
-    variant = int8_variant(model, ranges, f"{label}-mixed", kept, models_dir, bias_feeds, threads)
+    kept = [*build.exclude, *result.excluded]
+    variant = int8_variant(
+        model, ranges, f"{label}-mixed", kept, build.models_dir, build.bias_feeds, build.threads
+    )
     variant.method = label
     variant.details["mixed_precision"] = {
         "target": target.to_json(),
@@ -404,7 +426,7 @@ def mixed_precision(
         "models_evaluated": result.models_evaluated,
         "seconds": {key: round(value, 3) for key, value in {**seconds, "total": result.seconds}.items()},
     }
-    return held, result, variant
+    return result, variant
 
 
 def replay_arguments(patterns: Sequence[str]) -> str:
