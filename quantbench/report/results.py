@@ -135,19 +135,35 @@ class RunRecord:
 
 def build_results(record: RunRecord) -> dict[str, Any]:
     """Assemble the content of ``results.json`` (see the module docstring)."""
-    run_dir, onnx_model, model_path = record.run_dir, record.model.proto, record.model.path
-    tensors, backend, variants = record.model.tensors, record.backend, record.variants
-    comparison = record.comparison
-    calibration, range_sets, range_info = record.calibration, record.range_sets, record.range_info
-    from quantbench.model import file_sha256, input_specs
+    data, calibration = _data_and_calibration(record)
+    results = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "manifest": _manifest(record),
+        "model": _model(record),
+        "data": data,
+        "calibration": calibration,
+        "ranges": {
+            label: {**record.range_info.get(label, {}), "amax": table.amax, "method": table.method or label}
+            for label, table in record.range_sets.items()
+        },
+        "variants": [_variant_row(record, variant) for variant in record.variants],
+        "notes": record.notes,
+        "sensitivity": record.sensitivity,
+    }
+    return json_safe(results)  # type: ignore[no-any-return]
 
-    initializers = {init.name for init in onnx_model.graph.initializer}
+
+def _manifest(record: RunRecord) -> dict[str, Any]:
+    """Versions, machine, settings, input and output file hashes, date and duration."""
+    from quantbench.model import file_sha256
+
     model_files = {}
-    for variant in variants:
+    for variant in record.variants:
         for path in {variant.model, variant.cpu_model}:
-            if path.is_relative_to(run_dir):
-                model_files[str(path.relative_to(run_dir))] = file_sha256(path)
-    manifest = {
+            if path.is_relative_to(record.run_dir):
+                model_files[str(path.relative_to(record.run_dir))] = file_sha256(path)
+    return {
         "quantbench": __version__,
         "onnxruntime": _version("onnxruntime"),
         "tensorrt": _version("tensorrt"),
@@ -155,14 +171,39 @@ def build_results(record: RunRecord) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
-        "gpu": backend.get("gpu"),
-        "backend": backend,
+        "gpu": record.backend.get("gpu"),
+        "backend": record.backend,
         "arguments": record.arguments,
         "command": record.command,
         "files": {"inputs": record.hashes, "outputs": model_files},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(record.seconds, 3),
     }
+
+
+def _model(record: RunRecord) -> dict[str, Any]:
+    """The FP32 model: name, path, hash, inputs, outputs, float tensors, outputs compared."""
+    from quantbench.model import input_specs
+
+    proto = record.model.proto
+    initializers = {init.name for init in proto.graph.initializer}
+    return {
+        "name": record.model.path.stem,
+        "path": str(record.model.path),
+        "sha256": record.hashes["model"],
+        "inputs": [
+            {"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in input_specs(proto)
+        ],
+        "outputs": _io(o for o in proto.graph.output if o.name not in initializers),
+        "float_tensors": len(record.model.tensors),
+        "tensor_order": record.model.tensors,
+        "comparison_outputs": record.comparison.outputs,
+    }
+
+
+def _data_and_calibration(record: RunRecord) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The samples evaluated (and calibrated on), and quantbench's calibration when it ran."""
+    comparison, calibration = record.comparison, record.calibration
     data: dict[str, Any] = {
         "evaluation": {
             **record.evaluation,
@@ -171,66 +212,40 @@ def build_results(record: RunRecord) -> dict[str, Any]:
             "skipped": [list(item) for item in comparison.skipped],
         }
     }
-    calib = None
-    if calibration is not None:
-        data["calibration"] = {
-            "used": calibration.images_used,
-            "skipped": [list(item) for item in calibration.skipped],
-            "converted": [list(item) for item in calibration.converted],
-        }
-        calib = {
-            "methods": list(calibration.ranges),
-            "collect_seconds": calibration.collect_seconds,
-            "total_seconds": calibration.total_seconds,
-            "peak_memory_mb": calibration.peak_memory_mb,
-            "warnings": calibration.warnings,
-            "absmax": calibration.absmax,
-            "histograms": _kept_histograms(calibration),
-        }
-    variant_rows = []
-    for variant in variants:
-        variant_rows.append(
-            {
-                "name": variant.name,
-                "precision": variant.precision,
-                "method": variant.method,
-                "model": _relative(variant.model, run_dir),
-                "cpu_model": _relative(variant.cpu_model, run_dir),
-                "emulated_ops": variant.emulated,
-                "latency_representative": comparison.representative.get(variant.name, True),
-                **variant.details,
-                "outputs": comparison.metrics.get(variant.name, {}),
-                "latency": comparison.latency.get(variant.name, []),
-            }
-        )
-    results = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "manifest": manifest,
-        "model": {
-            "name": model_path.stem,
-            "path": str(model_path),
-            "sha256": record.hashes["model"],
-            "inputs": [
-                {"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)}
-                for s in input_specs(onnx_model)
-            ],
-            "outputs": _io(o for o in onnx_model.graph.output if o.name not in initializers),
-            "float_tensors": len(tensors),
-            "tensor_order": tensors,
-            "comparison_outputs": comparison.outputs,
-        },
-        "data": data,
-        "calibration": calib,
-        "ranges": {
-            label: {**range_info.get(label, {}), "amax": table.amax, "method": table.method or label}
-            for label, table in range_sets.items()
-        },
-        "variants": variant_rows,
-        "notes": record.notes,
-        "sensitivity": record.sensitivity,
+    if calibration is None:
+        return data, None
+    data["calibration"] = {
+        "used": calibration.images_used,
+        "skipped": [list(item) for item in calibration.skipped],
+        "converted": [list(item) for item in calibration.converted],
     }
-    return json_safe(results)  # type: ignore[no-any-return]
+    calib = {
+        "methods": list(calibration.ranges),
+        "collect_seconds": calibration.collect_seconds,
+        "total_seconds": calibration.total_seconds,
+        "peak_memory_mb": calibration.peak_memory_mb,
+        "warnings": calibration.warnings,
+        "absmax": calibration.absmax,
+        "histograms": _kept_histograms(calibration),
+    }
+    return data, calib
+
+
+def _variant_row(record: RunRecord, variant: Variant) -> dict[str, Any]:
+    """One variant: its files, what its build did, its metrics and latency."""
+    comparison = record.comparison
+    return {
+        "name": variant.name,
+        "precision": variant.precision,
+        "method": variant.method,
+        "model": _relative(variant.model, record.run_dir),
+        "cpu_model": _relative(variant.cpu_model, record.run_dir),
+        "emulated_ops": variant.emulated,
+        "latency_representative": comparison.representative.get(variant.name, True),
+        **variant.details,
+        "outputs": comparison.metrics.get(variant.name, {}),
+        "latency": comparison.latency.get(variant.name, []),
+    }
 
 
 def range_spread(
