@@ -354,11 +354,9 @@ def _dims(world: FakeTensorRT, shape: Any) -> Any:
     return world.new("Dims", values=[int(d) for d in shape])
 
 
-def engine_behaviours(world: FakeTensorRT, *, identity: bool = False) -> dict[str, Any]:
-    """Behaviours of parsing, building, calibrating, deserializing and running (see the module docstring)."""
+def network_behaviours(world: FakeTensorRT) -> dict[str, Any]:
+    """Networks parsed from real ONNX files: inputs, layers, tensors and their dynamic ranges."""
     import onnx
-
-    from quantbench.backends import cuda
 
     def dims_init(obj: Any, shape: Any = ()) -> None:
         obj._state["values"] = [int(d) for d in shape]
@@ -403,6 +401,31 @@ def engine_behaviours(world: FakeTensorRT, *, identity: bool = False) -> dict[st
         tensor._state["range"] = (low, high)
         return True
 
+    return {
+        "Dims.__init__": dims_init,
+        "Dims.__len__": lambda obj: len(obj._state["values"]),
+        "Dims.__getitem__": lambda obj, i: obj._state["values"][i],
+        "OnnxParser.__init__": parser_init,
+        "OnnxParser.parse_from_file": parse_from_file,
+        "INetworkDefinition.num_inputs": lambda n: len(n._state["inputs"]),
+        "INetworkDefinition.get_input": get_input,
+        "INetworkDefinition.num_layers": lambda n: len(n._state["layers"]),
+        "INetworkDefinition.get_layer": get_layer,
+        "ILayer.num_outputs": lambda layer: len(layer._state["outputs"]),
+        "ILayer.get_output": get_output,
+        "ITensor.name": lambda t: t._state["name"],
+        "ITensor.shape": lambda t: _dims(world, t._state["shape"]),
+        "ITensor.dtype": lambda t: EnumValue("DataType", t._state["dtype"], 0),
+        "ITensor.set_dynamic_range": set_dynamic_range,
+    }
+
+
+def engine_behaviours(world: FakeTensorRT, *, identity: bool = False) -> dict[str, Any]:
+    """Behaviours of parsing, building, calibrating, deserializing and running (see the module docstring)."""
+    import onnx
+
+    from quantbench.backends import cuda
+
     def build(builder: Any, network: Any, config: Any) -> Any:
         props = config._state.get("props", {})
         calibrator = props.get("int8_calibrator")
@@ -440,21 +463,7 @@ def engine_behaviours(world: FakeTensorRT, *, identity: bool = False) -> dict[st
         return world.new("ICudaEngine", record=record, model=onnx.load(record["onnx"]))
 
     return {
-        "Dims.__init__": dims_init,
-        "Dims.__len__": lambda obj: len(obj._state["values"]),
-        "Dims.__getitem__": lambda obj, i: obj._state["values"][i],
-        "OnnxParser.__init__": parser_init,
-        "OnnxParser.parse_from_file": parse_from_file,
-        "INetworkDefinition.num_inputs": lambda n: len(n._state["inputs"]),
-        "INetworkDefinition.get_input": get_input,
-        "INetworkDefinition.num_layers": lambda n: len(n._state["layers"]),
-        "INetworkDefinition.get_layer": get_layer,
-        "ILayer.num_outputs": lambda layer: len(layer._state["outputs"]),
-        "ILayer.get_output": get_output,
-        "ITensor.name": lambda t: t._state["name"],
-        "ITensor.shape": lambda t: _dims(world, t._state["shape"]),
-        "ITensor.dtype": lambda t: EnumValue("DataType", t._state["dtype"], 0),
-        "ITensor.set_dynamic_range": set_dynamic_range,
+        **network_behaviours(world),
         "IBuilderConfig.set_flag": set_flag,
         "IBuilderConfig.clear_flag": clear_flag,
         "IBuilderConfig.create_timing_cache": lambda config, data: world.new(
@@ -497,26 +506,87 @@ def _drive_calibrator(world: FakeTensorRT, calibrator: Any, names: list[str], ne
         calibrator.write_calibration_cache("\n".join(lines).encode() + b"\n")
 
 
+def _io_names(engine: Any) -> list[tuple[str, bool]]:
+    """(name, is an input) of the engine's model inputs (initializers left out), then its outputs."""
+    model = engine._state["model"]
+    initializers = {i.name for i in model.graph.initializer}
+    ins = [(v.name, True) for v in model.graph.input if v.name not in initializers]
+    return ins + [(v.name, False) for v in model.graph.output]
+
+
+def _shape_of(engine: Any, name: str) -> list[int]:
+    """The model's shape of an input or output, -1 for a dynamic dimension."""
+    model = engine._state["model"]
+    for value in [*model.graph.input, *model.graph.output]:
+        if value.name == name:
+            return [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+    raise KeyError(name)
+
+
+def _execute(cuda: Any, context: Any, stream: int) -> bool:
+    """``execute_async_v3``: copy input to output on the device (``identity``), else run the model with
+    ONNX Runtime on the bytes at the bound addresses."""
+    engine = context._state["engine"]
+    rt = cuda.runtime()
+    names = _io_names(engine)
+    inputs = [n for n, is_input in names if is_input]
+    outputs = [n for n, is_input in names if not is_input]
+    if engine._state["record"]["identity"]:
+        shape = context._state["shapes"][inputs[0]]
+        nbytes = int(np.prod(shape)) * 4
+        kind = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        dst, src = context._state["addresses"][outputs[0]], context._state["addresses"][inputs[0]]
+        err = rt.cudaMemcpyAsync(dst, src, nbytes, kind, rt.cudaStream_t(stream))[0]
+        return bool(err == rt.cudaError_t.cudaSuccess)
+    import onnxruntime as ort
+
+    rt.cudaStreamSynchronize(rt.cudaStream_t(stream))
+    feeds = {}
+    for name in inputs:
+        shape = context._state["shapes"].get(name) or _shape_of(engine, name)
+        array = np.empty(shape, dtype=np.float32)
+        rt.cudaMemcpy(
+            array.ctypes.data,
+            context._state["addresses"][name],
+            array.nbytes,
+            rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+        )
+        feeds[name] = array
+    session = engine._state.get("session")
+    if session is None:
+        session = ort.InferenceSession(engine._state["record"]["onnx"], providers=["CPUExecutionProvider"])
+        engine._state["session"] = session
+    for name, value in zip(outputs, session.run(outputs, feeds)):
+        value = np.ascontiguousarray(value, dtype=np.float32)
+        rt.cudaMemcpy(
+            context._state["addresses"][name],
+            value.ctypes.data,
+            value.nbytes,
+            rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
+        )
+    return True
+
+
+def _inspector_info(inspector: Any, fmt: EnumValue) -> str:
+    """The inspector's JSON: two convolutions in the precision of the build's flags, one named layer."""
+    record = inspector._state["engine"]._state["record"]
+    precision = "Int8" if "INT8" in record["flags"] else "Half" if "FP16" in record["flags"] else "Float"
+    layers = [
+        {
+            "Name": f"layer{i}",
+            "LayerType": "CaskConvolution",
+            "Inputs": [{"Format/Datatype": f"Row major linear {precision}"}],
+        }
+        for i in range(2)
+    ]
+    return json.dumps({"Layers": [*layers, "a layer described by name only"]})
+
+
 def engine_runtime_behaviours(world: FakeTensorRT, cuda: Any) -> dict[str, Any]:
     """Engines and execution contexts whose outputs are computed from the bound device memory."""
 
-    def io_names(engine: Any) -> list[tuple[str, bool]]:
-        model = engine._state["model"]
-        initializers = {i.name for i in model.graph.initializer}
-        ins = [(v.name, True) for v in model.graph.input if v.name not in initializers]
-        return ins + [(v.name, False) for v in model.graph.output]
-
-    def shape_of(engine: Any, name: str) -> list[int]:
-        model = engine._state["model"]
-        for value in [*model.graph.input, *model.graph.output]:
-            if value.name == name:
-                return [
-                    d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim
-                ]
-        raise KeyError(name)
-
     def profile_shape(engine: Any, name: str, index: int) -> list[Any]:
-        shape = shape_of(engine, name)
+        shape = _shape_of(engine, name)
         profiles = engine._state["record"]["profiles"]
         if profiles and name in profiles[0]:
             return [_dims(world, s) for s in profiles[0][name]]
@@ -533,10 +603,10 @@ def engine_runtime_behaviours(world: FakeTensorRT, cuda: Any) -> dict[str, Any]:
         engine = context._state["engine"]
         if name in context._state["shapes"]:
             return _dims(world, context._state["shapes"][name])
-        shape = shape_of(engine, name)
+        shape = _shape_of(engine, name)
         batch = next(iter(context._state["shapes"].values()), [1])[0]
         if engine._state["record"]["identity"]:
-            first_input = io_names(engine)[0][0]
+            first_input = _io_names(engine)[0][0]
             return _dims(world, context._state["shapes"].get(first_input, shape))
         return _dims(world, [batch if d < 0 else d for d in shape])
 
@@ -544,78 +614,22 @@ def engine_runtime_behaviours(world: FakeTensorRT, cuda: Any) -> dict[str, Any]:
         context._state["addresses"][name] = int(address)
         return True
 
-    def execute(context: Any, stream: int) -> bool:
-        engine = context._state["engine"]
-        rt = cuda.runtime()
-        names = io_names(engine)
-        inputs = [n for n, is_input in names if is_input]
-        outputs = [n for n, is_input in names if not is_input]
-        if engine._state["record"]["identity"]:
-            shape = context._state["shapes"][inputs[0]]
-            nbytes = int(np.prod(shape)) * 4
-            kind = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
-            dst, src = context._state["addresses"][outputs[0]], context._state["addresses"][inputs[0]]
-            err = rt.cudaMemcpyAsync(dst, src, nbytes, kind, rt.cudaStream_t(stream))[0]
-            return bool(err == rt.cudaError_t.cudaSuccess)
-        import onnxruntime as ort
-
-        rt.cudaStreamSynchronize(rt.cudaStream_t(stream))
-        feeds = {}
-        for name in inputs:
-            shape = context._state["shapes"].get(name) or shape_of(engine, name)
-            array = np.empty(shape, dtype=np.float32)
-            rt.cudaMemcpy(
-                array.ctypes.data,
-                context._state["addresses"][name],
-                array.nbytes,
-                rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-            )
-            feeds[name] = array
-        session = engine._state.get("session")
-        if session is None:
-            session = ort.InferenceSession(
-                engine._state["record"]["onnx"], providers=["CPUExecutionProvider"]
-            )
-            engine._state["session"] = session
-        for name, value in zip(outputs, session.run(outputs, feeds)):
-            value = np.ascontiguousarray(value, dtype=np.float32)
-            rt.cudaMemcpy(
-                context._state["addresses"][name],
-                value.ctypes.data,
-                value.nbytes,
-                rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
-            )
-        return True
-
-    def inspector_info(inspector: Any, fmt: EnumValue) -> str:
-        record = inspector._state["engine"]._state["record"]
-        precision = "Int8" if "INT8" in record["flags"] else "Half" if "FP16" in record["flags"] else "Float"
-        layers = [
-            {
-                "Name": f"layer{i}",
-                "LayerType": "CaskConvolution",
-                "Inputs": [{"Format/Datatype": f"Row major linear {precision}"}],
-            }
-            for i in range(2)
-        ]
-        return json.dumps({"Layers": [*layers, "a layer described by name only"]})
-
     return {
-        "ICudaEngine.num_io_tensors": lambda e: len(io_names(e)),
-        "ICudaEngine.get_tensor_name": lambda e, i: io_names(e)[i][0],
+        "ICudaEngine.num_io_tensors": lambda e: len(_io_names(e)),
+        "ICudaEngine.get_tensor_name": lambda e, i: _io_names(e)[i][0],
         "ICudaEngine.get_tensor_mode": lambda e, n: EnumValue(
-            "TensorIOMode", "INPUT" if dict(io_names(e))[n] else "OUTPUT", 0
+            "TensorIOMode", "INPUT" if dict(_io_names(e))[n] else "OUTPUT", 0
         ),
         "ICudaEngine.get_tensor_dtype": lambda e, n: EnumValue("DataType", "FLOAT", 0),
-        "ICudaEngine.get_tensor_shape": lambda e, n: _dims(world, shape_of(e, n)),
+        "ICudaEngine.get_tensor_shape": lambda e, n: _dims(world, _shape_of(e, n)),
         "ICudaEngine.get_tensor_profile_shape": profile_shape,
         "ICudaEngine.create_execution_context": create_context,
         "ICudaEngine.create_engine_inspector": lambda e: world.new("EngineInspector", engine=e),
-        "EngineInspector.get_engine_information": inspector_info,
+        "EngineInspector.get_engine_information": _inspector_info,
         "IExecutionContext.set_input_shape": set_input_shape,
         "IExecutionContext.get_tensor_shape": context_shape,
         "IExecutionContext.set_tensor_address": set_address,
-        "IExecutionContext.execute_async_v3": execute,
+        "IExecutionContext.execute_async_v3": lambda context, stream: _execute(cuda, context, stream),
         "IPluginRegistry.load_library": lambda registry, path: object(),
     }
 

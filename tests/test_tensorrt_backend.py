@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 import quantbench
 from quantbench.backends.tensorrt.calibration_cache import CacheIdentity, CalibrationCache
-from quantbench.backends.tensorrt.engine_file import check_engine, save_engine
-from quantbench.backends.tensorrt.inspector import parse_layers, precision_counts, precision_of
 from quantbench.backends.tensorrt.methods import parse_native_method, refusal, split_methods
+from quantbench.backends.tensorrt.version import TENSORRT
+from quantbench.backends.trt_common.engine_file import check_engine, save_engine
+from quantbench.backends.trt_common.inspector import parse_layers, precision_counts, precision_of
 from quantbench.cli import app
 from quantbench.errors import QuantbenchError
 from tests.conftest import photo_folder, tiny_conv_model
@@ -125,26 +126,28 @@ def test_an_engine_for_another_tensorrt_or_gpu_is_refused(tmp_path: Path) -> Non
         "compute_capability": "9.0",
         "precision": "fp32",
     }
-    save_engine(path, b"plan", record)
-    here = {"tensorrt": "10.13.0.35", "gpu": "NVIDIA H100", "compute_capability": "9.0"}
-    data, sidecar = check_engine(path, **here)
+    save_engine(path, b"plan", record, TENSORRT)
+    here = {"version": "10.13.0.35", "gpu": "NVIDIA H100", "compute_capability": "9.0"}
+    data, sidecar = check_engine(path, TENSORRT, **here)
     assert data == b"plan" and sidecar["precision"] == "fp32" and sidecar["quantbench_version"]
     with pytest.raises(
         QuantbenchError, match=r"built with TensorRT 10\.13\.0\.35, TensorRT 11\.4\.0 is installed"
     ):
-        check_engine(path, **{**here, "tensorrt": "11.4.0"})
+        check_engine(path, TENSORRT, **{**here, "version": "11.4.0"})
     with pytest.raises(
         QuantbenchError, match=r"built for NVIDIA H100 \(compute capability 9.0\), this GPU is"
     ):
-        check_engine(path, **{**here, "gpu": "NVIDIA L4", "compute_capability": "8.9"})
+        check_engine(path, TENSORRT, **{**here, "gpu": "NVIDIA L4", "compute_capability": "8.9"})
     path.write_bytes(b"other")
     with pytest.raises(QuantbenchError, match="changed after its sidecar"):
-        check_engine(path, **here)
+        check_engine(path, TENSORRT, **here)
     (tmp_path / "fp32.engine.json").unlink()
     with pytest.raises(QuantbenchError, match="no sidecar"):
-        check_engine(path, **here)
+        check_engine(path, TENSORRT, **here)
     with pytest.raises(QuantbenchError, match="lacks gpu"):
-        save_engine(path, b"plan", {"tensorrt": "x", "compute_capability": "9.0", "precision": "fp32"})
+        save_engine(
+            path, b"plan", {"tensorrt": "x", "compute_capability": "9.0", "precision": "fp32"}, TENSORRT
+        )
 
 
 # --- inspector -------------------------------------------------------------------------------------------
@@ -181,22 +184,22 @@ def test_layer_precision_comes_from_the_inspector_formats() -> None:
             ]
         }
     )
-    layers = parse_layers(text)
+    layers = parse_layers(text, "TensorRT")
     assert [layer["precision"] for layer in layers] == ["int8", "fp16", "fp32", "uint8", "unknown"]
     assert layers[0] == {"name": "conv1", "type": "CaskConvolution", "precision": "int8"}
     assert precision_counts(layers) == {"int8": 1, "fp16": 1, "fp32": 1, "uint8": 1, "unknown": 1}
     assert precision_of("Row major linear BF16") == "bf16" and precision_of("?") == "unknown"
     with pytest.raises(QuantbenchError, match="no 'Layers' list"):
-        parse_layers("{}")
+        parse_layers("{}", "TensorRT")
     with pytest.raises(QuantbenchError, match="returned no JSON"):
-        parse_layers("Layers: conv1")
+        parse_layers("Layers: conv1", "TensorRT")
 
 
 # --- profiles and calibration batches --------------------------------------------------------------------
 
 
 def test_profile_and_calibration_batch() -> None:
-    from quantbench.backends.tensorrt.builder import BatchProfile
+    from quantbench.backends.trt_common.builder import BatchProfile
     from quantbench.data.loader import Batch
     from quantbench.flows.ranges import calibration_batch, full_batches
 

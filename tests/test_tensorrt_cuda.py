@@ -298,12 +298,14 @@ def _identity_engine(tmp_path: Path, world: Any) -> Any:
 def test_the_runner_binds_addresses_times_with_events_and_frees(
     runtime: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from quantbench.backends.tensorrt.builder import LogSink
-    from quantbench.backends.tensorrt.runner import TensorRTRunner
+    from quantbench.backends.tensorrt.version import TENSORRT
+    from quantbench.backends.trt_common.builder import LogSink
+    from quantbench.backends.trt_common.runner import EngineRunner
 
     world = install_fakes(monkeypatch, "10.16.1", identity=True, gpu=runtime == "gpu")
     before = cuda.live_allocations()
-    runner = TensorRTRunner(_identity_engine(tmp_path, world), LogSink(), "identity", cuda_graph=True)
+    lib, engine = TENSORRT.load(), _identity_engine(tmp_path, world)
+    runner = EngineRunner(lib, engine, LogSink("TensorRT"), "identity", cuda_graph=True)
     assert [t.max_shape for t in runner.tensors] == [(8, 3, 4, 4), (8, 3, 4, 4)]
     rng = np.random.default_rng(2)
     for batch in (1, 3, 8):

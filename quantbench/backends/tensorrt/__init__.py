@@ -1,17 +1,16 @@
 """The TensorRT backend's entry point (the modules beside this one do the work).
 
+Building, running, inspecting and storing engines is shared with other TensorRT-family backends and
+lives in :mod:`quantbench.backends.trt_common`; what is NVIDIA TensorRT 10/11's own is here:
+
 =====================  ================================================================
 module                 what
 =====================  ================================================================
-version                which TensorRT is installed; TensorRT 10 (implicit + explicit) or 11
+version                :data:`~version.TENSORRT`: module ``tensorrt``, TensorRT 10 (implicit + explicit) or 11
 methods                ``trt-*`` method names: TensorRT's own calibrators (TensorRT 10)
 calibrator             batches streamed to the GPU for TensorRT's calibrators
 calibration_cache      the calibrators' cache, reused only when a sidecar says it fits
-builder                networks, flags, profiles, dynamic ranges, timing cache, plugins
-engine_file            engine files and their sidecars (TensorRT version, GPU)
-runner                 running an engine; CUDA-event timing; CUDA graphs
-inspector              per-layer name, type and precision from the engine inspector
-backend                :class:`TensorRTBackend`: which engine each variant becomes
+backend                :class:`TensorRTBackend`: the shared backend plus TensorRT's calibrators
 =====================  ================================================================
 
 Importing this package imports neither TensorRT nor cuda-python; they load when a backend is made.
@@ -31,9 +30,9 @@ def usable() -> bool:
     import importlib.util
 
     from quantbench.backends import cuda
-    from quantbench.backends.tensorrt.version import SUPPORTED_MAJORS
+    from quantbench.backends.tensorrt.version import TENSORRT
 
     version = installed_version()
-    if version is None or importlib.util.find_spec("tensorrt") is None:
+    if version is None or importlib.util.find_spec(TENSORRT.module) is None:
         return False
-    return version // 10000 in SUPPORTED_MAJORS and cuda.unavailable_reason() is None
+    return version // 10000 in TENSORRT.supported_majors and cuda.unavailable_reason() is None

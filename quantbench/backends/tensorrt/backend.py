@@ -10,7 +10,9 @@ int8-<imported ranges>    FP32 model + dynamic ranges, INT8 + FP16   Q/DQ model,
 int8-<quantbench method>  Q/DQ model, INT8 + FP16                    Q/DQ model, strongly typed
 ========================  =========================================  ====================================
 
-Engines go to ``<run>/engines/<variant>.engine`` with a JSON sidecar, and share
+Building, running and engine files are those of every TensorRT-family backend
+(:class:`~quantbench.backends.trt_common.backend.TrtFamilyBackend`); this one adds TensorRT's own
+calibrators. Engines go to ``<run>/engines/<variant>.engine`` with a JSON sidecar, and share
 ``engines/timing.cache``. A run calls :meth:`TensorRTBackend.begin` first, then
 :meth:`TensorRTBackend.calibrate_native` for ``trt-*`` methods, then :meth:`TensorRTBackend.prepare`
 per variant.
@@ -19,35 +21,25 @@ per variant.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantbench.backends.base import Backend, Batches, Capabilities, RunPlan
+from quantbench.backends.base import Batches, Capabilities
+from quantbench.backends.tensorrt.version import TENSORRT
+from quantbench.backends.trt_common.backend import TrtFamilyBackend
 from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
-    from quantbench.backends.tensorrt.builder import BuildRequest, BuildResult
+    from quantbench.backends.tensorrt.calibrator import InputSlot
     from quantbench.backends.tensorrt.methods import NativeMethod
-    from quantbench.backends.tensorrt.runner import TensorRTRunner
+    from quantbench.backends.trt_common.builder import BuildRequest
     from quantbench.config import BackendSpec
     from quantbench.export.variants import Variant
     from quantbench.ranges import DynamicRanges
 
 
-def _cuda_python_version() -> str | None:
-    from importlib import metadata
-
-    for package in ("cuda-python", "cuda-bindings"):
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-class TensorRTBackend(Backend):
+class TensorRTBackend(TrtFamilyBackend):
     """Builds and runs TensorRT engines on the first GPU (see the module docstring).
 
     Args:
@@ -59,66 +51,14 @@ class TensorRTBackend(Backend):
     """
 
     name = "tensorrt"
+    library = TENSORRT
     capabilities = Capabilities(native_calibration=True, gpu=True)
 
     def __init__(self, spec: BackendSpec) -> None:
-        from quantbench.backends import cuda
-        from quantbench.backends.tensorrt.builder import LogSink, load_plugins, make_logger
-        from quantbench.backends.tensorrt.version import detect
-
         super().__init__(spec)
-        self.info = detect()  # before any other use of tensorrt: a one-line error when it is missing
-        import tensorrt as trt
-
-        reason = cuda.unavailable_reason()
-        if reason is not None:
-            raise QuantbenchError(f"the TensorRT backend needs an NVIDIA GPU: {reason}")
-        self.gpu = cuda.device_info()
-        self.sink = LogSink()
-        self.logger = make_logger(self.sink)
-        self.plugins = load_plugins([Path(p) for p in spec.plugins], self.logger)
-        self.cuda_graph = spec.cuda_graph
-        self._runtime = trt.Runtime(self.logger)
-        self._setup: RunPlan | None = None
-        self._builder: Any = None
         self._native: set[str] = set()
 
-    def describe(self) -> dict[str, object]:
-        """TensorRT version and build path, GPU, cuda-python, plugins, for the run's manifest."""
-        return {
-            "name": self.name,
-            "tensorrt": self.info.version,
-            "build_path": self.info.path,
-            "gpu": self.gpu["name"],
-            "compute_capability": self.gpu["compute_capability"],
-            "gpu_memory": self.gpu["total_memory"],
-            "cuda_python": _cuda_python_version(),
-            "plugins": self.plugins,
-            "cuda_graph": self.cuda_graph,
-        }
-
-    @property
-    def setup(self) -> RunPlan:
-        """The run being built (raises before :meth:`begin`)."""
-        if self._setup is None:
-            raise QuantbenchError("the TensorRT backend needs begin() before building engines")
-        return self._setup
-
-    @property
-    def engines_dir(self) -> Path:
-        """``<run>/engines``."""
-        return self.setup.run_dir / "engines"
-
-    def begin(self, plan: RunPlan) -> None:
-        """Remember the run and make the builder with its batch profile and timing cache."""
-        setup = plan
-        from quantbench.backends.tensorrt.builder import BatchProfile, EngineBuilder
-
-        self._setup = setup
-        profile = BatchProfile.for_run(setup.bench_batch, setup.eval_batch, setup.batch)
-        self._builder = EngineBuilder(self.logger, self.sink, self.engines_dir / "timing.cache", profile)
-
-    def calibration_slots(self, batch_size: int) -> list[Any]:
+    def calibration_slots(self, batch_size: int) -> list[InputSlot]:
         """The network inputs as the calibrator feeds them, with the batch dimension ``batch_size``.
 
         Raises:
@@ -174,13 +114,13 @@ class TensorRTBackend(Backend):
         Raises:
             QuantbenchError: TensorRT 11 (no calibrators), a build failure, or an error of the data.
         """
-        from quantbench.backends.tensorrt.builder import BuildRequest
         from quantbench.backends.tensorrt.calibration_cache import (
             CacheIdentity,
             CalibrationCache,
             preprocessing_hash,
         )
         from quantbench.backends.tensorrt.calibrator import BatchFeeder, CalibratorCore
+        from quantbench.backends.trt_common.builder import BuildRequest
 
         tables = {}
         for method in self._parse(methods):
@@ -207,7 +147,7 @@ class TensorRTBackend(Backend):
                 calibrator=core,
                 calibration_batch=batch_size,
             )
-            result = self._builder.build(request)
+            result = self.builder.build(request)
             self.notes.extend(core.notes)
             images = feeder.batches_served * batch_size
             result.details["calibrator"] = {
@@ -220,73 +160,20 @@ class TensorRTBackend(Backend):
                 "cache_written": core.cache_written,
                 "notes": core.notes,
             }
-            self._save(name, result, "int8")
+            self.save_engine(name, result, "int8")
             tables[method.label] = cache.ranges(preprocessing, images=images)
             self._native.add(method.label)
         return tables
 
-    def _request(self, variant: Variant) -> BuildRequest:
-        from quantbench.backends.tensorrt.builder import BuildRequest
+    def build_request(self, variant: Variant) -> BuildRequest:
+        """What to build for ``variant``; the engine of a ``trt-*`` method comes from calibration only.
 
-        setup, implicit = self.setup, self.info.implicit
-        if variant.precision == "fp32":
-            return BuildRequest(
-                variant.name, setup.model, "fp32", strongly_typed=not implicit, clear_flags=("TF32",)
-            )
-        if variant.precision == "fp16":
-            if implicit:
-                return BuildRequest(variant.name, setup.model, "fp16", flags=("FP16",))
-            return BuildRequest(variant.name, variant.model, "fp16", strongly_typed=True)
+        Raises:
+            QuantbenchError: the engine of a ``trt-*`` method is missing.
+        """
         label = variant.method or variant.name
-        if label in self._native:
+        if variant.precision not in ("fp32", "fp16") and label in self._native:
             raise QuantbenchError(
                 f"the engine of {variant.name} is missing from {self.engines_dir}; run again"
             )
-        if implicit and label in setup.imported:
-            ranges = setup.imported[label].amax
-            return BuildRequest(
-                variant.name, setup.model, "int8", flags=("INT8", "FP16"), dynamic_ranges=ranges
-            )
-        if implicit:
-            return BuildRequest(variant.name, variant.model, "int8", flags=("INT8", "FP16"))
-        return BuildRequest(variant.name, variant.model, "int8", strongly_typed=True)
-
-    def _save(self, name: str, result: BuildResult, precision: str) -> dict[str, Any]:
-        from quantbench.backends.tensorrt.engine_file import save_engine
-
-        record = {
-            "tensorrt": self.info.version,
-            "gpu": self.gpu["name"],
-            "compute_capability": self.gpu["compute_capability"],
-            "precision": precision,
-            "variant": name,
-            "build_path": self.info.path,
-            "plugins": self.plugins,
-            "build": result.details,
-        }
-        return save_engine(self.engines_dir / f"{name}.engine", result.data, record)
-
-    def prepare(self, variant: Variant) -> TensorRTRunner:
-        """The variant's engine (built now, or the one calibration built), deserialized and ready to run.
-
-        Raises:
-            QuantbenchError: the build fails, or an existing engine was built for another TensorRT or GPU.
-        """
-        from quantbench.backends.tensorrt.engine_file import check_engine
-        from quantbench.backends.tensorrt.runner import TensorRTRunner
-
-        path = self.engines_dir / f"{variant.name}.engine"
-        if not path.is_file():
-            self._save(variant.name, self._builder.build(self._request(variant)), variant.precision)
-        data, record = check_engine(
-            path,
-            tensorrt=self.info.version,
-            gpu=str(self.gpu["name"]),
-            compute_capability=str(self.gpu["compute_capability"]),
-        )
-        engine = self._runtime.deserialize_cuda_engine(data)
-        if engine is None:
-            raise QuantbenchError(f"TensorRT could not load {path}: {self.sink.last_error()}")
-        runner = TensorRTRunner(engine, self.sink, variant.name, cuda_graph=self.cuda_graph)
-        runner.engine_record = {"file": str(path.relative_to(self.setup.run_dir)), **record}
-        return runner
+        return super().build_request(variant)

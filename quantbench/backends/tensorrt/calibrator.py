@@ -12,7 +12,8 @@ Three layers, so the parts that touch the GPU can be tested without TensorRT:
   calibrator's quantile, regression cutoff and histogram cache. TensorRT calls these from C++, where a
   Python exception cannot travel; the core therefore records the first error, ends the data, and the
   builder raises it after the build (:meth:`CalibratorCore.raise_error`): no error is swallowed.
-* :func:`make_calibrator` wraps a core in a subclass of the TensorRT base class of the method.
+* :func:`make_calibrator` wraps a core in a subclass of the TensorRT base class of the method; the
+  builder asks for it through :meth:`CalibratorCore.make_calibrator`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +29,7 @@ import numpy as np
 from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
-    import tensorrt as trt
+    import tensorrt
 
     from quantbench.backends.cuda import DeviceBuffer, PinnedBuffer, Stream
     from quantbench.backends.tensorrt.calibration_cache import CalibrationCache
@@ -242,6 +244,11 @@ class CalibratorCore:
         with contextlib.suppress(BaseException):  # the first error is the one to report
             self.feeder.close()
 
+    def make_calibrator(self, trt: ModuleType) -> tensorrt.IInt8Calibrator:
+        """The calibrator of the ``tensorrt`` module ``trt`` that forwards to this core (see
+        :func:`make_calibrator`)."""
+        return make_calibrator(self, trt)
+
     def raise_error(self) -> None:
         """Raise the first error met inside a TensorRT callback, if any."""
         if self.error is not None:
@@ -253,14 +260,16 @@ class CalibratorCore:
         self.feeder.close()
 
 
-def make_calibrator(core: CalibratorCore) -> trt.IInt8Calibrator:
-    """A TensorRT calibrator of ``core.method``'s base class that forwards every callback to ``core``.
+def make_calibrator(core: CalibratorCore, trt: ModuleType) -> tensorrt.IInt8Calibrator:
+    """A calibrator of ``core.method``'s base class that forwards every callback to ``core``.
 
     pybind11 finds a Python override by its name on the instance, so the class is built with one
     forwarding function per callback TensorRT makes (the legacy calibrator has four more).
-    """
-    import tensorrt as trt
 
+    Args:
+        core: the calibration.
+        trt: the ``tensorrt`` module whose base classes to use (TensorRT 10).
+    """
     bases: dict[str, Any] = {
         "trt-entropy2": trt.IInt8EntropyCalibrator2,
         "trt-minmax": trt.IInt8MinMaxCalibrator,
@@ -287,5 +296,5 @@ def make_calibrator(core: CalibratorCore) -> trt.IInt8Calibrator:
             write_histogram_cache=lambda self, cache: core.write_histogram_cache(cache),
         )
     calibrator_class = type(f"Quantbench{core.method.base_class}", (base,), namespace)
-    calibrator: trt.IInt8Calibrator = calibrator_class()
+    calibrator: tensorrt.IInt8Calibrator = calibrator_class()
     return calibrator

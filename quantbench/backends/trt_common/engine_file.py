@@ -1,9 +1,10 @@
 """Engine files and their JSON sidecars.
 
-An engine (``engines/<variant>.engine``) runs only on the TensorRT version and GPU it was built for.
-Its sidecar (``<variant>.engine.json``) records them, with the precision, the build path and the
-quantbench version; :func:`check_engine` refuses an engine whose sidecar is missing or names another
-TensorRT version, GPU or compute capability.
+An engine (``engines/<variant>.engine``) runs only on the version of the TensorRT-family library and
+the GPU it was built for. Its sidecar (``<variant>.engine.json``) records them (the library's version
+under its module name, e.g. ``tensorrt``), with the precision, the build path and the quantbench
+version; :func:`check_engine` refuses an engine whose sidecar is missing or names another library
+version, GPU or compute capability.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantbench import __version__
 from quantbench.errors import QuantbenchError
 from quantbench.fileio import write_bytes_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from quantbench.backends.trt_common.library import TrtLibrary
 
 SIDECAR_FORMAT = "quantbench-trt-engine"
 
@@ -25,18 +29,21 @@ def sidecar_path(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
-def save_engine(path: Path, data: bytes, record: dict[str, Any]) -> dict[str, Any]:
+def save_engine(path: Path, data: bytes, record: dict[str, Any], library: TrtLibrary) -> dict[str, Any]:
     """Write an engine and its sidecar atomically; returns the sidecar's content.
 
     Args:
         path: the engine file.
         data: the serialized engine.
-        record: at least ``tensorrt``, ``gpu``, ``compute_capability`` and ``precision``.
+        record: at least the library's version under its module name (e.g. ``tensorrt``), ``gpu``,
+            ``compute_capability`` and ``precision``.
+        library: the library that built the engine.
 
     Raises:
         QuantbenchError: ``record`` lacks one of those keys.
     """
-    missing = [key for key in ("tensorrt", "gpu", "compute_capability", "precision") if key not in record]
+    required = (library.module, "gpu", "compute_capability", "precision")
+    missing = [key for key in required if key not in record]
     if missing:
         raise QuantbenchError(f"engine sidecar for {path.name} lacks {', '.join(missing)}")
     sidecar = {
@@ -53,25 +60,27 @@ def save_engine(path: Path, data: bytes, record: dict[str, Any]) -> dict[str, An
 
 
 def check_engine(
-    path: Path, *, tensorrt: str, gpu: str, compute_capability: str
+    path: Path, library: TrtLibrary, *, version: str, gpu: str, compute_capability: str
 ) -> tuple[bytes, dict[str, Any]]:
-    """An engine's bytes and sidecar when it was built for this TensorRT and GPU.
+    """An engine's bytes and sidecar when it was built for this library version and GPU.
 
     Args:
         path: the engine file.
-        tensorrt: the installed TensorRT version.
+        library: the library that is to run the engine.
+        version: its installed version.
         gpu, compute_capability: the GPU in use (name, ``"9.0"``).
 
     Raises:
         QuantbenchError: the engine or its sidecar is missing or unreadable, the engine's bytes do not
-            match the sidecar, or it was built for another TensorRT version, GPU or compute capability.
+            match the sidecar, or it was built for another library version, GPU or compute capability.
     """
+    name = library.name
     side = sidecar_path(path)
     if not path.is_file():
         raise QuantbenchError(f"engine not found: {path}")
     if not side.is_file():
         raise QuantbenchError(
-            f"{path}: no sidecar {side.name} says which TensorRT and GPU the engine was built for; rebuild it"
+            f"{path}: no sidecar {side.name} says which {name} and GPU the engine was built for; rebuild it"
         )
     try:
         record = json.loads(side.read_text(encoding="utf-8"))
@@ -79,10 +88,10 @@ def check_engine(
         raise QuantbenchError(f"{side}: unreadable engine sidecar ({exc}); rebuild the engine") from None
     if not isinstance(record, dict) or record.get("format") != SIDECAR_FORMAT:
         raise QuantbenchError(f"{side}: not a quantbench engine sidecar; rebuild the engine")
-    if record.get("tensorrt") != tensorrt:
+    if record.get(library.module) != version:
         raise QuantbenchError(
-            f"{path}: built with TensorRT {record.get('tensorrt')}, TensorRT {tensorrt} is installed; "
-            "engines run only on the TensorRT version that built them: rebuild it"
+            f"{path}: built with {name} {record.get(library.module)}, {name} {version} is installed; "
+            f"engines run only on the {name} version that built them: rebuild it"
         )
     if record.get("gpu") != gpu or record.get("compute_capability") != compute_capability:
         raise QuantbenchError(

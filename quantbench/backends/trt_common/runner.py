@@ -1,8 +1,9 @@
-"""Running a TensorRT engine: tensor addresses, ``execute_async_v3``, CUDA-event timing, CUDA graphs.
+"""Running an engine of a TensorRT-family library: tensor addresses, ``execute_async_v3``, CUDA-event
+timing, CUDA graphs.
 
 Every I/O tensor gets one device buffer and one pinned host buffer sized for the largest shape of
 the engine's profile; their addresses are bound once with ``set_tensor_address``. :meth:`run` copies
-the inputs in, enqueues, copies the outputs out and waits. :meth:`TensorRTRunner.device_latency` times
+the inputs in, enqueues, copies the outputs out and waits. :meth:`EngineRunner.device_latency` times
 on the GPU with CUDA events: the enqueue alone, and separately the enqueue with the host↔device copies
 of the inputs and outputs; with ``cuda_graph`` the enqueue is also captured once into a CUDA graph and
 replayed.
@@ -21,9 +22,10 @@ from quantbench.backends.cuda import DeviceBuffer, Event, Graph, PinnedBuffer, S
 from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
-    import tensorrt as trt
+    import tensorrt
 
-    from quantbench.backends.tensorrt.builder import LogSink
+    from quantbench.backends.trt_common.builder import LogSink
+    from quantbench.backends.trt_common.library import LoadedLibrary
 
 WARMUP = 3
 
@@ -44,19 +46,18 @@ class IOTensor:
         return int(np.prod(self.max_shape, dtype=np.int64)) * self.dtype.itemsize
 
 
-def dims(value: trt.Dims) -> tuple[int, ...]:
-    """A TensorRT ``Dims`` as a tuple of ints."""
+def dims(value: tensorrt.Dims) -> tuple[int, ...]:
+    """A ``Dims`` as a tuple of ints."""
     return tuple(int(value[i]) for i in range(len(value)))
 
 
-def numpy_dtype(dtype: trt.DataType) -> np.dtype[Any]:
-    """The numpy dtype of a TensorRT data type.
+def numpy_dtype(lib: LoadedLibrary, dtype: tensorrt.DataType) -> np.dtype[Any]:
+    """The numpy dtype of a data type of the library ``lib``.
 
     Raises:
         QuantbenchError: a type numpy has no equivalent of (bfloat16, FP8, FP4, INT4).
     """
-    import tensorrt as trt
-
+    trt = lib.module
     table = {
         trt.DataType.FLOAT: np.float32,
         trt.DataType.HALF: np.float16,
@@ -68,7 +69,7 @@ def numpy_dtype(dtype: trt.DataType) -> np.dtype[Any]:
     }
     if dtype not in table:
         raise QuantbenchError(
-            f"engine I/O of TensorRT type {dtype} has no numpy equivalent; keep I/O in float"
+            f"engine I/O of {lib.name} type {dtype} has no numpy equivalent; keep I/O in float"
         )
     return np.dtype(table[dtype])
 
@@ -88,37 +89,45 @@ def timing_stats(times_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
-class TensorRTRunner(Runner):
+class EngineRunner(Runner):
     """One engine, ready to run (see the module docstring).
 
     Args:
+        lib: the library that deserialized the engine.
         engine: the deserialized engine.
-        sink: the TensorRT log sink, for messages.
+        sink: the library's log sink, for messages.
         name: the variant's name, for messages.
         cuda_graph: also time the enqueue replayed from a CUDA graph.
 
     Raises:
-        QuantbenchError: the engine has an output whose shape depends on the data, or TensorRT refuses
+        QuantbenchError: the engine has an output whose shape depends on the data, or the library refuses
             a shape or an address; CudaError when buffers cannot be allocated.
     """
 
     representative = True
 
     def __init__(
-        self, engine: trt.ICudaEngine, sink: LogSink, name: str, *, cuda_graph: bool = False
+        self,
+        lib: LoadedLibrary,
+        engine: tensorrt.ICudaEngine,
+        sink: LogSink,
+        name: str,
+        *,
+        cuda_graph: bool = False,
     ) -> None:
+        self.lib = lib
         self.name = name
         self.cuda_graph = cuda_graph
         self.engine_record: dict[str, Any] = {}
         """The engine's sidecar (set by the backend), reported with the per-layer information."""
         self._sink = sink
-        self._engine: trt.ICudaEngine | None = engine
+        self._engine: tensorrt.ICudaEngine | None = engine
         context = engine.create_execution_context()
         if context is None:
             raise QuantbenchError(
-                f"TensorRT could not create an execution context for {name}: {sink.last_error()}"
+                f"{lib.name} could not create an execution context for {name}: {sink.last_error()}"
             )
-        self._context: trt.IExecutionContext | None = context
+        self._context: tensorrt.IExecutionContext | None = context
         self._device: dict[str, DeviceBuffer] = {}
         self._host: dict[str, PinnedBuffer] = {}
         self._seen: dict[int, dict[str, np.ndarray]] = {}
@@ -129,27 +138,30 @@ class TensorRTRunner(Runner):
                 self._device[tensor.name] = DeviceBuffer(tensor.max_bytes)
                 self._host[tensor.name] = PinnedBuffer(tensor.max_bytes)
                 if not context.set_tensor_address(tensor.name, self._device[tensor.name].ptr):
-                    raise QuantbenchError(f"TensorRT refused the address of tensor {tensor.name!r} ({name})")
+                    raise QuantbenchError(
+                        f"{lib.name} refused the address of tensor {tensor.name!r} ({name})"
+                    )
         except BaseException:
             self.close()
             raise
         self.inputs = [t for t in self.tensors if t.is_input]
         self.outputs = [t for t in self.tensors if not t.is_input]
 
-    def _describe(self, engine: trt.ICudaEngine, context: trt.IExecutionContext) -> list[IOTensor]:
-        import tensorrt as trt
-
+    def _describe(self, engine: tensorrt.ICudaEngine, context: tensorrt.IExecutionContext) -> list[IOTensor]:
+        trt = self.lib.module
         tensors = []
         for index in range(engine.num_io_tensors):
             name = engine.get_tensor_name(index)
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            dtype = numpy_dtype(engine.get_tensor_dtype(name))
+            dtype = numpy_dtype(self.lib, engine.get_tensor_dtype(name))
             shape = dims(engine.get_tensor_shape(name))
             max_shape = shape
             if is_input and any(d < 0 for d in shape):
                 max_shape = dims(engine.get_tensor_profile_shape(name, 0)[2])
                 if not context.set_input_shape(name, trt.Dims(list(max_shape))):
-                    raise QuantbenchError(f"TensorRT refused the largest shape {max_shape} of input {name!r}")
+                    raise QuantbenchError(
+                        f"{self.lib.name} refused the largest shape {max_shape} of input {name!r}"
+                    )
             tensors.append(IOTensor(name, is_input, dtype, shape, max_shape))
         for tensor in tensors:
             if not tensor.is_input:
@@ -157,29 +169,28 @@ class TensorRTRunner(Runner):
                 if any(d < 0 for d in tensor.max_shape):
                     raise QuantbenchError(
                         f"output {tensor.name!r} of {self.name} has a data-dependent shape "
-                        f"{tensor.max_shape}; quantbench's TensorRT runner needs output shapes known from "
-                        "the input shapes"
+                        f"{tensor.max_shape}; quantbench's {self.lib.name} runner needs output shapes known "
+                        "from the input shapes"
                     )
         return tensors
 
     @property
-    def context(self) -> trt.IExecutionContext:
+    def context(self) -> tensorrt.IExecutionContext:
         """The execution context (raises once closed)."""
         if self._context is None:
-            raise QuantbenchError(f"the TensorRT runner of {self.name} is closed")
+            raise QuantbenchError(f"the {self.lib.name} runner of {self.name} is closed")
         return self._context
 
     @property
     def stream(self) -> Stream:
         """The runner's CUDA stream (raises once closed)."""
         if self._stream is None:
-            raise QuantbenchError(f"the TensorRT runner of {self.name} is closed")
+            raise QuantbenchError(f"the {self.lib.name} runner of {self.name} is closed")
         return self._stream
 
     def _stage(self, feeds: dict[str, np.ndarray]) -> None:
         """Set the input shapes and copy the inputs into their pinned buffers (host side only)."""
-        import tensorrt as trt
-
+        trt = self.lib.module
         for tensor in self.inputs:
             if tensor.name not in feeds:
                 raise QuantbenchError(f"{self.name}: no value for input {tensor.name!r}")
@@ -195,7 +206,7 @@ class TensorRTRunner(Runner):
                 )
             dynamic = any(d < 0 for d in tensor.shape)
             if dynamic and not self.context.set_input_shape(tensor.name, trt.Dims(list(array.shape))):
-                raise QuantbenchError(f"TensorRT refused shape {array.shape} of input {tensor.name!r}")
+                raise QuantbenchError(f"{self.lib.name} refused shape {array.shape} of input {tensor.name!r}")
             view = self._host[tensor.name].array(array.shape, tensor.dtype)
             np.copyto(view, array)
         self._seen[int(next(iter(feeds.values())).shape[0]) if feeds else 0] = feeds
@@ -216,7 +227,7 @@ class TensorRTRunner(Runner):
 
     def _enqueue(self) -> None:
         if not self.context.execute_async_v3(self.stream.handle):
-            raise QuantbenchError(f"TensorRT could not run {self.name}: {self._sink.last_error()}")
+            raise QuantbenchError(f"{self.lib.name} could not run {self.name}: {self._sink.last_error()}")
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch; returns every output by name (host copies)."""
@@ -295,10 +306,10 @@ class TensorRTRunner(Runner):
             ``engine`` (its sidecar), ``layers`` (name, type, precision per layer), ``layer_precisions``
             (counts) and ``device_latency`` (one :meth:`device_latency` per batch size).
         """
-        from quantbench.backends.tensorrt.inspector import engine_layers, precision_counts
+        from quantbench.backends.trt_common.inspector import engine_layers, precision_counts
 
         assert self._engine is not None
-        layers = engine_layers(self._engine)
+        layers = engine_layers(self.lib, self._engine)
         timings = [
             self.device_latency(self._seen[size], runs) for size in timed_batches if size in self._seen
         ]

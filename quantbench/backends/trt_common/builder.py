@@ -1,6 +1,8 @@
-"""Building TensorRT engines from ONNX: networks, precision flags, profiles, ranges, timing cache.
+"""Building engines from ONNX: networks, precision flags, profiles, ranges, timing cache.
 
-TensorRT 10 (implicit and explicit quantization):
+The builder calls the API of the TensorRT-family library it is given (:class:`LoadedLibrary`).
+
+Where the library has implicit quantization (TensorRT 10):
 
 * FP32: the FP32 model, TF32 off (the reference computes in float32).
 * FP16: the FP32 model with ``BuilderFlag.FP16``.
@@ -10,7 +12,8 @@ TensorRT 10 (implicit and explicit quantization):
   float tensor that has a range; the others are listed.
 * INT8 from quantbench's ranges: the Q/DQ model with ``INT8`` + ``FP16``.
 
-TensorRT 11 (explicit only): strongly typed networks from the FP32, FP16-typed or Q/DQ model; no flags.
+Without it (TensorRT 11, TensorRT for RTX): strongly typed networks from the FP32, FP16-typed or Q/DQ
+model; no flags.
 
 Every build attaches the same timing cache (``engines/timing.cache``) and, for a dynamic batch, one
 optimisation profile (:class:`BatchProfile`).
@@ -22,15 +25,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quantbench.errors import QuantbenchError
 from quantbench.fileio import write_bytes_atomic
 
 if TYPE_CHECKING:
-    import tensorrt as trt
+    import tensorrt
 
-    from quantbench.backends.tensorrt.calibrator import CalibratorCore
+    from quantbench.backends.trt_common.library import LoadedLibrary
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,26 @@ class BatchProfile:
         return cls(1, opt, largest)
 
 
+class Calibration(Protocol):
+    """A calibrator for an implicit-quantization INT8 build, as the builder drives it.
+
+    TensorRT calls the calibrator from C++, where a Python exception cannot travel; the builder
+    therefore calls :meth:`close` and then :meth:`raise_error` after every build with a calibrator.
+    """
+
+    batch_size: int
+    """The calibration batch."""
+
+    def make_calibrator(self, trt: ModuleType) -> tensorrt.IInt8Calibrator:
+        """The calibrator object of the library module ``trt`` for ``IBuilderConfig.int8_calibrator``."""
+
+    def close(self) -> None:
+        """Free what the calibration holds."""
+
+    def raise_error(self) -> None:
+        """Raise the first error met inside a calibrator callback, if any."""
+
+
 @dataclass
 class BuildRequest:
     """One engine to build.
@@ -61,11 +85,12 @@ class BuildRequest:
         name: the variant's name (for messages and the engine file).
         onnx: the model to parse.
         precision: ``fp32``, ``fp16`` or ``int8``.
-        strongly_typed: build a strongly typed network (TensorRT 11; Q/DQ and FP16-typed models).
+        strongly_typed: build a strongly typed network (Q/DQ and FP16-typed models; the only kind
+            without implicit quantization).
         flags: ``BuilderFlag`` names to set; ``clear_flags`` names to clear.
-        calibrator: a calibrator core (TensorRT 10 INT8 calibration).
+        calibrator: the calibration of an implicit INT8 build (TensorRT 10).
         calibration_batch: the batch of the calibration profile (dynamic batch only).
-        dynamic_ranges: tensor -> amax to set on the network (TensorRT 10 INT8 from imported ranges).
+        dynamic_ranges: tensor -> amax to set on the network (implicit INT8 from imported ranges).
     """
 
     name: str
@@ -74,7 +99,7 @@ class BuildRequest:
     strongly_typed: bool = False
     flags: tuple[str, ...] = ()
     clear_flags: tuple[str, ...] = ()
-    calibrator: CalibratorCore | None = None
+    calibrator: Calibration | None = None
     calibration_batch: int | None = None
     dynamic_ranges: Mapping[str, float] | None = None
 
@@ -88,9 +113,14 @@ class BuildResult:
 
 
 class LogSink:
-    """Collects what TensorRT logs at WARNING and above, for error messages and notes."""
+    """Collects what the library logs at WARNING and above, for error messages and notes.
 
-    def __init__(self) -> None:
+    Args:
+        name: the library's name in messages, e.g. ``TensorRT``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.errors: list[str] = []
         self.warnings: list[str] = []
 
@@ -102,37 +132,36 @@ class LogSink:
             self.warnings.append(message.strip())
 
     def last_error(self) -> str:
-        """The last error TensorRT logged, or a placeholder."""
-        return self.errors[-1] if self.errors else "TensorRT logged no error"
+        """The last error the library logged, or a placeholder."""
+        return self.errors[-1] if self.errors else f"{self.name} logged no error"
 
 
-def make_logger(sink: LogSink) -> trt.ILogger:
-    """A TensorRT logger that records into ``sink``."""
-    import tensorrt as trt
+def make_logger(lib: LoadedLibrary, sink: LogSink) -> tensorrt.ILogger:
+    """A logger of the library (a subclass of its ``ILogger``) that records into ``sink``."""
+    base = lib.module.ILogger
 
-    class Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
+    def init(self: Any) -> None:
+        base.__init__(self)
 
-        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-            sink.add(int(severity), msg)
+    def log(self: Any, severity: tensorrt.ILogger.Severity, msg: str) -> None:
+        sink.add(int(severity), msg)
 
-    return Logger()
+    logger: tensorrt.ILogger = type("Logger", (base,), {"__init__": init, "log": log})()
+    return logger
 
 
-def load_plugins(paths: Sequence[Path], logger: trt.ILogger) -> list[str]:
-    """Register TensorRT's own plugins, then load each plugin library, before any model is parsed.
+def load_plugins(lib: LoadedLibrary, paths: Sequence[Path], logger: tensorrt.ILogger) -> list[str]:
+    """Register the library's own plugins, then load each plugin library, before any model is parsed.
 
     Returns:
         The libraries loaded, as given.
 
     Raises:
-        QuantbenchError: a library is missing or TensorRT cannot load it.
+        QuantbenchError: a library is missing or the TensorRT-family library cannot load it.
     """
-    import tensorrt as trt
-
+    trt = lib.module
     trt.init_libnvinfer_plugins(logger, "")
-    registry = trt.get_plugin_registry()
+    registry: tensorrt.IPluginRegistry = trt.get_plugin_registry()
     loaded = []
     for path in paths:
         if not Path(path).is_file():
@@ -140,14 +169,14 @@ def load_plugins(paths: Sequence[Path], logger: trt.ILogger) -> list[str]:
         try:
             handle = registry.load_library(str(path))
         except Exception as exc:
-            raise QuantbenchError(f"--plugins: TensorRT cannot load {path}: {exc}") from None
+            raise QuantbenchError(f"--plugins: {lib.name} cannot load {path}: {exc}") from None
         if handle is None:
-            raise QuantbenchError(f"--plugins: TensorRT cannot load {path}")
+            raise QuantbenchError(f"--plugins: {lib.name} cannot load {path}")
         loaded.append(str(path))
     return loaded
 
 
-def _shape(dims: trt.Dims) -> tuple[int, ...]:
+def _shape(dims: tensorrt.Dims) -> tuple[int, ...]:
     return tuple(int(dims[i]) for i in range(len(dims)))
 
 
@@ -155,47 +184,53 @@ class EngineBuilder:
     """Builds engines that share a logger, a timing cache and a batch profile.
 
     Args:
-        logger: the TensorRT logger (see :func:`make_logger`).
+        lib: the TensorRT-family library to build with.
+        logger: its logger (see :func:`make_logger`).
         sink: where that logger records.
         timing_cache: the timing cache file shared by the builds (read when present, rewritten after each).
         profile: the batch profile for models with a dynamic batch dimension.
     """
 
-    def __init__(self, logger: trt.ILogger, sink: LogSink, timing_cache: Path, profile: BatchProfile) -> None:
-        import tensorrt as trt
-
+    def __init__(
+        self,
+        lib: LoadedLibrary,
+        logger: tensorrt.ILogger,
+        sink: LogSink,
+        timing_cache: Path,
+        profile: BatchProfile,
+    ) -> None:
+        self.lib = lib
         self.logger = logger
         self.sink = sink
         self.timing_cache_path = timing_cache
         self.profile = profile
-        self._builder = trt.Builder(logger)
-        self._timing_cache: trt.ITimingCache | None = None
+        self._builder: tensorrt.Builder = lib.module.Builder(logger)
+        self._timing_cache: tensorrt.ITimingCache | None = None
 
     def build(self, request: BuildRequest) -> BuildResult:
         """Parse ``request.onnx`` and build its engine.
 
         Raises:
-            QuantbenchError: the model does not parse, a flag is unknown to this TensorRT, an input has a
-                dynamic dimension other than the batch, or the build fails; an error raised inside the
-                calibrator is re-raised here as it was.
+            QuantbenchError: the model does not parse, a flag is unknown to this library version, an input
+                has a dynamic dimension other than the batch, or the build fails; an error raised inside
+                the calibrator is re-raised here as it was.
         """
-        import tensorrt as trt
-
+        trt, name = self.lib.module, self.lib.name
         started = time.perf_counter()
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if request.strongly_typed else 0
         network = self._builder.create_network(flags)
-        parser = trt.OnnxParser(network, self.logger)
+        parser: tensorrt.OnnxParser = trt.OnnxParser(network, self.logger)
         if not parser.parse_from_file(str(request.onnx)):
             errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
             first = errors[0] if errors else self.sink.last_error()
-            raise QuantbenchError(f"TensorRT cannot parse {request.onnx}: {first}")
+            raise QuantbenchError(f"{name} cannot parse {request.onnx}: {first}")
         config = self._builder.create_builder_config()
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
         self._attach_timing_cache(config)
-        for name in request.flags:
-            config.set_flag(self._flag(name))
-        for name in request.clear_flags:
-            config.clear_flag(self._flag(name))
+        for flag in request.flags:
+            config.set_flag(self._flag(flag))
+        for flag in request.clear_flags:
+            config.clear_flag(self._flag(flag))
         details: dict[str, Any] = {
             "onnx": str(request.onnx),
             "strongly_typed": request.strongly_typed,
@@ -207,7 +242,7 @@ class EngineBuilder:
         if request.calibrator is not None:
             self._attach_calibrator(network, config, request, dynamic)
         if request.dynamic_ranges is not None:
-            applied, missing = apply_dynamic_ranges(network, request.dynamic_ranges)
+            applied, missing = apply_dynamic_ranges(self.lib, network, request.dynamic_ranges)
             details["dynamic_ranges_set"] = applied
             details["tensors_without_range"] = missing
         serialized = None
@@ -219,53 +254,53 @@ class EngineBuilder:
                 request.calibrator.raise_error()
         if serialized is None:
             raise QuantbenchError(
-                f"TensorRT could not build the {request.name} engine: {self.sink.last_error()}"
+                f"{name} could not build the {request.name} engine: {self.sink.last_error()}"
             )
         self._save_timing_cache()
         details["build_seconds"] = round(time.perf_counter() - started, 3)
         return BuildResult(bytes(memoryview(serialized)), details)
 
-    @staticmethod
-    def _flag(name: str) -> trt.BuilderFlag:
-        import tensorrt as trt
-
-        flag = getattr(trt.BuilderFlag, name, None)
+    def _flag(self, name: str) -> tensorrt.BuilderFlag:
+        flag: tensorrt.BuilderFlag | None = getattr(self.lib.module.BuilderFlag, name, None)
         if flag is None:
-            raise QuantbenchError(f"BuilderFlag.{name} does not exist in TensorRT {trt.__version__}")
-        return flag  # type: ignore[no-any-return]
+            raise QuantbenchError(
+                f"BuilderFlag.{name} does not exist in {self.lib.name} {self.lib.info.version}"
+            )
+        return flag
 
-    def _attach_timing_cache(self, config: trt.IBuilderConfig) -> None:
+    def _attach_timing_cache(self, config: tensorrt.IBuilderConfig) -> None:
         if self._timing_cache is None:
             path = self.timing_cache_path
             data = path.read_bytes() if path.is_file() else b""
             self._timing_cache = config.create_timing_cache(data)
         if not config.set_timing_cache(self._timing_cache, False):
-            raise QuantbenchError(f"TensorRT refused the timing cache {self.timing_cache_path}; delete it")
+            raise QuantbenchError(
+                f"{self.lib.name} refused the timing cache {self.timing_cache_path}; delete it"
+            )
 
     def _save_timing_cache(self) -> None:
         if self._timing_cache is not None:
             data = self._timing_cache.serialize()
             write_bytes_atomic(self.timing_cache_path, bytes(memoryview(data)))
 
-    def _inputs(self, network: trt.INetworkDefinition) -> list[tuple[str, tuple[int, ...]]]:
+    def _inputs(self, network: tensorrt.INetworkDefinition) -> list[tuple[str, tuple[int, ...]]]:
         inputs = []
         for index in range(network.num_inputs):
             tensor = network.get_input(index)
             shape = _shape(tensor.shape)
             if any(d < 0 for d in shape[1:]):
                 raise QuantbenchError(
-                    f"input {tensor.name!r} has shape {shape}: quantbench's TensorRT backend lets only the "
-                    "batch dimension vary; export the model with the other dimensions fixed"
+                    f"input {tensor.name!r} has shape {shape}: quantbench's {self.lib.name} backend lets "
+                    "only the batch dimension vary; export the model with the other dimensions fixed"
                 )
             inputs.append((tensor.name, shape))
         return inputs
 
-    def _add_profile(self, network: trt.INetworkDefinition, config: trt.IBuilderConfig) -> bool:
+    def _add_profile(self, network: tensorrt.INetworkDefinition, config: tensorrt.IBuilderConfig) -> bool:
         inputs = self._inputs(network)
         if not any(shape and shape[0] < 0 for _, shape in inputs):
             return False
-        import tensorrt as trt
-
+        dims = self.lib.module.Dims
         profile = self._builder.create_optimization_profile()
         for name, shape in inputs:
             rest = list(shape[1:])
@@ -273,51 +308,48 @@ class EngineBuilder:
                 low, opt, high = (
                     [size, *rest] for size in (self.profile.min, self.profile.opt, self.profile.max)
                 )
-                profile.set_shape(name, trt.Dims(low), trt.Dims(opt), trt.Dims(high))
+                profile.set_shape(name, dims(low), dims(opt), dims(high))
             else:
-                profile.set_shape(name, trt.Dims(list(shape)), trt.Dims(list(shape)), trt.Dims(list(shape)))
+                profile.set_shape(name, dims(list(shape)), dims(list(shape)), dims(list(shape)))
         config.add_optimization_profile(profile)
         return True
 
     def _attach_calibrator(
         self,
-        network: trt.INetworkDefinition,
-        config: trt.IBuilderConfig,
+        network: tensorrt.INetworkDefinition,
+        config: tensorrt.IBuilderConfig,
         request: BuildRequest,
         dynamic: bool,
     ) -> None:
-        import tensorrt as trt
-
-        from quantbench.backends.tensorrt.calibrator import make_calibrator
-
         assert request.calibrator is not None
-        config.int8_calibrator = make_calibrator(request.calibrator)
+        dims = self.lib.module.Dims
+        config.int8_calibrator = request.calibrator.make_calibrator(self.lib.module)
         if dynamic:
             batch = request.calibration_batch or request.calibrator.batch_size
             profile = self._builder.create_optimization_profile()
             for name, shape in self._inputs(network):
                 fixed = [batch, *shape[1:]] if shape and shape[0] < 0 else list(shape)
-                profile.set_shape(name, trt.Dims(fixed), trt.Dims(fixed), trt.Dims(fixed))
+                profile.set_shape(name, dims(fixed), dims(fixed), dims(fixed))
             if not config.set_calibration_profile(profile):
-                raise QuantbenchError(f"TensorRT refused the calibration profile (batch {batch})")
+                raise QuantbenchError(f"{self.lib.name} refused the calibration profile (batch {batch})")
 
 
-def apply_dynamic_ranges(network: trt.INetworkDefinition, amax: Mapping[str, float]) -> tuple[int, list[str]]:
+def apply_dynamic_ranges(
+    lib: LoadedLibrary, network: tensorrt.INetworkDefinition, amax: Mapping[str, float]
+) -> tuple[int, list[str]]:
     """Set ``[-amax, amax]`` on every float tensor of the network that has a range.
 
     Returns:
         (tensors given a range, float tensors without one, in network order).
 
     Raises:
-        QuantbenchError: TensorRT refuses a range.
+        QuantbenchError: the library refuses a range.
     """
-    import tensorrt as trt
-
     tensors = [network.get_input(i) for i in range(network.num_inputs)]
     for index in range(network.num_layers):
         layer = network.get_layer(index)
         tensors.extend(layer.get_output(j) for j in range(layer.num_outputs))
-    floats = (trt.DataType.FLOAT, trt.DataType.HALF)
+    floats = (lib.module.DataType.FLOAT, lib.module.DataType.HALF)
     applied, missing, seen = 0, [], set()
     for tensor in tensors:
         name = tensor.name
@@ -329,6 +361,6 @@ def apply_dynamic_ranges(network: trt.INetworkDefinition, amax: Mapping[str, flo
             continue
         value = float(amax[name])
         if not tensor.set_dynamic_range(-value, value):
-            raise QuantbenchError(f"TensorRT refused the dynamic range ±{value:g} of tensor {name!r}")
+            raise QuantbenchError(f"{lib.name} refused the dynamic range ±{value:g} of tensor {name!r}")
         applied += 1
     return applied, missing

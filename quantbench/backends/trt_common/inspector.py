@@ -1,4 +1,5 @@
-"""Per-layer information from TensorRT's engine inspector: name, layer type and precision.
+"""Per-layer information from the engine inspector of a TensorRT-family library: name, layer type and
+precision.
 
 Engines are built with ``ProfilingVerbosity.DETAILED`` so that the inspector's JSON describes each
 layer with its inputs and outputs and their ``Format/Datatype``. A layer's precision is read from its
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
-    import tensorrt as trt
+    import tensorrt
+
+    from quantbench.backends.trt_common.library import LoadedLibrary
 
 # Checked in order: the first match wins ("UInt8" before "Int8").
 _PRECISIONS = (
@@ -50,11 +53,15 @@ def _first_format(tensors: Any) -> str | None:
     return None
 
 
-def parse_layers(text: str) -> list[dict[str, str]]:
+def parse_layers(text: str, library: str) -> list[dict[str, str]]:
     """The inspector's JSON as ``[{"name", "type", "precision"}]`` in engine order.
 
     Layers described by name only (an engine built without detailed verbosity) get type and
     precision ``unknown``.
+
+    Args:
+        text: what the inspector returned.
+        library: the library's name in messages, e.g. ``TensorRT``.
 
     Raises:
         QuantbenchError: the text is not the inspector's JSON.
@@ -62,10 +69,10 @@ def parse_layers(text: str) -> list[dict[str, str]]:
     try:
         document = json.loads(text)
     except ValueError as exc:
-        raise QuantbenchError(f"TensorRT's engine inspector returned no JSON ({exc})") from None
+        raise QuantbenchError(f"{library}'s engine inspector returned no JSON ({exc})") from None
     layers = document.get("Layers") if isinstance(document, dict) else None
     if not isinstance(layers, list):
-        raise QuantbenchError("TensorRT's engine inspector JSON has no 'Layers' list")
+        raise QuantbenchError(f"{library}'s engine inspector JSON has no 'Layers' list")
     out = []
     for index, layer in enumerate(layers):
         if isinstance(layer, str):
@@ -92,9 +99,8 @@ def precision_counts(layers: list[dict[str, str]]) -> dict[str, int]:
     return counts
 
 
-def engine_layers(engine: trt.ICudaEngine) -> list[dict[str, str]]:
-    """Per-layer information of a deserialized engine (see :func:`parse_layers`)."""
-    import tensorrt as trt
-
+def engine_layers(lib: LoadedLibrary, engine: tensorrt.ICudaEngine) -> list[dict[str, str]]:
+    """Per-layer information of an engine that ``lib`` deserialized (see :func:`parse_layers`)."""
     inspector = engine.create_engine_inspector()
-    return parse_layers(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    text = inspector.get_engine_information(lib.module.LayerInformationFormat.JSON)
+    return parse_layers(text, lib.name)
