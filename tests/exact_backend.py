@@ -10,7 +10,7 @@ import numpy as np
 
 from quantbench.backends.base import Backend, Runner
 from quantbench.backends.onnxruntime import SessionSettings, make_session
-from quantbench.export.variants import Variant
+from quantbench.variant import Variant
 
 
 class ExactRunner(Runner):

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     import numpy as np
 
     from quantbench.config import BackendSpec
-    from quantbench.export.variants import Variant
     from quantbench.model import InputSpec
     from quantbench.ranges import DynamicRanges
+    from quantbench.variant import Variant
 
 Batches = Callable[[], Iterable[Mapping[str, "np.ndarray"]]]
 """Makes a fresh stream of calibration batches (input name -> array), each of the same batch size."""

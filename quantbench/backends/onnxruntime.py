@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import onnx
 
     from quantbench.config import BackendSpec
-    from quantbench.export.variants import Variant
+    from quantbench.variant import Variant
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 

@@ -15,43 +15,20 @@ int8-<method>   symmetric int8 Q/DQ (``int8-<m>.onnx``)      uint8 flavour, same
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import onnx
 
 from quantbench.errors import QuantbenchError
 from quantbench.fileio import write_bytes_atomic
 from quantbench.ranges import DynamicRanges
+from quantbench.variant import Variant
 
 if TYPE_CHECKING:
     import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-@dataclass
-class Variant:
-    """One model to compare.
-
-    Attributes:
-        name: ``fp32``, ``fp16`` or ``int8-<ranges label>``.
-        precision: ``fp32``, ``fp16`` or ``int8``.
-        model: the ONNX file for TensorRT (and for GPU execution providers).
-        cpu_model: the ONNX file ONNX Runtime runs on the CPU.
-        method: the ranges label of an INT8 variant.
-        emulated: op types the CPU runs through float32 casts (their latency is not a GPU's).
-        details: what the build did (quantized tensors, tensors without a range, nodes kept in float).
-    """
-
-    name: str
-    precision: str
-    model: Path
-    cpu_model: Path
-    method: str | None = None
-    emulated: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_precisions(items: Iterable[str]) -> list[str]:

@@ -10,10 +10,10 @@ from quantbench.errors import QuantbenchError
 if TYPE_CHECKING:
     from quantbench.data import BatchStream
     from quantbench.evaluation.compare import Comparison
-    from quantbench.export.variants import Variant
     from quantbench.flows.context import RunContext
     from quantbench.flows.ranges import RunRanges
     from quantbench.search.mixed_precision import HeldOut, SearchResult
+    from quantbench.variant import Variant
 
 DEFAULT_EVAL_CAP = 500
 """Held-out images evaluated when ``eval_n`` is not given."""

@@ -26,10 +26,10 @@ from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
     from quantbench.evaluation.compare import Comparison
-    from quantbench.export.variants import Variant
     from quantbench.flows.context import RunContext, Settings
     from quantbench.flows.ranges import RunRanges
     from quantbench.progress import Progress
+    from quantbench.variant import Variant
 
 RUN_GROUPS = (
     "data",

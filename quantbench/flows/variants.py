@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-    from quantbench.export.variants import Variant
     from quantbench.flows.context import RunContext
     from quantbench.flows.ranges import RunRanges
+    from quantbench.variant import Variant
 
 CORRECTION_BATCH = 16
 

@@ -40,9 +40,9 @@ from quantbench.fileio import write_text_atomic
 if TYPE_CHECKING:
     from quantbench.calibration.calibrate import CalibrationResult
     from quantbench.evaluation.compare import Comparison
-    from quantbench.export.variants import Variant
     from quantbench.model import LoadedModel
     from quantbench.ranges import DynamicRanges
+    from quantbench.variant import Variant
 
 FORMAT = "quantbench-results"
 FORMAT_VERSION = 1

@@ -33,9 +33,9 @@ if TYPE_CHECKING:
     import onnx
 
     from quantbench.data.loader import Batch
-    from quantbench.export.variants import Variant
     from quantbench.progress import Progress
     from quantbench.ranges import DynamicRanges
+    from quantbench.variant import Variant
 
 
 @dataclass(frozen=True)

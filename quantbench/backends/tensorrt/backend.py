@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from quantbench.backends.tensorrt.methods import NativeMethod
     from quantbench.backends.trt_common.builder import BuildRequest
     from quantbench.config import BackendSpec
-    from quantbench.export.variants import Variant
     from quantbench.ranges import DynamicRanges
+    from quantbench.variant import Variant
 
 
 class TensorRTBackend(TrtFamilyBackend):

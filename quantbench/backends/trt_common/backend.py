@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from quantbench.backends.trt_common.library import TrtLibrary
     from quantbench.backends.trt_common.runner import EngineRunner
     from quantbench.config import BackendSpec
-    from quantbench.export.variants import Variant
+    from quantbench.variant import Variant
 
 
 def _cuda_python_version() -> str | None:
