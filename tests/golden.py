@@ -45,6 +45,40 @@ def ranges_case(model: Path, images: Path, ranges: Path, out: Path) -> dict[str,
     return result.results
 
 
+def sensitivity_case(model: Path, images: Path, out: Path) -> dict[str, Any]:
+    """``quantbench sensitivity`` on the sample: one method, both views, per-tensor fidelity."""
+    from quantbench.flows.sensitivity import run_sensitivity
+
+    return run_sensitivity(
+        model, images, n=16, eval_n=8, method="minmax", out=out, preset="inception"
+    ).results
+
+
+def calibrate_case(model: Path, images: Path, out: Path) -> dict[str, Any]:
+    """``quantbench calibrate`` on the sample: every built-in method, what the result and tables say."""
+    import quantbench
+
+    methods = ["entropy", "minmax", "percentile", "mse"]
+    result = quantbench.calibrate(model, images, n=24, methods=methods, out=out, preset="inception")
+    tables = {
+        f.name: f.read_text(encoding="utf-8").splitlines()
+        for files in result.files.values()
+        for f in files
+        if f.suffix != ".json"
+    }
+    return {
+        "ranges": {label: table.amax for label, table in result.ranges.items()},
+        "tables": tables,
+        "files": [str(f) for files in result.files.values() for f in files],
+        "tensors": result.tensors,
+        "images_used": result.images_used,
+        "skipped": [list(item) for item in result.skipped],
+        "warnings": result.warnings,
+        "absmax": result.absmax,
+        "next_start": result.next_start,
+    }
+
+
 def normalize(value: Any, roots: tuple[str, ...] = ()) -> Any:
     """``value`` without machine- and moment-dependent entries; paths under ``roots`` made relative."""
     if isinstance(value, dict):
@@ -81,13 +115,17 @@ def differences(expected: Any, got: Any, where: str = "", rel: float = 1e-3) -> 
 
 
 def main(out: Path) -> None:
-    """Run both cases on freshly built inputs and store their normalized results."""
+    """Run every case on freshly built inputs and store their normalized results."""
     from sample.make_sample import make_sample
     from tests.conftest import photo_folder, tiny_conv_model
 
     model, images = make_sample(out / "sample", images=120)
     roots = (str(out),)
-    cases = {"sample_run": sample_case(model, images, out / "runs")}
+    cases = {
+        "sample_run": sample_case(model, images, out / "runs"),
+        "sample_sensitivity": sensitivity_case(model, images, out / "runs"),
+        "sample_calibrate": calibrate_case(model, images, out / "calibrate"),
+    }
     tiny = tiny_conv_model(out / "tiny.onnx", size=16)
     ranges = out / "tiny_ranges.txt"
     ranges.write_text("input:1.0\nconv1:6.5\nrelu1:6.0\n", encoding="utf-8")

@@ -29,6 +29,20 @@ def test_sample_run_is_unchanged(sample: tuple[Path, Path], tmp_path: Path) -> N
     _check("sample_run", results, tmp_path)
 
 
+def test_sample_sensitivity_is_unchanged(sample: tuple[Path, Path], tmp_path: Path) -> None:
+    model, images = sample
+    results = golden.sensitivity_case(model, images, tmp_path / "runs")
+    results = json.loads(json.dumps(results).replace(str(model.parent), str(tmp_path / "sample")))
+    _check("sample_sensitivity", results, tmp_path)
+
+
+def test_sample_calibration_is_unchanged(sample: tuple[Path, Path], tmp_path: Path) -> None:
+    model, images = sample
+    results = golden.calibrate_case(model, images, tmp_path / "calibrate")
+    results = json.loads(json.dumps(results).replace(str(model.parent), str(tmp_path / "sample")))
+    _check("sample_calibrate", results, tmp_path)
+
+
 def test_imported_ranges_run_is_unchanged(tmp_path: Path) -> None:
     tiny = tiny_conv_model(tmp_path / "tiny.onnx", size=16)
     ranges = tmp_path / "tiny_ranges.txt"
