@@ -110,12 +110,15 @@ def parse_method(spec_text: str) -> MethodSpec:
         raw_params = file_match["rest"].split(":") if file_match["rest"] else []
         base = file_match["func"]
     else:
+        from quantbench.backends.registry import owner_of
+
         name, *raw_params = text.split(":")
         known = BUILTIN_METHODS if name in BUILTIN_METHODS else available_methods()
-        if name.lower().startswith("trt-") and name not in known:
+        owner = owner_of(name) if name not in known else None
+        if owner is not None:
             raise QuantbenchError(
-                f"method {name!r} is TensorRT's own calibrator: it runs inside a TensorRT 10 engine build, "
-                "with quantbench run --backend tensorrt; quantbench's entropy computes EntropyCalibration2"
+                f"method {name!r} is a calibrator of the {owner.name} backend: it runs with quantbench run "
+                f"--backend {owner.name}; quantbench's own methods are {', '.join(sorted(known))}"
             )
         if name not in known:
             raise QuantbenchError(
