@@ -106,13 +106,25 @@ def test_run_writes_every_artifact_and_consistent_metrics(tiny, tmp_path):
     dataset = open_dataset(images, input_specs(load_model(model)))
     x = np.stack([dataset.load(name)[0][0][1]["input"] for name in evaluation["names"]])
     ref = ort.InferenceSession(str(model)).run(None, {"input": x})[0].astype(np.float64)
-    got = ort.InferenceSession(str(run_dir / "models/int8-minmax.onnxruntime.onnx")).run(None, {"input": x})[
-        0
-    ]
+    # judged: the Q/DQ model that ships, run as written (no optimization refolds its pairs)
+    as_written = ort.SessionOptions()
+    as_written.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    qdq = ort.InferenceSession(str(run_dir / "models/int8-minmax.onnx"), as_written)
+    got = qdq.run(None, {"input": x})[0]
     metrics = results["variants"][2]["outputs"]["scores"]
     assert metrics["rel_l2"] == pytest.approx(np.linalg.norm(got - ref) / np.linalg.norm(ref), rel=1e-4)
     agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
     assert metrics["top1_agreement"] == pytest.approx(agree)
+    # timed: the ONNX Runtime flavour, whose distance from the judged model is recorded
+    flavour = ort.InferenceSession(str(run_dir / "models/int8-minmax.onnxruntime.onnx")).run(
+        None, {"input": x}
+    )
+    timed = results["variants"][2]["timed_model"]
+    assert timed["model"] == "models/int8-minmax.onnxruntime.onnx"
+    assert timed["judged_model"] == "models/int8-minmax.onnx"
+    distance = np.linalg.norm(flavour[0] - got.astype(np.float64)) / np.linalg.norm(got.astype(np.float64))
+    assert timed["outputs"]["scores"]["rel_l2"] == pytest.approx(distance, rel=1e-4, abs=1e-9)
+    assert timed["within_bound"] == (distance <= timed["bound_rel_l2"])
     # metrics.csv: a row per variant and output, matching results.json
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [(r["variant"], r["output"]) for r in rows] == [

@@ -2,7 +2,8 @@
 
 A backend turns variants (ONNX files, see :class:`quantbench.export.variants.Variant`) into runners.
 A run tells it about itself once (:meth:`Backend.begin`), lets it calibrate with calibrators of its
-own where it has them (:meth:`Backend.calibrate_native`), then prepares one runner per variant. A
+own where it has them (:meth:`Backend.calibrate_native`), then prepares one runner per variant, and a
+reference runner where that runner's numerics are not the shipped model's (:meth:`Backend.reference`). A
 runner takes a batch of inputs by name and returns the model's outputs by name; what else it measured
 (per-layer precision, GPU timings) comes back through :meth:`Runner.extra_results`.
 
@@ -141,3 +142,10 @@ class Backend(ABC):
     @abstractmethod
     def prepare(self, variant: Variant) -> Runner:
         """Build ``variant`` for this backend. Raises QuantbenchError when it cannot."""
+
+    def reference(self, variant: Variant) -> Runner | None:
+        """A runner with the numerics of the model that ships (``variant.model``: for INT8 the Q/DQ model
+        with its Q/DQ semantics intact), where :meth:`prepare`'s runner computes something else (ONNX
+        Runtime's CPU flavour); None where :meth:`prepare`'s runner is that model. Fidelity is judged on
+        this runner; the other is timed, and how far it strays is recorded."""
+        return None

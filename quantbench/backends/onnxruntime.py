@@ -120,9 +120,10 @@ class OnnxRuntimeRunner(Runner):
 class OnnxRuntimeBackend(Backend):
     """Runs variants with ONNX Runtime.
 
-    On the CPU an INT8 variant runs its ONNX Runtime flavour (uint8 activations, see
-    :mod:`quantbench.export.onnxruntime_flavour`); with a GPU execution provider it runs the TensorRT-flavour
-    Q/DQ model, which those providers take as it is.
+    On the CPU an INT8 variant is timed on its ONNX Runtime flavour (uint8 activations, see
+    :mod:`quantbench.export.onnxruntime_flavour`) and judged on its Q/DQ model run as written
+    (:meth:`reference`); with a GPU execution provider it runs the TensorRT-flavour Q/DQ model, which
+    those providers take as it is.
     """
 
     name = "onnxruntime"
@@ -167,3 +168,16 @@ class OnnxRuntimeBackend(Backend):
         session = make_session(Path(path), settings, str(path))
         representative = self.on_gpu or not variant.emulated
         return OnnxRuntimeRunner(session, representative)
+
+    def reference(self, variant: Variant) -> OnnxRuntimeRunner | None:
+        """On the CPU, for a variant whose CPU flavour is another file (INT8): its Q/DQ model with every
+        graph optimization off, so that no QuantizeLinear/DequantizeLinear pair is folded into another
+        node or weights re-quantized; None otherwise (the runner of :meth:`prepare` is that model).
+
+        Raises:
+            QuantbenchError: ONNX Runtime cannot load the model.
+        """
+        if self.on_gpu or variant.cpu_model == variant.model or variant.precision != "int8":
+            return None
+        settings = SessionSettings(threads=self.threads, optimize=False)
+        return OnnxRuntimeRunner(make_session(Path(variant.model), settings, str(variant.model)), True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,8 @@ class Comparison:
         metrics: variant -> output -> metric -> value (FP32 has accuracy only, when labels are given).
         latency: variant -> one ``LatencyStats.to_dict()`` per bench batch size.
         representative: variant -> False where the latency is not representative of the target.
+        flavour: variant -> output -> how far the timed runner's outputs are from the judged runner's
+            (``OutputErrors`` figures), for variants judged on a reference runner of their own.
         samples: held-out samples evaluated.
         names: their file names, in order.
         skipped: (file, reason) of the held-out files left out.
@@ -45,6 +47,7 @@ class Comparison:
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     latency: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     representative: dict[str, bool] = field(default_factory=dict)
+    flavour: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     samples: int = 0
     names: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -72,6 +75,18 @@ class _Accumulators:
         self.errors: dict[tuple[str, str], OutputErrors] = {}
         self.agreement: dict[tuple[str, str], TopKAgreement] = {}
         self.accuracy: dict[tuple[str, str], Accuracy] = {}
+        self.flavour: dict[str, dict[str, OutputErrors]] = {}
+
+    def add_flavour(
+        self, name: str, judged: Mapping[str, np.ndarray], timed: Mapping[str, np.ndarray]
+    ) -> None:
+        """Add one batch of a variant's timed outputs against its judged ones."""
+        errors = self.flavour.setdefault(name, {})
+        for out_name, value in judged.items():
+            if out_name in timed:
+                errors.setdefault(out_name, OutputErrors(out_name, f"{name} (timed)")).update(
+                    value, timed[out_name]
+                )
 
     def update(
         self, key: tuple[str, str], pair: tuple[np.ndarray, np.ndarray], scores: bool, labels: Any
@@ -103,6 +118,7 @@ def compare_variants(
     batches: BatchStream | Iterable[Batch],
     bench: BenchSpec,
     *,
+    references: Mapping[str, Runner] | None = None,
     label_map: dict[str, int] | None = None,
     fixed_batch: int | None = None,
     progress: Progress | None = None,
@@ -110,7 +126,11 @@ def compare_variants(
     """Run every variant on the same batches, compare with ``runners["fp32"]``, then time each one.
 
     Args:
-        runners: variant name -> runner; must include ``fp32``, the reference.
+        runners: variant name -> runner; must include ``fp32``, the reference. These are timed, and
+            judged unless ``references`` has another runner for the variant.
+        references: variant name -> the runner its fidelity is judged on, where that is not the timed
+            runner (see :meth:`quantbench.backends.base.Backend.reference`); the timed runner then runs
+            the held-out batches too, and its distance from the judged outputs is recorded.
         batches: held-out batches (a ``BatchStream``'s report gives the skipped files).
         bench: the batch sizes to time (replaced by ``fixed_batch`` where the model fixes it), and the
             runs and seconds each timing repeats until both are reached.
@@ -128,7 +148,8 @@ def compare_variants(
     accumulators = _Accumulators()
     progress.start("evaluating", getattr(batches, "total", None))
     try:
-        first_feeds = _evaluate(runners, batches, label_map, (result, accumulators), progress)
+        judged = {name: (runner, (references or {}).get(name)) for name, runner in runners.items()}
+        first_feeds = _evaluate(judged, batches, label_map, (result, accumulators), progress)
     finally:
         progress.finish()
     report = getattr(batches, "report", None)
@@ -138,6 +159,8 @@ def compare_variants(
         raise QuantbenchError("no held-out sample could be evaluated")
     for name in runners:
         result.metrics[name] = {out: accumulators.results((name, out)) for out in result.outputs}
+        if name in accumulators.flavour:
+            result.flavour[name] = {out: acc.result() for out, acc in accumulators.flavour[name].items()}
     sizes = [fixed_batch] if fixed_batch else list(dict.fromkeys(bench.batch))
     progress.start("timing", len(runners) * len(sizes))
     try:
@@ -148,27 +171,32 @@ def compare_variants(
 
 
 def _evaluate(
-    runners: dict[str, Runner],
+    runners: dict[str, tuple[Runner, Runner | None]],
     batches: Iterable[Batch],
     label_map: dict[str, int] | None,
     into: tuple[Comparison, _Accumulators],
     progress: Progress,
 ) -> dict[str, np.ndarray] | None:
-    """Run every batch through every runner into the accumulators; returns the first batch's inputs."""
+    """Run every batch through every variant into the accumulators; returns the first batch's inputs.
+
+    ``runners`` maps a variant to (its timed runner, the runner it is judged on or None for the same).
+    """
     result, accumulators = into
     first_feeds: dict[str, np.ndarray] | None = None
     for batch in batches:
         if first_feeds is None:
             first_feeds = batch.inputs
-        reference = runners[REFERENCE].run(batch.inputs)
+        reference = _judged(runners[REFERENCE]).run(batch.inputs)
         labels = _accuracy_labels(label_map, batch)
         for out_name, value in reference.items():
             result.outputs.setdefault(
                 out_name,
                 {"shape": list(value.shape[1:]), "class_scores": is_class_scores(value.shape)},
             )
-        for name, runner in runners.items():
-            outputs = reference if name == REFERENCE else runner.run(batch.inputs)
+        for name, pair in runners.items():
+            outputs = reference if name == REFERENCE else _judged(pair).run(batch.inputs)
+            if pair[1] is not None:
+                accumulators.add_flavour(name, outputs, pair[0].run(batch.inputs))
             for out_name, ref in reference.items():
                 if out_name not in outputs:
                     raise QuantbenchError(f"variant {name} has no output {out_name!r}")
@@ -178,6 +206,10 @@ def _evaluate(
         result.names.extend(batch.names)
         progress.advance(len(batch.names))
     return first_feeds
+
+
+def _judged(pair: tuple[Runner, Runner | None]) -> Runner:
+    return pair[1] if pair[1] is not None else pair[0]
 
 
 def _time(

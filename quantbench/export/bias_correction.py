@@ -125,11 +125,14 @@ def _inputs_of(node: onnx.NodeProto) -> list[str]:
     return names
 
 
-def _session(model: onnx.ModelProto, threads: int, what: str) -> Any:
-    """An ONNX Runtime CPU session (see :func:`quantbench.backends.onnxruntime.make_session`)."""
+def _session(model: onnx.ModelProto, threads: int, what: str, as_written: bool = False) -> Any:
+    """An ONNX Runtime CPU session (see :func:`quantbench.backends.onnxruntime.make_session`);
+    ``as_written`` turns graph optimizations off, so a Q/DQ model keeps its Q/DQ semantics (no pair
+    folded into a fused node, no weight re-quantized)."""
     from quantbench.backends.onnxruntime import SessionSettings, make_session
 
-    return make_session(model, SessionSettings(threads=threads), f"{what} for bias correction")
+    settings = SessionSettings(threads=threads, optimize=not as_written)
+    return make_session(model, settings, f"{what} for bias correction")
 
 
 def _channel_sums(y: np.ndarray, axis: int) -> np.ndarray:
@@ -423,7 +426,7 @@ class _Segments:
         """An ONNX Runtime session of ``segment``, or None when it has nothing to compute."""
         if not segment.outputs and not segment.targets:
             return None
-        return _session(segment.model, self.threads, "a segment of the model")
+        return _session(segment.model, self.threads, "a segment of the model", as_written=True)
 
     def run(self, segment: _Segment, session: Any, names: list[str]) -> Iterator[list[np.ndarray]]:
         """``names`` computed by ``session`` for each batch, with the biases' current values."""
@@ -564,7 +567,7 @@ def output_rel_l2(
         feeds: the batches.
         threads: ONNX Runtime intra-op threads (0: every core).
     """
-    session = _session(model, threads, "a Q/DQ model")
+    session = _session(model, threads, "a Q/DQ model", as_written=True)
     energy = ErrorEnergy(exact=True)
     for batch, expected in zip(feeds, reference):
         for got, want in zip(session.run(None, dict(batch)), expected):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
+    from quantbench.backends.base import Runner
     from quantbench.data import BatchStream
     from quantbench.evaluation.compare import Comparison
     from quantbench.flows.context import RunContext
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 
 DEFAULT_EVAL_CAP = 500
 """Held-out images evaluated when ``eval_n`` is not given."""
+
+FLAVOUR_BOUND = 0.02
+"""The relative L2 distance between a variant's timed model and the model it is judged on above which the
+run's notes say so."""
 
 
 def held_out_start(ctx: RunContext, ranges: RunRanges) -> int:
@@ -82,32 +87,56 @@ def mixed_search(
 def compare(
     ctx: RunContext, variants: list[Variant], batches: BatchStream | HeldOut, labels: dict[str, int] | None
 ) -> Comparison:
-    """Prepare every variant on the backend, run them on the held-out batches against FP32, time them,
-    and add what each runner measured beyond that to the variant's details.
+    """Prepare every variant on the backend (and a reference runner where the backend times another model
+    than the one that ships), judge them on the held-out batches against FP32, time them, and add what
+    each runner measured beyond that to the variant's details.
 
     Raises:
         QuantbenchError: a variant cannot be prepared or run.
     """
     from quantbench.evaluation.compare import compare_variants
 
-    bench = ctx.settings.bench
-    runners = {}
+    bench, backend = ctx.settings.bench, ctx.backend
+    runners: dict[str, Runner] = {}
+    references: dict[str, Runner] = {}
     try:
         for variant in variants:
-            runners[variant.name] = ctx.backend.prepare(variant)
+            runners[variant.name] = backend.prepare(variant)
+            reference = backend.reference(variant)
+            if reference is not None:
+                references[variant.name] = reference
+        fixed, progress = ctx.model.fixed_batch, ctx.progress
         comparison = compare_variants(
-            runners,
-            batches,
-            bench,
-            label_map=labels,
-            fixed_batch=ctx.model.fixed_batch,
-            progress=ctx.progress,
-        )
+            runners, batches, bench, references=references, label_map=labels, fixed_batch=fixed,
+            progress=progress,
+        )  # fmt: skip
         timed = [ctx.model.fixed_batch] if ctx.model.fixed_batch else list(dict.fromkeys(bench.batch))
         for variant in variants:
             variant.details.update(runners[variant.name].extra_results(timed, bench.runs))
     finally:
-        for runner in runners.values():
+        for runner in [*runners.values(), *references.values()]:
             runner.close()
-    ctx.notes.extend(ctx.backend.notes)
+    for variant in variants:
+        if variant.name in comparison.flavour:
+            variant.details["timed_model"] = _timed_model(ctx, variant, comparison.flavour[variant.name])
+    ctx.notes.extend(backend.notes)
     return comparison
+
+
+def _timed_model(ctx: RunContext, variant: Variant, distance: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """What ``results.json`` says of a variant timed on another model than the one judged (ONNX Runtime's
+    CPU flavour of an INT8 variant), with a note when its outputs stray beyond :data:`FLAVOUR_BOUND`."""
+    worst = max((errors.get("rel_l2", 0.0) for errors in distance.values()), default=0.0)
+    if not worst <= FLAVOUR_BOUND:
+        ctx.notes.append(
+            f"{variant.name}: the model timed ({variant.cpu_model.name}) differs from the Q/DQ model judged "
+            f"({variant.model.name}) by relative L2 {worst:.3g} on its outputs, above {FLAVOUR_BOUND:g}; "
+            "its latency is that of a slightly different model"
+        )
+    return {
+        "model": str(variant.cpu_model.relative_to(ctx.run_dir)),
+        "judged_model": str(variant.model.relative_to(ctx.run_dir)),
+        "outputs": {out: {k: errors[k] for k in ("rel_l2", "max_abs")} for out, errors in distance.items()},
+        "bound_rel_l2": FLAVOUR_BOUND,
+        "within_bound": worst <= FLAVOUR_BOUND,
+    }

@@ -1,7 +1,8 @@
 """The INT8 models a sensitivity analysis runs: built in memory, loaded into ONNX Runtime quickly.
 
-:func:`build_int8` is the model ``quantbench run --exclude`` writes (its ONNX Runtime flavour, bias
-correction included when asked), without the files; :class:`Candidates` builds the same models faster
+:func:`build_int8` is the model ``quantbench run --exclude`` writes and judges (the TensorRT-flavour
+Q/DQ model, bias correction included when asked), without the files, run as written (no graph
+optimization refolds its Q/DQ pairs); :class:`Candidates` builds the same models faster
 when many nodes stay in float, and loads them; :func:`replay_name` names a node so that ``--exclude``
 selects it alone.
 """
@@ -46,8 +47,8 @@ def build_int8(
     bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
     threads: int = 0,
 ) -> tuple[onnx.ModelProto, QdqPlan]:
-    """The INT8 model ``quantbench run --exclude`` would write, in its ONNX Runtime flavour, in memory
-    (:func:`quantbench.export.int8.build_int8_model`).
+    """The INT8 model ``quantbench run --exclude`` would write and judge, the TensorRT-flavour Q/DQ model,
+    in memory (:func:`quantbench.export.int8.build_int8_model`).
 
     Args:
         model: the FP32 model, opset 13 or more.
@@ -58,12 +59,12 @@ def build_int8(
         threads: ONNX Runtime threads for the correction.
 
     Returns:
-        (the ONNX Runtime flavour, the plan it was built from).
+        (the Q/DQ model, the plan it was built from).
     """
     from quantbench.export.int8 import build_int8_model
 
     built = build_int8_model(model, amax, exclude, bias_feeds, threads)
-    return built.onnxruntime, built.plan
+    return built.tensorrt, built.plan
 
 
 class Candidates:
@@ -138,7 +139,7 @@ class Candidates:
         return [(i, replay_name(graph, i), graph.node[i].op_type) for i in plan.quantized_nodes]
 
     def build(self, kept: Sequence[str]) -> tuple[onnx.ModelProto, list[str]]:
-        """The ONNX Runtime flavour with ``kept`` (``--exclude`` names) in float, the weights of float nodes
+        """The Q/DQ model with ``kept`` (``--exclude`` names) in float, the weights of float nodes
         left as external references; and their names."""
         import onnx
 
@@ -184,5 +185,6 @@ class Candidates:
                 self._values[name] = (array, ort.OrtValue.ortvalue_from_numpy(array))
         self.built += 1
         external = {name: self._values[name][1] for name in outside}
-        settings = SessionSettings(threads=self.threads, external=external)
+        # as written: the Q/DQ semantics of the model that ships, no pair refolded into a fused node
+        settings = SessionSettings(threads=self.threads, external=external, optimize=False)
         return make_session(built, settings, "a model built for the analysis")

@@ -118,7 +118,9 @@ class Evaluator:
 
         if not feeds:
             raise QuantbenchError("no samples to analyse; give held-out images (--eval-images)")
-        session = make_session(model, SessionSettings(threads=threads), "the FP32 model")
+        # as written, like the candidates: one with every node in float computes FP32's values exactly
+        settings = SessionSettings(threads=threads, optimize=False)
+        session = make_session(model, settings, "the FP32 model")
         names = [o.name for o in session.get_outputs()]
         outputs = [dict(zip(names, session.run(names, feed), strict=True)) for feed in feeds]
         output, class_scores = main_output(outputs[0])
