@@ -7,6 +7,10 @@ accumulators of :mod:`quantbench.evaluation.metrics`:
 * ``OutputErrors``: every output (rel_l2, cosine, snr_db, max_abs, mean_abs);
 * ``TopKAgreement``: class scores (top1_agreement, top5_overlap);
 * ``Accuracy``: class scores, when the run is given labels (top1_accuracy, top5_accuracy).
+
+:data:`KIND_METRICS` lists the metrics by output kind of :mod:`quantbench.evaluation.tasks` (detection,
+dense maps, sequences, per-channel errors), apart from :data:`METRICS` and :data:`RESULTS_ORDER`, which
+give the tables' columns and the columns of ``metrics.csv``; :func:`metric_by_key` knows both.
 """
 
 from __future__ import annotations
@@ -14,9 +18,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-AppliesTo = Literal["every output", "class scores", "labels"]
+AppliesTo = Literal[
+    "every output",
+    "class scores",
+    "labels",
+    "detection",
+    "dense classes",
+    "dense mask",
+    "sequence",
+    "generic",
+]
 """Which outputs have a metric: every compared output, outputs taken for class scores
-(:func:`~quantbench.evaluation.metrics.is_class_scores`), or class-score outputs of a run given labels."""
+(:func:`~quantbench.evaluation.metrics.is_class_scores`), class-score outputs of a run given labels, or
+outputs of one group of :attr:`quantbench.evaluation.kinds.OutputKind.metric_group` (detection heads,
+per-pixel class scores, probability maps, CTC sequences, generic outputs)."""
 
 
 @dataclass(frozen=True)
@@ -63,18 +78,22 @@ class Metric:
     higher_is_better: bool
     reference_value: float | None
 
-    def applies(self, *, class_scores: bool, labels: bool) -> bool:
+    def applies(self, *, class_scores: bool, labels: bool, group: str | None = None) -> bool:
         """Whether an output has this metric.
 
         Args:
             class_scores: the output is taken for class scores.
             labels: the run was given a labels file.
+            group: the output's :attr:`~quantbench.evaluation.kinds.OutputKind.metric_group`, where its
+                kind is known; the metrics of a kind apply only to outputs of its group.
         """
         if self.applies_to == "every output":
             return True
         if self.applies_to == "class scores":
             return class_scores
-        return class_scores and labels
+        if self.applies_to == "labels":
+            return class_scores and labels
+        return group == self.applies_to
 
 
 _PERCENT = NumberFormat("percent", 1)
@@ -106,7 +125,59 @@ RESULTS_ORDER: tuple[str, ...] = (
 """The keys of :data:`METRICS` in the order the accumulators compute them: the order of an output's
 entries in ``results.json`` and of the metric columns of ``metrics.csv``."""
 
-_BY_KEY = {metric.key: metric for metric in METRICS}
+_ERROR = NumberFormat("significant", 4)
+_COUNT = NumberFormat("decimals", 0)
+
+KIND_METRICS: tuple[Metric, ...] = (
+    Metric("det_f1", "det. F1", _PERCENT, "detection", True, 1.0),
+    Metric("det_precision", "det. precision", _PERCENT, "detection", True, 1.0),
+    Metric("det_recall", "det. recall", _PERCENT, "detection", True, 1.0),
+    Metric("det_map50", "det. mAP@0.5", _PERCENT, "detection", True, 1.0),
+    Metric("det_mean_iou", "det. mean IoU", _PERCENT, "detection", True, 1.0),
+    Metric("det_box_error", "det. box error", _ERROR, "detection", False, 0.0),
+    Metric("det_score_error", "det. score error", _ERROR, "detection", False, 0.0),
+    Metric("det_reference", "FP32 detections", _COUNT, "detection", False, None),
+    Metric("det_candidate", "detections", _COUNT, "detection", False, None),
+    Metric("mean_iou", "mean IoU", _PERCENT, "dense classes", True, 1.0),
+    Metric("argmax_agreement", "pixel class agreement", _PERCENT, "dense classes", True, 1.0),
+    Metric("mask_iou", "mask IoU", _PERCENT, "dense mask", True, 1.0),
+    Metric("pixel_agreement", "mask pixel agreement", _PERCENT, "dense mask", True, 1.0),
+    Metric("seq_agreement", "sequence agreement", _PERCENT, "sequence", True, 1.0),
+    Metric("seq_edit_distance", "norm. edit distance", _ERROR, "sequence", False, 0.0),
+    Metric("channel_rel_l2_mean", "channel rel. L2 (mean)", _ERROR, "generic", False, 0.0),
+    Metric("channel_rel_l2_max", "channel rel. L2 (max)", _ERROR, "generic", False, 0.0),
+    Metric("channel_rel_l2_worst_index", "worst channel", _COUNT, "generic", False, None),
+)
+"""The metrics by output kind (:mod:`quantbench.evaluation.tasks`), in the order tables show them: the
+headline of each kind first. The generic kind's ``cosine`` is the ``cosine`` of :data:`METRICS`. The
+counts (``det_reference``, ``det_candidate``) and the worst channel's index are figures, not errors:
+``higher_is_better`` is False and ``reference_value`` None for them."""
+
+KIND_RESULTS_ORDER: tuple[str, ...] = (
+    "det_precision",
+    "det_recall",
+    "det_f1",
+    "det_map50",
+    "det_mean_iou",
+    "det_box_error",
+    "det_score_error",
+    "det_reference",
+    "det_candidate",
+    "argmax_agreement",
+    "mean_iou",
+    "mask_iou",
+    "pixel_agreement",
+    "seq_agreement",
+    "seq_edit_distance",
+    "channel_rel_l2_mean",
+    "channel_rel_l2_max",
+    "channel_rel_l2_worst_index",
+)
+"""The keys of :data:`KIND_METRICS` in the order the accumulators of :mod:`quantbench.evaluation.tasks`
+compute them. Those accumulators also return ``top1_agreement``, ``top5_overlap`` and ``cosine`` (keys
+of :data:`METRICS`) and ``samples``."""
+
+_BY_KEY = {metric.key: metric for metric in (*METRICS, *KIND_METRICS)}
 
 
 def metric_by_key(key: str) -> Metric:
