@@ -180,6 +180,22 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class VerdictSpec:
+    """How outputs are judged and a variant recommended.
+
+    Attributes:
+        task: what the outputs hold: ``KIND`` for every output or ``OUTPUT=KIND`` (``classes``,
+            ``detection``, ``dense``, ``sequence``, ``generic`` or ``auto``); outputs not named have their
+            kind detected from FP32's values (see :mod:`quantbench.evaluation.kinds`).
+        tolerance: how far a variant's headline may fall from FP32's for it to be recommended (None: the
+            default of the main output's kind, see :mod:`quantbench.evaluation.verdict`).
+    """
+
+    task: tuple[str, ...] = ()
+    tolerance: float | None = None
+
+
+@dataclass(frozen=True)
 class SensitivitySpec:
     """What ``quantbench sensitivity`` measures.
 
@@ -201,11 +217,12 @@ GROUPS: dict[str, type] = {
     "bench": BenchSpec,
     "target": TargetSpec,
     "output": OutputSpec,
+    "verdict": VerdictSpec,
     "sensitivity": SensitivitySpec,
 }
 """Group name -> its settings class, in the order their keywords are listed."""
 
-_SEQUENCES = {"methods", "precisions", "exclude", "plugins", "bench_batch", "command", "views"}
+_SEQUENCES = {"methods", "precisions", "exclude", "plugins", "bench_batch", "command", "views", "task"}
 _PATHS = {"images", "eval_images", "labels", "ranges", "out"}
 
 Spec = TypeVar("Spec")

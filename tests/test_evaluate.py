@@ -17,7 +17,7 @@ import pytest
 from quantbench.config import BenchSpec
 from quantbench.data.loader import Batch
 from quantbench.errors import QuantbenchError
-from quantbench.evaluation.compare import compare_variants
+from quantbench.evaluation.compare import Judging, compare_variants
 from quantbench.evaluation.metrics import (
     Accuracy,
     LatencyStats,
@@ -552,7 +552,9 @@ def test_compare_variants_gives_each_output_the_metrics_the_registry_says(labell
     runners = {"fp32": _Linear(weights, 0.0), "int8": _Linear(weights, 0.05)}
     batches = [Batch({"x": x[:4]}, ["a", "b", "c", "d"]), Batch({"x": x[4:]}, ["e", "f"])]
     label_map = {name: i for i, name in enumerate("abcdef")} if labelled else None
-    comparison = compare_variants(runners, batches, BenchSpec(runs=1, seconds=0.0), label_map=label_map)
+    comparison = compare_variants(
+        runners, batches, BenchSpec(runs=1, seconds=0.0), judging=Judging(label_map)
+    )
     assert {name: info["class_scores"] for name, info in comparison.outputs.items()} == {
         "scores": True,
         "box": False,

@@ -106,6 +106,24 @@ OutOption = Annotated[
 ]
 
 
+TaskOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="What the outputs hold: KIND for every output or OUTPUT=KIND (repeatable); KIND is classes, "
+        "detection, dense, sequence, generic or auto (detected, the default).",
+        rich_help_panel=EVALUATION,
+    ),
+]
+ToleranceOption = Annotated[
+    float | None,
+    typer.Option(
+        help="How far a variant's headline may fall short of FP32's to be recommended (default per kind: "
+        "0.01 top-1 agreement, 0.05 detection F1, 0.02 IoU, 0.05 sequence agreement).",
+        rich_help_panel=EVALUATION,
+    ),
+]
+
+
 @app.command("run")
 def run_command(
     model: Model,
@@ -140,6 +158,8 @@ def run_command(
     bench_batch: BenchBatchOption = "1",
     bench_runs: Annotated[int, typer.Option(help="Fewest timed runs.", rich_help_panel=EVALUATION)] = 50,
     bench_seconds: BenchSecondsOption = 2.0,
+    task: TaskOption = None,
+    tolerance: ToleranceOption = None,
     out: OutOption = Path("reports"),
 ) -> None:
     """Build FP32 / FP16 / INT8 variants and compare them on held-out images."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -118,6 +118,23 @@ def _figure(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _print_verdict(console: Console, results: dict[str, Any], verdict: dict[str, Any]) -> None:
+    """Which output the headline is about and why, and the variant to ship."""
+    reason = results["model"]["comparison_outputs"][verdict["output"]].get("kind_reason", "")
+    default = " (the default for this kind; --tolerance sets another)" if verdict["tolerance_default"] else ""
+    console.print(
+        f"headline: {verdict['label']} of {verdict['output']!r} against FP32 ({reason}); "
+        f"tolerance {verdict['tolerance']:g}{default}",
+        markup=False,
+        highlight=False,
+    )
+    from rich.markup import escape
+
+    console.print(
+        f"[bold]ship {escape(verdict['recommended'])}[/bold]: {escape(verdict['reason'])}", highlight=False
+    )
+
+
 def print_run_summary(console: Console, result: RunResult) -> None:
     """The variants table (top-1 agreement, relative L2, ms/batch, speed-up), notes and where files are."""
     from rich.table import Table
@@ -127,7 +144,8 @@ def print_run_summary(console: Console, result: RunResult) -> None:
 
     results = result.results
     evaluation = results["data"]["evaluation"]
-    output = main_output(results)
+    verdict = results.get("verdict")
+    output = verdict["output"] if verdict else main_output(results)
     console.print(
         f"[bold]compared[/bold] {len(results['variants'])} variants of {results['model']['name']} on "
         f"{evaluation['samples']} held-out samples from {evaluation['root']} "
@@ -146,16 +164,24 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     table = Table(box=None, pad_edge=False)
     # headings from the metric registry; the numbers keep this table's own formats (rel. L2: 4 decimals)
     agreement, rel_l2 = metric_by_key("top1_agreement").label, metric_by_key("rel_l2").label
-    for column in ("variant", agreement, rel_l2, "ms/batch", "speed-up vs fp32"):
+    headline = verdict["metric"] if verdict and verdict["metric"] != "top1_agreement" else None
+    columns = ["variant", agreement, rel_l2, "ms/batch", "speed-up vs fp32"]
+    if headline is not None:  # the task's headline replaces top-1 agreement
+        columns[1] = metric_by_key(headline).label
+    for column in columns:
         table.add_column(column, justify="left" if column == "variant" else "right")
     footnote = False
     for row in result.summary():
         mark = "" if row["representative"] else " *"
         footnote = footnote or bool(mark)
         ms = "-" if row["ms"] is None else f"{row['ms']:.2f} (b{row['batch']}){mark}"
+        first = _figure(row["top1_agreement"], ".1f") + ("%" if row["top1_agreement"] is not None else "")
+        if headline is not None:
+            value = verdict["values"].get(row["variant"]) if verdict else None
+            first = metric_by_key(headline).format(value) if isinstance(value, float) else "-"
         table.add_row(
             row["variant"],
-            _figure(row["top1_agreement"], ".1f") + ("%" if row["top1_agreement"] is not None else ""),
+            first,
             _figure(row["rel_l2"], ".4f"),
             ms,
             _figure(row["speedup"], ".2f") + ("x" if row["speedup"] is not None else ""),
@@ -163,6 +189,8 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     console.print(table)
     if footnote:
         console.print("* emulated on this CPU (no float16 kernels): not representative of a GPU")
+    if verdict:
+        _print_verdict(console, results, verdict)
     if results.get("sensitivity"):
         from quantbench.search.mixed_precision import summary_lines
 

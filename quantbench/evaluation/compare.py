@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantbench.errors import QuantbenchError
+from quantbench.evaluation.kinds import OutputKind, kind_for, parse_task
 from quantbench.evaluation.metrics import (
     Accuracy,
     OutputErrors,
@@ -17,6 +18,7 @@ from quantbench.evaluation.metrics import (
     label_for,
     measure_latency,
 )
+from quantbench.evaluation.tasks import TaskAccumulator, TaskOptions, accumulator_for
 from quantbench.progress import Progress, QuietProgress
 
 if TYPE_CHECKING:
@@ -32,7 +34,9 @@ class Comparison:
     """Everything measured on the held-out data.
 
     Attributes:
-        outputs: output name -> {"shape": per-sample shape, "class_scores": bool}, in model order.
+        outputs: output name -> {"shape": per-sample shape, "class_scores": bool, "kind": what it holds
+            (:mod:`quantbench.evaluation.kinds`), "kind_reason": why, in one line, "headline": the key of
+            its kind's headline metric, "higher_is_better": that metric's direction}, in model order.
         metrics: variant -> output -> metric -> value (FP32 has accuracy only, when labels are given).
         latency: variant -> one ``LatencyStats.to_dict()`` per bench batch size.
         representative: variant -> False where the latency is not representative of the target.
@@ -51,6 +55,22 @@ class Comparison:
     samples: int = 0
     names: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Judging:
+    """How outputs are judged.
+
+    Attributes:
+        labels: image name -> class index, for top-1/top-5 accuracy.
+        task: ``--task`` items: ``KIND`` for every output or ``OUTPUT=KIND``; outputs not named have
+            their kind detected (:func:`quantbench.evaluation.kinds.kind_for`).
+        options: the metrics' settings by kind.
+    """
+
+    labels: dict[str, int] | None = None
+    task: tuple[str, ...] = ()
+    options: TaskOptions | None = None
 
 
 def stack_feeds(feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
@@ -76,6 +96,9 @@ class _Accumulators:
         self.agreement: dict[tuple[str, str], TopKAgreement] = {}
         self.accuracy: dict[tuple[str, str], Accuracy] = {}
         self.flavour: dict[str, dict[str, OutputErrors]] = {}
+        self.tasks: dict[tuple[str, str], TaskAccumulator] = {}
+        self.kinds: dict[str, OutputKind] = {}
+        self.options: TaskOptions | None = None
 
     def add_flavour(
         self, name: str, judged: Mapping[str, np.ndarray], timed: Mapping[str, np.ndarray]
@@ -96,6 +119,9 @@ class _Accumulators:
         ref, got = pair
         if name != REFERENCE:
             self.errors.setdefault(key, OutputErrors(out_name, name)).update(ref, got)
+            if key not in self.tasks:
+                self.tasks[key] = accumulator_for(self.kinds[out_name], self.options, name=out_name)
+            self.tasks[key].update(ref, got)
         if not scores:
             return
         if name != REFERENCE:
@@ -110,6 +136,9 @@ class _Accumulators:
             acc = table.get(key)
             if acc is not None:
                 values.update(acc.result())
+        task = self.tasks.get(key)
+        if task is not None:  # the figures by kind, where the general ones have not given them already
+            values.update({k: v for k, v in task.result().items() if k not in values})
         return values
 
 
@@ -119,7 +148,7 @@ def compare_variants(
     bench: BenchSpec,
     *,
     references: Mapping[str, Runner] | None = None,
-    label_map: dict[str, int] | None = None,
+    judging: Judging = Judging(),
     fixed_batch: int | None = None,
     progress: Progress | None = None,
 ) -> Comparison:
@@ -134,7 +163,7 @@ def compare_variants(
         batches: held-out batches (a ``BatchStream``'s report gives the skipped files).
         bench: the batch sizes to time (replaced by ``fixed_batch`` where the model fixes it), and the
             runs and seconds each timing repeats until both are reached.
-        label_map: image name -> class index, for top-1/top-5 accuracy.
+        judging: labels, stated kinds of outputs and the metrics' settings (:class:`Judging`).
         fixed_batch: the model's fixed batch dimension, if any.
         progress: receives one unit per evaluated sample, then per timing.
 
@@ -146,10 +175,11 @@ def compare_variants(
     progress = progress or QuietProgress()
     result = Comparison()
     accumulators = _Accumulators()
+    accumulators.options = judging.options
     progress.start("evaluating", getattr(batches, "total", None))
     try:
         judged = {name: (runner, (references or {}).get(name)) for name, runner in runners.items()}
-        first_feeds = _evaluate(judged, batches, label_map, (result, accumulators), progress)
+        first_feeds = _evaluate(judged, batches, judging, (result, accumulators), progress)
     finally:
         progress.finish()
     report = getattr(batches, "report", None)
@@ -173,7 +203,7 @@ def compare_variants(
 def _evaluate(
     runners: dict[str, tuple[Runner, Runner | None]],
     batches: Iterable[Batch],
-    label_map: dict[str, int] | None,
+    judging: Judging,
     into: tuple[Comparison, _Accumulators],
     progress: Progress,
 ) -> dict[str, np.ndarray] | None:
@@ -187,12 +217,9 @@ def _evaluate(
         if first_feeds is None:
             first_feeds = batch.inputs
         reference = _judged(runners[REFERENCE]).run(batch.inputs)
-        labels = _accuracy_labels(label_map, batch)
-        for out_name, value in reference.items():
-            result.outputs.setdefault(
-                out_name,
-                {"shape": list(value.shape[1:]), "class_scores": is_class_scores(value.shape)},
-            )
+        labels = _accuracy_labels(judging.labels, batch)
+        if not result.outputs:
+            _describe_outputs(reference, judging.task, (result, accumulators))
         for name, pair in runners.items():
             outputs = reference if name == REFERENCE else _judged(pair).run(batch.inputs)
             if pair[1] is not None:
@@ -206,6 +233,26 @@ def _evaluate(
         result.names.extend(batch.names)
         progress.advance(len(batch.names))
     return first_feeds
+
+
+def _describe_outputs(
+    reference: Mapping[str, np.ndarray], task: Sequence[str], into: tuple[Comparison, _Accumulators]
+) -> None:
+    """Each output's shape and kind, from FP32's values on the first batch and the ``--task`` items."""
+    result, accumulators = into
+    stated = parse_task(task, list(reference))
+    for out_name, value in reference.items():
+        kind = kind_for(out_name, value, stated.get(out_name))
+        accumulators.kinds[out_name] = kind
+        chosen = accumulator_for(kind, accumulators.options, name=out_name)
+        result.outputs[out_name] = {
+            "shape": list(value.shape[1:]),
+            "class_scores": is_class_scores(value.shape),
+            "kind": kind.kind,
+            "kind_reason": kind.reason,
+            "headline": chosen.HEADLINE,
+            "higher_is_better": chosen.HIGHER_IS_BETTER,
+        }
 
 
 def _judged(pair: tuple[Runner, Runner | None]) -> Runner:

@@ -19,6 +19,7 @@ from quantbench.config import (
     SensitivitySpec,
     TargetSpec,
     VariantSpec,
+    VerdictSpec,
 )
 from quantbench.errors import QuantbenchError
 from quantbench.progress import Progress, QuietProgress
@@ -50,6 +51,7 @@ class Settings:
     bench: BenchSpec = field(default_factory=BenchSpec)
     target: TargetSpec = field(default_factory=TargetSpec)
     output: OutputSpec = field(default_factory=OutputSpec)
+    verdict: VerdictSpec = field(default_factory=VerdictSpec)
     sensitivity: SensitivitySpec = field(default_factory=SensitivitySpec)
 
 

@@ -94,7 +94,7 @@ def compare(
     Raises:
         QuantbenchError: a variant cannot be prepared or run.
     """
-    from quantbench.evaluation.compare import compare_variants
+    from quantbench.evaluation.compare import Judging, compare_variants
 
     bench, backend = ctx.settings.bench, ctx.backend
     runners: dict[str, Runner] = {}
@@ -107,8 +107,8 @@ def compare(
                 references[variant.name] = reference
         fixed, progress = ctx.model.fixed_batch, ctx.progress
         comparison = compare_variants(
-            runners, batches, bench, references=references, label_map=labels, fixed_batch=fixed,
-            progress=progress,
+            runners, batches, bench, references=references, fixed_batch=fixed, progress=progress,
+            judging=Judging(labels, ctx.settings.verdict.task),
         )  # fmt: skip
         timed = [ctx.model.fixed_batch] if ctx.model.fixed_batch else list(dict.fromkeys(bench.batch))
         for variant in variants:

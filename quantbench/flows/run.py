@@ -39,6 +39,7 @@ RUN_GROUPS = (
     "backend",
     "bench",
     "target",
+    "verdict",
     "output",
 )
 
@@ -162,6 +163,8 @@ def arguments(settings: Settings, ranges: RunRanges) -> dict[str, Any]:
         "preset": settings.preprocess.preset,
         "preprocess": settings.preprocess.overrides(),
         "threads": backend.threads,
+        "task": list(settings.verdict.task),
+        "tolerance": settings.verdict.tolerance,
     }
 
 
@@ -174,6 +177,7 @@ def write_run(
     search: Any,
 ) -> dict[str, Any]:
     """Write ``results.json``, ``metrics.csv`` and ``report.html``; returns the results."""
+    from quantbench.evaluation.verdict import decide
     from quantbench.model import file_sha256
     from quantbench.report import write_report
     from quantbench.report.results import RunRecord, build_results, write_results
@@ -193,6 +197,8 @@ def write_run(
         notes=ctx.notes, seconds=time.time() - ctx.started,
         sensitivity=search.to_json() if search is not None else None,
     )  # fmt: skip
+    verdict = decide(comparison, settings.verdict.tolerance)
+    record.verdict = verdict.to_json() if verdict is not None else None
     results = build_results(record)
     write_results(ctx.run_dir, results)
     write_report(ctx.run_dir, results)

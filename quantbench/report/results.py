@@ -114,6 +114,8 @@ class RunRecord:
         notes: the run's notes.
         seconds: the run's duration.
         sensitivity: the mixed-precision search, when it ran.
+        verdict: the headline of every variant and the one to ship
+            (:class:`quantbench.evaluation.verdict.Verdict`).
     """
 
     run_dir: Path
@@ -131,6 +133,7 @@ class RunRecord:
     notes: list[str]
     seconds: float = 0.0
     sensitivity: dict[str, Any] | None = None
+    verdict: dict[str, Any] | None = None
 
 
 def build_results(record: RunRecord) -> dict[str, Any]:
@@ -150,6 +153,7 @@ def build_results(record: RunRecord) -> dict[str, Any]:
         "variants": [_variant_row(record, variant) for variant in record.variants],
         "notes": record.notes,
         "sensitivity": record.sensitivity,
+        "verdict": record.verdict,
     }
     return json_safe(results)  # type: ignore[no-any-return]
 

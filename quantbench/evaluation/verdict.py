@@ -1,0 +1,175 @@
+"""The verdict of a run: one headline figure per variant, and the variant to ship.
+
+The headline is the task metric of the main output (the first output whose kind is not generic, else
+the first output; see :mod:`quantbench.evaluation.kinds`): top-1 agreement for classes, detection F1
+for detectors, IoU for dense maps, sequence agreement for CTC outputs, the mean per-channel relative
+L2 error otherwise. A variant is within tolerance when its headline falls short of FP32's (1 for an
+agreement, 0 for an error) by at most the tolerance; the variant recommended is the fastest of those,
+timed at the first batch size. FP32 always qualifies, so there is always a recommendation; where no
+other variant qualifies, the verdict says which came closest and by how much it falls short.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from quantbench.evaluation.registry import metric_by_key
+
+if TYPE_CHECKING:
+    from quantbench.evaluation.compare import Comparison
+
+REFERENCE = "fp32"
+
+DEFAULT_TOLERANCE: dict[str, float] = {
+    "classes": 0.01,
+    "detection": 0.05,
+    "dense": 0.02,
+    "sequence": 0.05,
+    "generic": 0.05,
+}
+"""How far a headline may fall short of FP32's by default, per kind of the main output: one point of
+top-1 agreement, 0.05 of detection F1, 0.02 of IoU, five points of sequence agreement, 0.05 of mean
+per-channel relative error."""
+
+
+@dataclass
+class Verdict:
+    """The headline of every variant and the recommendation.
+
+    Attributes:
+        output: the main output; kind: what it holds.
+        metric: the headline's key; label: its name in tables; higher_is_better: its direction.
+        reference: FP32's value of the headline (1 for an agreement, 0 for an error).
+        tolerance: how far short of ``reference`` a variant may be; tolerance_default: whether that is
+            the kind's default.
+        values: variant -> its headline (None where it has none).
+        within: the variants within tolerance, in run order.
+        recommended: the variant to ship; reason: why, in one sentence.
+        closest: the best variant other than FP32 and how far short of the tolerance it falls, where none
+            is within it.
+    """
+
+    output: str
+    kind: str
+    metric: str
+    label: str
+    higher_is_better: bool
+    reference: float
+    tolerance: float
+    tolerance_default: bool
+    values: dict[str, float | None] = field(default_factory=dict)
+    within: list[str] = field(default_factory=list)
+    recommended: str = REFERENCE
+    reason: str = ""
+    closest: dict[str, Any] | None = None
+
+    def shortfall(self, value: float | None) -> float:
+        """How far ``value`` is from FP32's headline in the worse direction (inf for None or NaN)."""
+        if value is None or not math.isfinite(value):
+            return math.inf
+        gap = self.reference - value if self.higher_is_better else value - self.reference
+        return max(0.0, gap)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``verdict`` entry of ``results.json``."""
+        return asdict(self)
+
+
+def main_output(outputs: dict[str, dict[str, Any]]) -> str | None:
+    """The output the verdict is about: the first whose kind is not generic, else the first."""
+    for name, info in outputs.items():
+        if info.get("kind", "generic") != "generic":
+            return name
+    return next(iter(outputs), None)
+
+
+def decide(comparison: Comparison, tolerance: float | None = None) -> Verdict | None:
+    """The verdict of a comparison (see the module docstring); None where no output was compared.
+
+    Args:
+        comparison: the held-out comparison, with latency.
+        tolerance: how far a headline may fall short of FP32's (None: the main output's kind's default).
+    """
+    output = main_output(comparison.outputs)
+    if output is None:
+        return None
+    info = comparison.outputs[output]
+    metric = metric_by_key(info["headline"])
+    reference = metric.reference_value if metric.reference_value is not None else 1.0
+    verdict = Verdict(
+        output=output,
+        kind=info["kind"],
+        metric=metric.key,
+        label=metric.label,
+        higher_is_better=bool(info["higher_is_better"]),
+        reference=reference,
+        tolerance=tolerance if tolerance is not None else DEFAULT_TOLERANCE[info["kind"]],
+        tolerance_default=tolerance is None,
+    )
+    for name, per_output in comparison.metrics.items():
+        value = reference if name == REFERENCE else per_output.get(output, {}).get(metric.key)
+        verdict.values[name] = value
+        if verdict.shortfall(value) <= verdict.tolerance + 1e-12:
+            verdict.within.append(name)
+    _recommend(verdict, comparison)
+    return verdict
+
+
+def _median_ms(comparison: Comparison, name: str) -> float:
+    timings = comparison.latency.get(name) or []
+    return float(timings[0]["median_ms"]) if timings else math.inf
+
+
+def _recommend(verdict: Verdict, comparison: Comparison) -> None:
+    """Fill in ``recommended``, ``reason`` (which does not repeat the variant's name) and ``closest``.
+
+    Only variants whose latency is representative of the target are ranked by speed (a float16 model
+    emulated on a CPU is not); FP32 is the fallback.
+    """
+    timed = [name for name in verdict.within if comparison.representative.get(name, True)]
+    fastest = min(timed, key=lambda name: _median_ms(comparison, name), default=REFERENCE)
+    verdict.recommended = fastest
+    metric = metric_by_key(verdict.metric)
+    shown = metric.format
+    bound = f"within {verdict.tolerance:g} of FP32's {shown(verdict.reference)}"
+    untimed = [name for name in verdict.within if name not in timed]
+    aside = (
+        f"; {', '.join(untimed)} also {'is' if len(untimed) == 1 else 'are'} within it, but timed on an "
+        "emulation that says nothing of the target"
+        if untimed
+        else ""
+    )
+    if fastest != REFERENCE:
+        value = verdict.values[fastest]
+        speed = _median_ms(comparison, REFERENCE) / _median_ms(comparison, fastest)
+        pace = f", {speed:.2f}x FP32's speed as timed here" if math.isfinite(speed) else ""
+        verdict.reason = (
+            f"the fastest variant whose {metric.label} on {verdict.output} is {bound}: "
+            f"{shown(value) if value is not None else '-'}{pace}{aside}"
+        )
+        return
+    others = [name for name in verdict.values if name != REFERENCE]
+    if not others:
+        verdict.reason = "only FP32 was built"
+        return
+    slower = [name for name in timed if name != REFERENCE]
+    if slower:
+        verdict.reason = (
+            f"{', '.join(slower)} {'is' if len(slower) == 1 else 'are'} {bound} but slower than FP32 as "
+            f"timed here{aside}"
+        )
+        return
+    if untimed:
+        verdict.reason = f"no variant timed on the target's terms is {bound}{aside}"
+        return
+    best = min(others, key=lambda name: verdict.shortfall(verdict.values[name]))
+    short = verdict.shortfall(verdict.values[best])
+    verdict.closest = {"variant": best, "value": verdict.values[best], "short_by": short - verdict.tolerance}
+    value = verdict.values[best]
+    figure = shown(value) if value is not None else "-"
+    verdict.reason = (
+        f"no other variant's {metric.label} on {verdict.output} is {bound}; the closest, {best}, "
+        f"has {figure}, {short - verdict.tolerance:.3g} beyond the tolerance"
+    )
