@@ -96,7 +96,7 @@ class CalibSpec:
         force: collect histograms afresh even where stored ones match.
     """
 
-    methods: tuple[str, ...] = ("entropy", "minmax", "percentile")
+    methods: tuple[str, ...] = ("entropy", "minmax", "percentile", "mse")
     ranges: Path | None = None
     batch: int | None = None
     force: bool = False
@@ -153,17 +153,19 @@ class TargetSpec:
     Attributes:
         agreement: top-1 agreement with FP32 to reach, in %.
         rel_l2: relative L2 error of the output not to exceed.
+        headline: ``METRIC=VALUE``, a bound on the main output's headline metric (e.g. ``det_f1=0.9``).
         sensitivity_n: held-out samples the sensitivity ranking runs on.
     """
 
     agreement: float | None = field(default=None, metadata=_keyword("target_agreement"))
     rel_l2: float | None = field(default=None, metadata=_keyword("target_rel_l2"))
+    headline: str | None = field(default=None, metadata=_keyword("target"))
     sensitivity_n: int = 32
 
     @property
     def given(self) -> bool:
         """True when a target was set."""
-        return self.agreement is not None or self.rel_l2 is not None
+        return self.agreement is not None or self.rel_l2 is not None or self.headline is not None
 
 
 @dataclass(frozen=True)
@@ -189,10 +191,14 @@ class VerdictSpec:
             kind detected from FP32's values (see :mod:`quantbench.evaluation.kinds`).
         tolerance: how far a variant's headline may fall from FP32's for it to be recommended (None: the
             default of the main output's kind, see :mod:`quantbench.evaluation.verdict`).
+        metric: metrics of your own, ``path/to/file.py:function`` or the name of a ``quantbench.metrics``
+            entry point (see :mod:`quantbench.evaluation.plugins`); the first one's headline is the
+            verdict's.
     """
 
     task: tuple[str, ...] = ()
     tolerance: float | None = None
+    metric: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -222,7 +228,17 @@ GROUPS: dict[str, type] = {
 }
 """Group name -> its settings class, in the order their keywords are listed."""
 
-_SEQUENCES = {"methods", "precisions", "exclude", "plugins", "bench_batch", "command", "views", "task"}
+_SEQUENCES = {
+    "methods",
+    "precisions",
+    "exclude",
+    "plugins",
+    "bench_batch",
+    "command",
+    "views",
+    "task",
+    "metric",
+}
 _PATHS = {"images", "eval_images", "labels", "ranges", "out"}
 
 Spec = TypeVar("Spec")

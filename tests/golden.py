@@ -1,9 +1,10 @@
 """Runs whose results.json must not change when the code is restructured.
 
 ``normalize`` keeps what a run decided and measured about the model (ranges, variants, fidelity,
-sensitivity, arguments) and drops what depends on the machine or the moment (timings, dates, versions,
-absolute paths). ``python -m tests.golden`` rewrites the stored results; do that only when a change of
-behaviour is intended, and say so in the commit.
+sensitivity, arguments, each variant's headline) and drops what depends on the machine or the moment
+(timings and the recommendation that follows from them, dates, versions, absolute paths).
+``python -m tests.golden`` rewrites the stored results; do that only when a change of behaviour is
+intended, and say so in the commit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ GOLDEN = Path(__file__).parent / "data" / "golden"
 
 DROPPED_KEYS = re.compile(
     r"(seconds|_ms$|^latency$|^date$|^platform$|^cpu$|^cpu_count$|^python$|^onnxruntime$|^quantbench$"
-    r"|^gpu$|^tensorrt$|^threads$|peak_memory_mb|^files$|^command$|^sha256$|^total_s$|images_per_s)"
+    r"|^gpu$|^tensorrt$|^threads$|peak_memory_mb|^files$|^command$|^sha256$|^total_s$|images_per_s"
+    r"|^recommended$|^reason$)"
 )
 
 

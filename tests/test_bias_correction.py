@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 import pytest
@@ -10,7 +12,7 @@ from onnx import helper, numpy_helper
 import quantbench.export.bias_correction as bias_correction
 from quantbench.config import PreprocessSpec
 from quantbench.errors import QuantbenchError
-from quantbench.export.bias_correction import correct_biases, correct_if_better
+from quantbench.export.bias_correction import CorrectionData, correct_biases, correct_if_better
 from quantbench.export.qdq import build_qdq, plan_qdq
 from quantbench.model import expose_tensors
 from tests.test_qdq import FakeQuant, conv2d, inputs, make_model, quantized, run, weights
@@ -152,7 +154,7 @@ def _rel_l2(model: onnx.ModelProto, qdq: onnx.ModelProto, batches: list[dict[str
 
 def test_correction_is_kept_when_it_lowers_the_output_error() -> None:
     model, trt, targets, batches = branchy_qdq()
-    kept = correct_if_better(model, trt, targets, batches)
+    kept = correct_if_better(model, trt, targets, CorrectionData(batches, batches, held_apart=False))
     assert not kept.rejected and kept.output_rel_l2 is not None
     before, after = kept.output_rel_l2
     assert before == pytest.approx(_rel_l2(model, trt, batches), rel=1e-6)
@@ -175,11 +177,57 @@ def test_correction_that_raises_the_output_error_is_rejected(monkeypatch) -> Non
         return result
 
     monkeypatch.setattr(bias_correction, "correct_biases", harmful)
-    rejected = correct_if_better(model, trt, targets, batches)
+    rejected = correct_if_better(model, trt, targets, CorrectionData(batches, batches, held_apart=False))
     assert rejected.rejected and rejected.model is trt
     before, after = rejected.output_rel_l2  # type: ignore[misc]
     assert after > before == pytest.approx(_rel_l2(model, trt, batches), rel=1e-6)
     assert rejected.details()["applied"] is False
+
+
+def test_a_correction_that_lowers_rel_l2_but_hurts_the_headline_is_rejected(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two channels of very different scale: whole-output relative L2 is the large one's, the headline
+    (mean per-channel relative error) sees the small one too."""
+    model, trt, targets, batches = branchy_qdq()
+    fp32 = [run(model, feeds) for feeds in batches]
+    scale = np.ones_like(fp32[0][0])
+    scale[:, 1:] = 1e-3  # every channel but the first is tiny next to it
+    reference = [[out * scale for out in outs] for outs in fp32]
+    before = [[ref * 1.03 for ref in outs] for outs in reference]  # 3 % off everywhere
+    after = [[ref.copy() for ref in outs] for outs in reference]
+    for outs in after:  # the large channel exact, the tiny ones six times their value
+        outs[0][:, 1:] *= 6.0
+    calls = iter([reference, before, after])
+
+    corrected = bias_correction.BiasCorrection(
+        model, [bias_correction.NodeCorrection("conv", "c", 1, 0.1, None)]
+    )  # stands for the corrected model: only the outputs below decide
+    monkeypatch.setattr(bias_correction, "correct_biases", lambda *a, **k: corrected)
+    monkeypatch.setattr(bias_correction, "_session", lambda *a, **k: _Replay(next(calls)))
+    monkeypatch.setattr(bias_correction, "_outputs", lambda *a, **k: next(calls))
+    data = CorrectionData(batches, batches, held_apart=False, task=("generic",))  # a regression output
+    result = correct_if_better(model, trt, targets, data)
+    l2_before, l2_after = result.output_rel_l2  # type: ignore[misc]
+    assert l2_after < l2_before  # the whole-tensor figure says the correction helped ...
+    decision = result.decision
+    assert decision is not None and decision["metric"] == "channel_rel_l2_mean"
+    assert decision["after"] > decision["before"]  # ... the headline says it did not
+    assert result.rejected and result.model is trt and result.details()["applied"] is False
+
+
+class _Replay:
+    """A session that answers each batch with stored outputs."""
+
+    def __init__(self, outputs: list[list[np.ndarray]]) -> None:
+        self._outputs = iter(outputs)
+        self._count = len(outputs[0])
+
+    def get_outputs(self) -> list[Any]:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(name=f"out{i}") for i in range(self._count)]
+
+    def run(self, names: Any, feeds: Any) -> list[np.ndarray]:
+        return next(self._outputs)
 
 
 def test_bad_input_is_a_one_line_error() -> None:

@@ -28,7 +28,15 @@ from quantbench.evaluation.metrics import (
     measure_latency,
     read_labels,
 )
-from quantbench.evaluation.registry import METRICS, RESULTS_ORDER, NumberFormat, metric_by_key
+from quantbench.evaluation.registry import (
+    KIND_METRICS,
+    KIND_RESULTS_ORDER,
+    METRICS,
+    RESULTS_ORDER,
+    NumberFormat,
+    metric_by_key,
+)
+from quantbench.report.analysis import metric_group
 
 # Reference implementations -----------------------------------------------------------------------------
 
@@ -483,10 +491,13 @@ def test_measure_latency_argument_errors(kwargs: dict[str, float], words: str) -
 
 def test_registry_keys_are_unique_and_results_order_holds_each_once() -> None:
     keys = [metric.key for metric in METRICS]
-    assert len(set(keys)) == len(keys) == 9
+    assert len(set(keys)) == len(keys) == 9 + len(KIND_METRICS)
     assert sorted(RESULTS_ORDER) == sorted(keys)
     assert len({metric.label for metric in METRICS}) == len(keys)
+    # the task metrics come last, in both orders
+    assert METRICS[9:] == KIND_METRICS and RESULTS_ORDER[9:] == KIND_RESULTS_ORDER
     assert metric_by_key("snr_db").label == "SNR (dB)"
+    assert metric_by_key("det_f1") in METRICS
     with pytest.raises(KeyError):
         metric_by_key("top1")
 
@@ -502,7 +513,8 @@ def test_accumulators_return_the_registered_metrics_in_results_order() -> None:
     with_nan.update(ref, np.full_like(ref, np.nan))
     registered = set(RESULTS_ORDER)
     computed = [key for acc in (errors, agreement, accuracy) for key in acc.result() if key in registered]
-    assert computed == list(RESULTS_ORDER)
+    # these accumulators give every metric but those by output kind (tests/test_tasks.py has those)
+    assert computed == [key for key in RESULTS_ORDER if key not in KIND_RESULTS_ORDER]
     assert [key for key in with_nan.result() if key in registered] == list(RESULTS_ORDER[:5])
 
 
@@ -518,8 +530,14 @@ def test_reference_values_are_fp32_against_itself_and_higher_is_better_points_aw
         return {**errors.result(), **agreement.result()}
 
     same, worse = measured(ref), measured(noisy)
-    checked = [metric for metric in METRICS if metric.reference_value is not None]
+    # the metrics of every output and of class scores (those by kind are checked in tests/test_tasks.py)
+    checked = [
+        metric
+        for metric in METRICS
+        if metric.reference_value is not None and metric.applies(class_scores=True, labels=True)
+    ]
     assert {metric.applies_to for metric in checked} == {"every output", "class scores"}
+    assert len(checked) == 7
     for metric in checked:
         assert same[metric.key] == metric.reference_value, metric.key
         if metric.higher_is_better:
@@ -562,10 +580,13 @@ def test_compare_variants_gives_each_output_the_metrics_the_registry_says(labell
     position = {key: i for i, key in enumerate(RESULTS_ORDER)}
     for variant, per_output in comparison.metrics.items():
         for output, values in per_output.items():
-            class_scores = comparison.outputs[output]["class_scores"]
-            expected = {m.key for m in METRICS if m.applies(class_scores=class_scores, labels=labelled)}
-            if variant == "fp32":  # the reference has only the figures of its own
-                expected = {key for key in expected if metric_by_key(key).reference_value is None}
+            info = comparison.outputs[output]
+            class_scores, group = info["class_scores"], metric_group(info)
+            expected = {
+                m.key for m in METRICS if m.applies(class_scores=class_scores, labels=labelled, group=group)
+            }
+            if variant == "fp32":  # the reference has only the figures of its own: accuracy against labels
+                expected = {key for key in expected if metric_by_key(key).applies_to == "labels"}
             got = [key for key in values if key in position]
             assert set(got) == expected, (variant, output)
             assert got == sorted(got, key=position.__getitem__)

@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 import quantbench
 from quantbench.cli import app
 from quantbench.errors import QuantbenchError
-from quantbench.evaluation.registry import METRICS
+from quantbench.evaluation.registry import METRICS, RESULTS_ORDER, metric_by_key
 from quantbench.report import load_results, render_report, sections, tables, write_report
-from quantbench.report.analysis import Point, pareto_front, points
+from quantbench.report.analysis import Point, metric_group, pareto_front, points
 from quantbench.report.results import histogram_digest, metrics_csv, range_spread, summary_rows
 from tests.conftest import photo_folder
 from tests.test_run import tiny_classifier
@@ -365,12 +365,114 @@ def regression_results(quality: dict[str, tuple[float, float]]) -> dict[str, Any
     return results
 
 
+TASK_OUTPUTS: dict[str, tuple[str, list[int], str, str, dict[str, float]]] = {
+    # kind: (output, per-sample shape, headline, why it is of this kind, variant -> headline)
+    "detection": (
+        "boxes",
+        [84, 8400],
+        "det_f1",
+        f"boxes [N, 84, 8400]: a YOLO head with 80 classes {SCRIPT}",
+        {"fp16": 0.995, "int8-entropy": 0.80, "int8-minmax": 0.97, "int8-percentile": 0.99, "int8-mse": 0.95},
+    ),
+    "sequence": (
+        "text",
+        [26, 37],
+        "seq_agreement",
+        "text [N, 26, 37]: 37 classes per step, CTC blank 0",
+        {"fp16": 0.93, "int8-entropy": 0.70, "int8-minmax": 0.85, "int8-percentile": 0.88, "int8-mse": 0.90},
+    ),
+}
+"""Per kind, the output a task run of the stored model gets. Every detection headline but entropy's is within
+the default tolerance (0.05); no sequence headline is within it, so the verdict names the closest."""
+
+FASTER = {"fp32": 30.0, "fp16": 40.0, "int8-entropy": 10.0, "int8-minmax": 12.0, "int8-percentile": 14.0}
+"""Median ms per batch of the task runs (int8-mse keeps its 23.4): faster INT8 variants than the stored
+run's, so that the Pareto front by the headline differs from the one by top-1 agreement."""
+
+
+def task_metrics(kind: str, value: float) -> dict[str, float]:
+    """The figures of a variant whose headline is ``value`` on an output of ``kind``."""
+    errors = {"max_abs": 3.0 * (1 - value), "mean_abs": 0.1 * (1 - value), "rel_l2": 0.5 * (1 - value)}
+    errors.update({"cosine": 1 - (1 - value) ** 2, "snr_db": 30.0 * value})
+    if kind == "sequence":
+        return {**errors, "seq_agreement": value, "seq_edit_distance": (1 - value) / 4, "samples": 100}
+    figures = {"det_precision": min(1.0, value + 0.01), "det_recall": value - 0.01, "det_f1": value}
+    figures.update({"det_map50": 0.98 * value, "det_mean_iou": 0.9, "det_box_error": 1.5 * (1 - value)})
+    figures.update({"det_score_error": 0.02, "det_reference": 120.0, "det_candidate": 118.0})
+    return {**errors, **figures, "samples": 100}
+
+
+def task_results(kind: str) -> dict[str, Any]:
+    """The stored results of a run whose first output is of ``kind`` (:data:`TASK_OUTPUTS`), with
+    :data:`FASTER` latencies, the ONNX Runtime flavour of two INT8 variants timed (one beyond its bound),
+    and the verdict :func:`quantbench.evaluation.verdict.decide` gives."""
+    from quantbench.evaluation.compare import Comparison
+    from quantbench.evaluation.verdict import decide
+
+    output, shape, metric, reason, values = TASK_OUTPUTS[kind]
+    results = stored()
+    results["model"]["comparison_outputs"] = {
+        output: {"shape": shape, "class_scores": False, "kind": kind, "kind_reason": reason}
+        | {"headline": metric, "higher_is_better": True},
+        "logits": {"shape": [1000], "class_scores": True, "kind": "classes"}
+        | {"kind_reason": "logits [N, 1000]: 1000 class scores per sample", "headline": "top1_agreement"}
+        | {"higher_is_better": True},
+    }
+    for variant in results["variants"]:
+        name = variant["name"]
+        variant["outputs"] = {output: {} if name == "fp32" else task_metrics(kind, values[name])} | variant[
+            "outputs"
+        ]
+        variant["latency"][0]["median_ms"] = FASTER.get(name, variant["latency"][0]["median_ms"])
+        if name in ("int8-entropy", "int8-minmax"):
+            distance = 0.004 if name == "int8-entropy" else 0.031
+            variant["timed_model"] = {
+                "model": f"models/{name}.onnxruntime.onnx",
+                "judged_model": f"models/{name}.onnx",
+                "outputs": {output: {"rel_l2": distance, "max_abs": 10 * distance}},
+                "bound_rel_l2": 0.02,
+                "within_bound": distance <= 0.02,
+            }
+    comparison = Comparison(
+        outputs=results["model"]["comparison_outputs"],
+        metrics={v["name"]: v["outputs"] for v in results["variants"]},
+        latency={v["name"]: v["latency"] for v in results["variants"]},
+        representative={v["name"]: v["latency_representative"] for v in results["variants"]},
+    )
+    verdict = decide(comparison)
+    assert verdict is not None
+    results["verdict"] = json.loads(json.dumps(verdict.to_json()))
+    return results
+
+
+def brute_front(results: dict[str, Any], quality: dict[str, float]) -> set[str]:
+    """The variants no other beats on both median latency and ``quality`` (higher is better)."""
+    pts = {
+        v["name"]: (v["latency"][0]["median_ms"], quality[v["name"]])
+        for v in results["variants"]
+        if v["latency_representative"]
+    }
+    return {
+        a
+        for a, (ms, q) in pts.items()
+        if not any(m2 <= ms and q2 >= q and (m2, q2) != (ms, q) for b, (m2, q2) in pts.items() if b != a)
+    }
+
+
+def page_text(fragment: str) -> str:
+    """The text of an HTML fragment, tags dropped and entities unescaped."""
+    return html.unescape(re.sub(r"<[^>]+>", "", fragment))
+
+
 def test_metrics_csv_keeps_its_columns_and_the_values_of_results_json():
     results = stored()
     text = metrics_csv(results)
     assert text.splitlines()[0] == (
         "variant,precision,output,max_abs,mean_abs,rel_l2,cosine,snr_db,top1_agreement,top5_overlap,"
-        "top1_accuracy,top5_accuracy,batch,median_ms,images_per_s"
+        "top1_accuracy,top5_accuracy,det_precision,det_recall,det_f1,det_map50,det_mean_iou,det_box_error,"
+        "det_score_error,det_reference,det_candidate,argmax_agreement,mean_iou,mask_iou,pixel_agreement,"
+        "seq_agreement,seq_edit_distance,channel_rel_l2_mean,channel_rel_l2_max,channel_rel_l2_worst_index,"
+        "batch,median_ms,images_per_s"
     )
     rows = {row["variant"]: row for row in csv.DictReader(io.StringIO(text))}
     logits = results["variants"][2]["outputs"]["logits"]
@@ -379,6 +481,22 @@ def test_metrics_csv_keeps_its_columns_and_the_values_of_results_json():
         logits["top5_overlap"]
     )
     assert entropy["top1_accuracy"] == "" and rows["fp32"]["rel_l2"] == ""
+    assert entropy["det_f1"] == "" and entropy["channel_rel_l2_mean"] == ""  # class scores have neither
+
+
+def test_metrics_csv_has_the_task_metrics_with_the_values_of_results_json():
+    results = task_results("detection")
+    rows = list(csv.DictReader(io.StringIO(metrics_csv(results))))
+    assert len(rows) == 2 * len(results["variants"])
+    filled = set()
+    for row in rows:
+        variant = next(v for v in results["variants"] if v["name"] == row["variant"])
+        metrics = variant["outputs"][row["output"]]
+        for key in RESULTS_ORDER:
+            assert row[key] == (str(metrics[key]) if key in metrics else ""), (row["variant"], key)
+            filled |= {key} if row[key] else set()
+    assert {m.key for m in METRICS if m.applies_to == "detection"} <= filled
+    assert not filled & {"seq_agreement", "mask_iou", "channel_rel_l2_mean"}
 
 
 def test_output_tables_show_every_metric_with_its_label_and_format():
@@ -453,6 +571,172 @@ def test_terminal_summary_headings_and_figures():
     assert cells[0] == ["variant", "top-1 agreement", "rel. L2", "ms/batch", "speed-up vs fp32"]
     assert cells[1][:3] == ["fp32", "-", "-"]
     assert cells[6] == ["int8-mse", "91.0%", "0.1709", "23.40 (b1)", "0.24x"]
+
+
+# --- the verdict and its headline -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["detection", "sequence"])
+def test_the_verdict_section_says_what_is_judged_how_and_what_to_ship(kind):
+    results = task_results(kind)
+    verdict = results["verdict"]
+    output, headline = verdict["output"], metric_by_key(verdict["metric"])
+    assert (output, verdict["kind"]) == (TASK_OUTPUTS[kind][0], kind)
+    page = render_report(results)
+    assert page.index('<section id="verdict">') < page.index('<section id="run">')
+    top = section(page, "verdict")
+    text = page_text(top)
+    assert f"Ship {verdict['recommended']}: {verdict['reason']}." in text
+    assert f"{headline.label} against FP32, on output {output}" in text
+    assert f"{kind} ({results['model']['comparison_outputs'][output]['kind_reason']})" in text
+    assert SCRIPT not in page and (html.escape(SCRIPT) in top) == (kind == "detection")
+    tolerance = f"{verdict['tolerance']:g} below FP32's 100.0 % (the default for {kind} outputs"
+    assert tolerance in text
+    # each variant's headline, its shortfall and whether it is within the tolerance
+    rows = {row[0]: row for row in table_rows(top[: top.index("Model timed vs model judged")])}
+    assert set(rows) == set(verdict["values"])
+    for name, value in verdict["values"].items():
+        assert rows[name][1] == headline.format(value)
+        assert rows[name][2] == format(1.0 - value, ".3g")
+        assert rows[name][3] == ("yes" if name in verdict["within"] else "no")
+    assert "recommended" in rows[verdict["recommended"]][-1]
+    assert "timed model beyond its bound" in rows["int8-minmax"][-1]
+    if kind == "detection":
+        assert verdict["recommended"] == "int8-minmax" and verdict["closest"] is None
+        assert "closest" not in text
+    else:
+        closest = verdict["closest"]
+        assert verdict["recommended"] == "fp32" and closest["variant"] == "fp16"
+        figure = headline.format(closest["value"])
+        assert f"{closest['variant']}: {figure}, {closest['short_by']:.3g} beyond the tolerance" in text
+    # the model timed against the model judged, per INT8 variant timed on another model
+    timed = {row[0]: row for row in table_rows(top[top.index("Model timed vs model judged") :])}
+    assert set(timed) == {"int8-entropy", "int8-minmax"}
+    for name, row in timed.items():
+        entry = next(v for v in results["variants"] if v["name"] == name)["timed_model"]
+        assert row[1:4] == [output, entry["judged_model"], entry["model"]]
+        assert row[4] == f"{entry['outputs'][output]['rel_l2']:.4g}"
+        assert row[-1] == ("yes" if entry["within_bound"] else "no")
+
+
+@pytest.mark.parametrize("kind", ["detection", "sequence"])
+def test_the_accuracy_axis_and_its_pareto_front_are_the_verdicts_headline(kind):
+    results = task_results(kind)
+    verdict = results["verdict"]
+    headline = metric_by_key(verdict["metric"])
+    page = render_report(results)
+    accuracy = section(page, "accuracy")
+    svg = figures_in(accuracy)[0]
+    assert f"{headline.label} against FP32 (%, higher is better)" in svg and "tolerance" in svg
+    assert "top-1 agreement" not in svg
+    assert f"<code>{verdict['output']}</code>: {headline.label} against FP32" in accuracy
+    # the front by the headline, which is not the front by top-1 agreement of the other output
+    by_headline = brute_front(results, {k: v for k, v in verdict["values"].items() if v is not None})
+    agreement = {v["name"]: v["outputs"]["logits"].get("top1_agreement", 1.0) for v in results["variants"]}
+    assert by_headline != brute_front(results, agreement)
+    text = re.search(r"On the Pareto front[^:]*: ([^<]*)\.", accuracy).group(1)
+    assert set(text.split(", ")) == by_headline
+    rows = {row[0]: row for row in table_rows(accuracy)}
+    header = re.findall(r"<th[^>]*>(.*?)</th>", accuracy.split("</thead>")[0])
+    assert header[1] == headline.label and "top-1 agreement" not in header
+    assert {name for name, row in rows.items() if row[header.index("Pareto front")] == "yes"} == by_headline
+    # the per-output table shows the output's kind and the metrics of its kind
+    [(first, table), (second, logits)], _ = tables.output_tables(results)
+    assert (first, second) == (verdict["output"], "logits")
+    assert table.caption.startswith(f"kind {kind}: ") and f"headline: {headline.label}" in table.caption
+    assert "(the verdict is about this output)" in table.caption
+    kind_labels = [m.label for m in METRICS if m.applies_to == kind]
+    assert [c for c in table.columns if c in kind_labels] == kind_labels
+    assert "top-1 agreement" not in table.columns and "top-1 agreement" in logits.columns
+    assert not {m.label for m in METRICS if m.applies_to not in ("every output", kind)} & set(table.columns)
+    assert "verdict" not in logits.caption and logits.caption.startswith("kind classes: ")
+
+
+def test_a_headline_the_registry_lacks_is_shown_by_its_key_and_scores():
+    """A metric of your own (kind ``plugin``) heads the verdict: its key labels it, its scores fill its
+    table, and its values print with 4 significant digits."""
+    results = stored()
+    results["model"]["comparison_outputs"]["metric:f1"] = {
+        "shape": [], "class_scores": False, "kind": "plugin", "kind_reason": "your metric m.py:f1",
+        "headline": "f1", "higher_is_better": True, "reference": 1.0,
+    }  # fmt: skip
+    values = {
+        v["name"]: 1.0 if v["name"] == "fp32" else 0.9 - 0.01 * i for i, v in enumerate(results["variants"])
+    }
+    for variant in results["variants"]:
+        name = variant["name"]
+        variant["outputs"]["metric:f1"] = {} if name == "fp32" else {"f1": values[name], "recall": 0.8}
+    results["verdict"] = {
+        "output": "metric:f1", "kind": "plugin", "metric": "f1", "label": "f1", "higher_is_better": True,
+        "reference": 1.0, "tolerance": 0.01, "tolerance_default": False, "values": values,
+        "within": ["fp32"], "recommended": "fp32", "reason": "no other variant is close", "closest": None,
+    }  # fmt: skip
+    page = render_report(results)
+    text = page_text(section(page, "verdict"))
+    assert "f1 against FP32, on output metric:f1" in text and "0.01 below FP32's 1 (set for this run)" in text
+    rows = {row[0]: row for row in table_rows(section(page, "verdict"))}
+    assert {name: row[1] for name, row in rows.items()} == {k: format(v, ".4g") for k, v in values.items()}
+    assert "f1 against FP32 (higher is better)" in figures_in(section(page, "accuracy"))[0]
+    table = dict(tables.output_tables(results)[0])["metric:f1"]
+    assert table.columns == ["variant", "f1", "recall"] and table.rows[0][1:] == ["0.89", "0.8"]
+
+
+def test_an_old_results_json_without_a_verdict_still_renders(tmp_path):
+    results = stored()
+    assert "verdict" not in results and "kind" not in results["model"]["comparison_outputs"]["logits"]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    page = write_report(tmp_path).read_text()
+    top = page_text(section(page, "verdict"))
+    assert "holds no verdict" in top and "top-1 agreement with FP32 of output logits" in top
+    assert "Ship" not in top and "Model timed" not in top
+    svg = figures_in(section(page, "accuracy"))[0]
+    assert "top-1 agreement with FP32 (%)" in svg and "tolerance" not in svg
+    [(_, table)], _ = tables.output_tables(results)
+    assert table.caption == ""
+    assert [row["headline"] for row in summary_rows(results)] == [None] * len(results["variants"])
+
+
+def test_summary_rows_carry_the_verdicts_headline_of_the_verdicts_output():
+    results = task_results("detection")
+    verdict = results["verdict"]
+    rows = summary_rows(results)
+    assert [row["headline"] for row in rows] == [verdict["values"][v["name"]] for v in results["variants"]]
+    assert set(rows[0]) == {
+        "variant", "top1_agreement", "rel_l2", "headline", "batch", "ms", "speedup", "representative"
+    }  # fmt: skip
+    boxes = results["variants"][2]["outputs"]["boxes"]
+    assert rows[2]["rel_l2"] == boxes["rel_l2"] and rows[2]["top1_agreement"] is None
+    assert rows[2]["speedup"] == pytest.approx(FASTER["fp32"] / FASTER["int8-entropy"])
+
+
+@pytest.mark.parametrize(
+    ("info", "group"),
+    [
+        ({"kind": "classes", "shape": [1000]}, "class scores"),
+        ({"kind": "detection", "shape": [84, 8400]}, "detection"),
+        ({"kind": "dense", "shape": [1, 64, 64]}, "dense mask"),
+        ({"kind": "dense", "shape": [21, 64, 64]}, "dense classes"),
+        ({"kind": "sequence", "shape": [26, 37]}, "sequence"),
+        ({"kind": "generic", "shape": [7]}, "generic"),
+        ({"kind": "plugin", "shape": []}, None),
+        ({"shape": [1000], "class_scores": True}, None),
+    ],
+)
+def test_the_metric_group_of_a_recorded_kind_is_that_of_its_output_kind(info, group):
+    assert metric_group(info) == group
+
+
+def test_a_dense_mask_output_table_shows_the_mask_metrics():
+    results = stored()
+    mask = {"rel_l2": 0.1, "mask_iou": 0.93, "pixel_agreement": 0.98, "mean_iou": 0.5, "samples": 100}
+    results["model"]["comparison_outputs"] = {
+        "mask": {"shape": [1, 64, 64], "class_scores": False, "kind": "dense", "kind_reason": "a mask"}
+    }
+    for variant in results["variants"]:
+        variant["outputs"] = {"mask": {} if variant["name"] == "fp32" else dict(mask)}
+    [(_, table)], _ = tables.output_tables(results)
+    assert table.columns == ["variant", "rel. L2", "mask IoU", "mask pixel agreement"]  # no mean IoU
+    assert table.rows[0] == ["fp16", "0.1", "93.0 %", "98.0 %"]
 
 
 # --- bad input and the command line ---------------------------------------------------------------

@@ -158,7 +158,7 @@ def test_bad_layer_ranks_first_and_is_the_one_kept_in_float(mixed_run):
     assert search["ranking"][0]["node"] == "conv2"
     assert sorted(row["node"] for row in search["ranking"]) == ["conv1", "conv2", "conv3", "fc"]
     for row in search["ranking"]:
-        assert set(row) == {"node", "op_type", "rel_l2", "top1_agreement"}
+        assert set(row) == {"node", "op_type", "rel_l2", "top1_agreement", "headline"}
         assert 0.0 <= row["top1_agreement"] <= 1.0
     assert search["excluded"] == ["conv2"]
     for point in search["curve"]:
@@ -427,3 +427,42 @@ def test_real_cnn_mixed_model_meets_its_target(sample, tmp_path):
     # unit-test timings on a shared machine are noise.
     float_convs = {n for n in search["excluded"] if n.startswith("Conv:")}
     assert float_convs == set(search["excluded"]) and len(float_convs) < 10
+
+
+def test_ranking_follows_the_headline_and_relative_l2_only_breaks_ties() -> None:
+    from quantbench.search.sensitivity import NodeSensitivity, Score, rank
+
+    # a detector's F1 (higher is better): node b hurts detections most though its rel. L2 is the lowest
+    nodes = [
+        NodeSensitivity("a", "Conv", 0, only=Score(0.30, None, 0.95, True)),
+        NodeSensitivity("b", "Conv", 1, only=Score(0.01, None, 0.40, True)),
+        NodeSensitivity("c", "Conv", 2, only=Score(0.20, None, 0.95, True)),
+        NodeSensitivity("d", "Conv", 3, only=Score(0.10, None, float("nan"), True)),
+    ]
+    assert [n.node for n in rank(nodes)] == ["d", "b", "a", "c"]  # NaN worst; a and c tie on F1
+    # an error headline (lower is better), in the without view: keeping the best node in float helps most
+    errors = [
+        NodeSensitivity("x", "Conv", 0, without=Score(0.5, None, 0.30, False)),
+        NodeSensitivity("y", "Conv", 1, without=Score(0.9, None, 0.05, False)),
+    ]
+    assert [n.node for n in rank(errors)] == ["y", "x"]
+
+
+def test_a_headline_target_is_met_in_its_direction_and_refuses_other_metrics() -> None:
+    from quantbench.search.mixed_precision import parse_target
+    from quantbench.search.sensitivity import Score
+
+    target = parse_target(None, None, "det_f1=0.9")
+    assert target is not None and target.metric == "det_f1" and target.describe() == "det_f1 >= 0.9"
+    assert target.met(Score(0.5, None, 0.92, True)) and not target.met(Score(0.01, None, 0.89, True))
+    assert not target.met(Score(0.0, None, float("nan"), True))
+    errors = parse_target(None, None, "channel_rel_l2_mean=0.05")
+    assert errors is not None and errors.met(Score(1.0, None, 0.04, False))
+    assert not errors.met(Score(0.0, None, 0.06, False))
+    shorthand = parse_target(None, None, "top1_agreement=0.99")
+    assert (
+        shorthand is not None and shorthand.top1_agreement == pytest.approx(0.99) and shorthand.metric is None
+    )
+    for bad in ("f1=0.9", "det_f1", "det_f1=high", "det_f1=inf"):
+        with pytest.raises(QuantbenchError, match="--target"):
+            parse_target(None, None, bad)

@@ -95,7 +95,7 @@ def api_keywords(options: dict[str, Any]) -> dict[str, Any]:
         keywords["views"] = split_list(keywords.pop("view"))
     if "precisions" in keywords:
         keywords["precisions"] = split_list(keywords["precisions"])
-    for name in ("exclude", "plugins", "task"):
+    for name in ("exclude", "plugins", "task", "metric"):
         if name in keywords:
             keywords[name] = keywords[name] or []
     if "bench_batch" in keywords:

@@ -30,7 +30,7 @@ from quantbench.cli.options import (
     api_keywords,
     make_console,
 )
-from quantbench.cli.sensitivity import SensitivityN, TargetAgreement, TargetRelL2
+from quantbench.cli.sensitivity import SensitivityN, TargetAgreement, TargetHeadline, TargetRelL2
 
 ImagesOption = Annotated[
     Path | None,
@@ -118,7 +118,15 @@ ToleranceOption = Annotated[
     float | None,
     typer.Option(
         help="How far a variant's headline may fall short of FP32's to be recommended (default per kind: "
-        "0.01 top-1 agreement, 0.05 detection F1, 0.02 IoU, 0.05 sequence agreement).",
+        "0.01 top-1 agreement, 0.05 detection F1, 0.02 IoU, 0.05 sequence agreement, 0.01 your --metric).",
+        rich_help_panel=EVALUATION,
+    ),
+]
+MetricOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Your own metric: path/to/file.py:function or an installed quantbench.metrics entry point "
+        "(repeatable); the first one's headline decides the verdict.",
         rich_help_panel=EVALUATION,
     ),
 ]
@@ -140,7 +148,7 @@ def run_command(
     channels: Channels = None,
     layout: Layout = None,
     interpolation: Interpolation = None,
-    method: MethodOption = "entropy,minmax,percentile",
+    method: MethodOption = "entropy,minmax,percentile,mse",
     ranges: RangesOption = None,
     batch: Batch = None,
     workers: Workers = 2,
@@ -148,6 +156,7 @@ def run_command(
     exclude: ExcludeOption = None,
     target_agreement: TargetAgreement = None,
     target_rel_l2: TargetRelL2 = None,
+    target: TargetHeadline = None,
     sensitivity_n: SensitivityN = 32,
     bias_correction: BiasCorrectionOption = True,
     bias_correction_images: BiasCorrectionImagesOption = 32,
@@ -160,6 +169,7 @@ def run_command(
     bench_seconds: BenchSecondsOption = 2.0,
     task: TaskOption = None,
     tolerance: ToleranceOption = None,
+    metric: MetricOption = None,
     out: OutOption = Path("reports"),
 ) -> None:
     """Build FP32 / FP16 / INT8 variants and compare them on held-out images."""

@@ -51,6 +51,15 @@ TargetRelL2 = Annotated[
         rich_help_panel=MIXED,
     ),
 ]
+TargetHeadline = Annotated[
+    str | None,
+    typer.Option(
+        "--target",
+        help="Keep the fewest most harmful nodes in float for METRIC=VALUE on the main output, METRIC being "
+        "its headline (e.g. det_f1=0.9, seq_agreement=0.8; fractions): variant int8-<method>-mixed.",
+        rich_help_panel=MIXED,
+    ),
+]
 SensitivityN = Annotated[
     int, typer.Option(help="Held-out images the sensitivity ranking runs on.", rich_help_panel=MIXED)
 ]

@@ -118,6 +118,14 @@ def _figure(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _headline_format(verdict: dict[str, Any]) -> Any:
+    """How the verdict's headline prints: the registry's format, or a plugin metric's."""
+    from quantbench.evaluation.registry import metric_by_key
+    from quantbench.evaluation.verdict import PLUGIN_FORMAT
+
+    return PLUGIN_FORMAT if verdict["kind"] == "plugin" else metric_by_key(verdict["metric"]).format
+
+
 def _print_verdict(console: Console, results: dict[str, Any], verdict: dict[str, Any]) -> None:
     """Which output the headline is about and why, and the variant to ship."""
     reason = results["model"]["comparison_outputs"][verdict["output"]].get("kind_reason", "")
@@ -166,8 +174,8 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     agreement, rel_l2 = metric_by_key("top1_agreement").label, metric_by_key("rel_l2").label
     headline = verdict["metric"] if verdict and verdict["metric"] != "top1_agreement" else None
     columns = ["variant", agreement, rel_l2, "ms/batch", "speed-up vs fp32"]
-    if headline is not None:  # the task's headline replaces top-1 agreement
-        columns[1] = metric_by_key(headline).label
+    if headline is not None and verdict:  # the task's headline replaces top-1 agreement
+        columns[1] = verdict["label"]
     for column in columns:
         table.add_column(column, justify="left" if column == "variant" else "right")
     footnote = False
@@ -176,9 +184,9 @@ def print_run_summary(console: Console, result: RunResult) -> None:
         footnote = footnote or bool(mark)
         ms = "-" if row["ms"] is None else f"{row['ms']:.2f} (b{row['batch']}){mark}"
         first = _figure(row["top1_agreement"], ".1f") + ("%" if row["top1_agreement"] is not None else "")
-        if headline is not None:
-            value = verdict["values"].get(row["variant"]) if verdict else None
-            first = metric_by_key(headline).format(value) if isinstance(value, float) else "-"
+        if headline is not None and verdict:
+            value = verdict["values"].get(row["variant"])
+            first = _headline_format(verdict)(value) if isinstance(value, float) else "-"
         table.add_row(
             row["variant"],
             first,

@@ -18,6 +18,7 @@ from quantbench.evaluation.metrics import (
     label_for,
     measure_latency,
 )
+from quantbench.evaluation.plugins import MetricPlugin, PluginAccumulator, load_metrics
 from quantbench.evaluation.tasks import TaskAccumulator, TaskOptions, accumulator_for
 from quantbench.progress import Progress, QuietProgress
 
@@ -36,8 +37,11 @@ class Comparison:
     Attributes:
         outputs: output name -> {"shape": per-sample shape, "class_scores": bool, "kind": what it holds
             (:mod:`quantbench.evaluation.kinds`), "kind_reason": why, in one line, "headline": the key of
-            its kind's headline metric, "higher_is_better": that metric's direction}, in model order.
-        metrics: variant -> output -> metric -> value (FP32 has accuracy only, when labels are given).
+            its kind's headline metric, "higher_is_better": that metric's direction}, in model order;
+            then one pseudo-output ``metric:<name>`` per metric of your own, of kind ``plugin``, with its
+            ``reference`` (FP32's value) too (:mod:`quantbench.evaluation.plugins`).
+        metrics: variant -> output -> metric -> value (FP32 has accuracy only, when labels are given,
+            and no scores of your own metrics).
         latency: variant -> one ``LatencyStats.to_dict()`` per bench batch size.
         representative: variant -> False where the latency is not representative of the target.
         flavour: variant -> output -> how far the timed runner's outputs are from the judged runner's
@@ -66,11 +70,15 @@ class Judging:
         task: ``--task`` items: ``KIND`` for every output or ``OUTPUT=KIND``; outputs not named have
             their kind detected (:func:`quantbench.evaluation.kinds.kind_for`).
         options: the metrics' settings by kind.
+        metrics: ``--metric`` items, metrics of your own: ``path/to/file.py:function`` or the name of a
+            ``quantbench.metrics`` entry point (:mod:`quantbench.evaluation.plugins`); each variant but
+            FP32 is scored by each of them on every batch.
     """
 
     labels: dict[str, int] | None = None
     task: tuple[str, ...] = ()
     options: TaskOptions | None = None
+    metrics: tuple[str, ...] = ()
 
 
 def stack_feeds(feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
@@ -99,6 +107,8 @@ class _Accumulators:
         self.tasks: dict[tuple[str, str], TaskAccumulator] = {}
         self.kinds: dict[str, OutputKind] = {}
         self.options: TaskOptions | None = None
+        self.plugins: list[MetricPlugin] = []
+        self.scores: dict[tuple[str, str], PluginAccumulator] = {}
 
     def add_flavour(
         self, name: str, judged: Mapping[str, np.ndarray], timed: Mapping[str, np.ndarray]
@@ -129,8 +139,21 @@ class _Accumulators:
         if labels is not None:
             self.accuracy.setdefault(key, Accuracy(out_name, name)).update(got, labels)
 
+    def add_scores(
+        self, name: str, pair: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], names: list[str]
+    ) -> None:
+        """Score one batch of variant ``name`` (FP32's outputs, its own) with every metric of your own."""
+        if name == REFERENCE:
+            return
+        for plugin in self.plugins:
+            key = (name, plugin.output)
+            self.scores.setdefault(key, PluginAccumulator(plugin)).update(*pair, names)
+
     def results(self, key: tuple[str, str]) -> dict[str, float]:
         """Every metric of ``key`` so far."""
+        scores = self.scores.get(key)
+        if scores is not None:
+            return scores.result()
         values: dict[str, float] = {}
         for table in (self.errors, self.agreement, self.accuracy):
             acc = table.get(key)
@@ -168,7 +191,8 @@ def compare_variants(
         progress: receives one unit per evaluated sample, then per timing.
 
     Raises:
-        QuantbenchError: no held-out sample could be used, or a variant's outputs do not match FP32's.
+        QuantbenchError: no held-out sample could be used, a variant's outputs do not match FP32's, or a
+            metric of your own cannot be loaded or returns what is not a score.
     """
     if REFERENCE not in runners:
         raise QuantbenchError("the comparison needs the fp32 variant as its reference")
@@ -176,6 +200,7 @@ def compare_variants(
     result = Comparison()
     accumulators = _Accumulators()
     accumulators.options = judging.options
+    accumulators.plugins = load_metrics(judging.metrics)
     progress.start("evaluating", getattr(batches, "total", None))
     try:
         judged = {name: (runner, (references or {}).get(name)) for name, runner in runners.items()}
@@ -229,6 +254,7 @@ def _evaluate(
                     raise QuantbenchError(f"variant {name} has no output {out_name!r}")
                 scores = result.outputs[out_name]["class_scores"]
                 accumulators.update((name, out_name), (ref, outputs[out_name]), scores, labels)
+            accumulators.add_scores(name, (reference, outputs), batch.names)
         result.samples += len(batch.names)
         result.names.extend(batch.names)
         progress.advance(len(batch.names))
@@ -238,7 +264,8 @@ def _evaluate(
 def _describe_outputs(
     reference: Mapping[str, np.ndarray], task: Sequence[str], into: tuple[Comparison, _Accumulators]
 ) -> None:
-    """Each output's shape and kind, from FP32's values on the first batch and the ``--task`` items."""
+    """Each output's shape and kind, from FP32's values on the first batch and the ``--task`` items; then
+    the pseudo-output of each metric of your own."""
     result, accumulators = into
     stated = parse_task(task, list(reference))
     for out_name, value in reference.items():
@@ -253,6 +280,10 @@ def _describe_outputs(
             "headline": chosen.HEADLINE,
             "higher_is_better": chosen.HIGHER_IS_BETTER,
         }
+    for plugin in accumulators.plugins:
+        if plugin.output in result.outputs:
+            raise QuantbenchError(f"--metric {plugin.spec!r}: the model has an output {plugin.output!r} too")
+        result.outputs[plugin.output] = plugin.describe()
 
 
 def _judged(pair: tuple[Runner, Runner | None]) -> Runner:

@@ -6,11 +6,13 @@ accumulators of :mod:`quantbench.evaluation.metrics`:
 
 * ``OutputErrors``: every output (rel_l2, cosine, snr_db, max_abs, mean_abs);
 * ``TopKAgreement``: class scores (top1_agreement, top5_overlap);
-* ``Accuracy``: class scores, when the run is given labels (top1_accuracy, top5_accuracy).
+* ``Accuracy``: class scores, when the run is given labels (top1_accuracy, top5_accuracy);
 
-:data:`KIND_METRICS` lists the metrics by output kind of :mod:`quantbench.evaluation.tasks` (detection,
-dense maps, sequences, per-channel errors), apart from :data:`METRICS` and :data:`RESULTS_ORDER`, which
-give the tables' columns and the columns of ``metrics.csv``; :func:`metric_by_key` knows both.
+and from the accumulators of :mod:`quantbench.evaluation.tasks`, by output kind (detection, dense maps,
+sequences, per-channel errors): :data:`KIND_METRICS`.
+
+:data:`METRICS` holds them all and gives the tables' columns; :data:`RESULTS_ORDER` gives the columns of
+``metrics.csv``. :func:`metric_by_key` finds one by its key.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class Metric:
 
 _PERCENT = NumberFormat("percent", 1)
 
-METRICS: tuple[Metric, ...] = (
+_OUTPUT_METRICS: tuple[Metric, ...] = (
     Metric("top1_agreement", "top-1 agreement", _PERCENT, "class scores", True, 1.0),
     Metric("top5_overlap", "top-5 overlap", _PERCENT, "class scores", True, 1.0),
     Metric("top1_accuracy", "top-1 accuracy", _PERCENT, "labels", True, None),
@@ -109,9 +111,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("max_abs", "max abs", NumberFormat("significant", 4), "every output", False, 0.0),
     Metric("mean_abs", "mean abs", NumberFormat("significant", 4), "every output", False, 0.0),
 )
-"""Every per-output metric, in the order tables show them."""
+"""The metrics of every output and of class scores, in the order tables show them."""
 
-RESULTS_ORDER: tuple[str, ...] = (
+_OUTPUT_RESULTS_ORDER: tuple[str, ...] = (
     "max_abs",
     "mean_abs",
     "rel_l2",
@@ -122,8 +124,8 @@ RESULTS_ORDER: tuple[str, ...] = (
     "top1_accuracy",
     "top5_accuracy",
 )
-"""The keys of :data:`METRICS` in the order the accumulators compute them: the order of an output's
-entries in ``results.json`` and of the metric columns of ``metrics.csv``."""
+"""The keys of :data:`_OUTPUT_METRICS` in the order the accumulators of
+:mod:`quantbench.evaluation.metrics` compute them."""
 
 _ERROR = NumberFormat("significant", 4)
 _COUNT = NumberFormat("decimals", 0)
@@ -148,10 +150,10 @@ KIND_METRICS: tuple[Metric, ...] = (
     Metric("channel_rel_l2_max", "channel rel. L2 (max)", _ERROR, "generic", False, 0.0),
     Metric("channel_rel_l2_worst_index", "worst channel", _COUNT, "generic", False, None),
 )
-"""The metrics by output kind (:mod:`quantbench.evaluation.tasks`), in the order tables show them: the
-headline of each kind first. The generic kind's ``cosine`` is the ``cosine`` of :data:`METRICS`. The
-counts (``det_reference``, ``det_candidate``) and the worst channel's index are figures, not errors:
-``higher_is_better`` is False and ``reference_value`` None for them."""
+"""The metrics by output kind (:mod:`quantbench.evaluation.tasks`), the last part of :data:`METRICS`, in
+the order tables show them: the headline of each kind first. The generic kind's ``cosine`` is the
+``cosine`` of every output. The counts (``det_reference``, ``det_candidate``) and the worst channel's
+index are figures, not errors: ``higher_is_better`` is False and ``reference_value`` None for them."""
 
 KIND_RESULTS_ORDER: tuple[str, ...] = (
     "det_precision",
@@ -175,9 +177,18 @@ KIND_RESULTS_ORDER: tuple[str, ...] = (
 )
 """The keys of :data:`KIND_METRICS` in the order the accumulators of :mod:`quantbench.evaluation.tasks`
 compute them. Those accumulators also return ``top1_agreement``, ``top5_overlap`` and ``cosine`` (keys
-of :data:`METRICS`) and ``samples``."""
+of the metrics of every output and of class scores) and ``samples``."""
 
-_BY_KEY = {metric.key: metric for metric in (*METRICS, *KIND_METRICS)}
+METRICS: tuple[Metric, ...] = (*_OUTPUT_METRICS, *KIND_METRICS)
+"""Every per-output metric, in the order tables show them: those of every output and of class scores,
+then those by output kind (:data:`KIND_METRICS`)."""
+
+RESULTS_ORDER: tuple[str, ...] = (*_OUTPUT_RESULTS_ORDER, *KIND_RESULTS_ORDER)
+"""The keys of :data:`METRICS` in the order the accumulators compute them: the order of an output's
+entries in ``results.json`` and of the metric columns of ``metrics.csv`` (a column stays empty for an
+output that has no such metric)."""
+
+_BY_KEY = {metric.key: metric for metric in METRICS}
 
 
 def metric_by_key(key: str) -> Metric:

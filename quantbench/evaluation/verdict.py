@@ -1,21 +1,24 @@
 """The verdict of a run: one headline figure per variant, and the variant to ship.
 
-The headline is the task metric of the main output (the first output whose kind is not generic, else
-the first output; see :mod:`quantbench.evaluation.kinds`): top-1 agreement for classes, detection F1
-for detectors, IoU for dense maps, sequence agreement for CTC outputs, the mean per-channel relative
-L2 error otherwise. A variant is within tolerance when its headline falls short of FP32's (1 for an
-agreement, 0 for an error) by at most the tolerance; the variant recommended is the fastest of those,
-timed at the first batch size. FP32 always qualifies, so there is always a recommendation; where no
-other variant qualifies, the verdict says which came closest and by how much it falls short.
+The headline is the task metric of the main output (the first metric of your own, else the first output
+whose kind is not generic, else the first output; see :mod:`quantbench.evaluation.kinds` and
+:mod:`quantbench.evaluation.plugins`): the declared headline of your metric, top-1 agreement for classes,
+detection F1 for detectors, IoU for dense maps, sequence agreement for CTC outputs, the mean per-channel
+relative L2 error otherwise. A variant is within tolerance when its headline falls short of FP32's (1 for
+an agreement, 0 for an error, the declared reference for your metric) by at most the tolerance; the
+variant recommended is the fastest of those, timed at the first batch size. FP32 always qualifies, so
+there is always a recommendation; where no other variant qualifies, the verdict says which came closest
+and by how much it falls short.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from quantbench.evaluation.registry import metric_by_key
+from quantbench.evaluation.registry import NumberFormat, metric_by_key
 
 if TYPE_CHECKING:
     from quantbench.evaluation.compare import Comparison
@@ -28,10 +31,14 @@ DEFAULT_TOLERANCE: dict[str, float] = {
     "dense": 0.02,
     "sequence": 0.05,
     "generic": 0.05,
+    "plugin": 0.01,
 }
 """How far a headline may fall short of FP32's by default, per kind of the main output: one point of
 top-1 agreement, 0.05 of detection F1, 0.02 of IoU, five points of sequence agreement, 0.05 of mean
-per-channel relative error."""
+per-channel relative error, 0.01 of the headline of a metric of your own."""
+
+PLUGIN_FORMAT = NumberFormat("significant", 4)
+"""How the headline of a metric of your own prints in the verdict's reason."""
 
 
 @dataclass
@@ -41,7 +48,8 @@ class Verdict:
     Attributes:
         output: the main output; kind: what it holds.
         metric: the headline's key; label: its name in tables; higher_is_better: its direction.
-        reference: FP32's value of the headline (1 for an agreement, 0 for an error).
+        reference: FP32's value of the headline (1 for an agreement, 0 for an error, the declared
+            reference for a metric of your own).
         tolerance: how far short of ``reference`` a variant may be; tolerance_default: whether that is
             the kind's default.
         values: variant -> its headline (None where it has none).
@@ -78,7 +86,11 @@ class Verdict:
 
 
 def main_output(outputs: dict[str, dict[str, Any]]) -> str | None:
-    """The output the verdict is about: the first whose kind is not generic, else the first."""
+    """The output the verdict is about: the first metric of your own (kind ``plugin``), else the first
+    output whose kind is not generic, else the first."""
+    for name, info in outputs.items():
+        if info.get("kind") == "plugin":
+            return name
     for name, info in outputs.items():
         if info.get("kind", "generic") != "generic":
             return name
@@ -96,25 +108,37 @@ def decide(comparison: Comparison, tolerance: float | None = None) -> Verdict | 
     if output is None:
         return None
     info = comparison.outputs[output]
-    metric = metric_by_key(info["headline"])
-    reference = metric.reference_value if metric.reference_value is not None else 1.0
+    label, shown, reference = _headline(info)
     verdict = Verdict(
         output=output,
         kind=info["kind"],
-        metric=metric.key,
-        label=metric.label,
+        metric=info["headline"],
+        label=label,
         higher_is_better=bool(info["higher_is_better"]),
         reference=reference,
         tolerance=tolerance if tolerance is not None else DEFAULT_TOLERANCE[info["kind"]],
         tolerance_default=tolerance is None,
     )
     for name, per_output in comparison.metrics.items():
-        value = reference if name == REFERENCE else per_output.get(output, {}).get(metric.key)
+        value = reference if name == REFERENCE else per_output.get(output, {}).get(verdict.metric)
         verdict.values[name] = value
         if verdict.shortfall(value) <= verdict.tolerance + 1e-12:
             verdict.within.append(name)
-    _recommend(verdict, comparison)
+    _recommend(verdict, comparison, shown)
     return verdict
+
+
+def _headline(info: dict[str, Any]) -> tuple[str, Callable[[float], str], float]:
+    """The label, number format and FP32 value of an output's headline.
+
+    A metric of your own (kind ``plugin``) is labelled by its headline's key and has the ``reference``
+    it declares; a built-in headline is looked up in :mod:`quantbench.evaluation.registry`.
+    """
+    if info["kind"] == "plugin":
+        return str(info["headline"]), PLUGIN_FORMAT, float(info["reference"])
+    metric = metric_by_key(info["headline"])
+    reference = metric.reference_value if metric.reference_value is not None else 1.0
+    return metric.label, metric.format, reference
 
 
 def _median_ms(comparison: Comparison, name: str) -> float:
@@ -122,8 +146,9 @@ def _median_ms(comparison: Comparison, name: str) -> float:
     return float(timings[0]["median_ms"]) if timings else math.inf
 
 
-def _recommend(verdict: Verdict, comparison: Comparison) -> None:
-    """Fill in ``recommended``, ``reason`` (which does not repeat the variant's name) and ``closest``.
+def _recommend(verdict: Verdict, comparison: Comparison, shown: Callable[[float], str]) -> None:
+    """Fill in ``recommended``, ``reason`` (which does not repeat the variant's name) and ``closest``;
+    ``shown`` prints a value of the headline.
 
     Only variants whose latency is representative of the target are ranked by speed (a float16 model
     emulated on a CPU is not); FP32 is the fallback.
@@ -131,8 +156,6 @@ def _recommend(verdict: Verdict, comparison: Comparison) -> None:
     timed = [name for name in verdict.within if comparison.representative.get(name, True)]
     fastest = min(timed, key=lambda name: _median_ms(comparison, name), default=REFERENCE)
     verdict.recommended = fastest
-    metric = metric_by_key(verdict.metric)
-    shown = metric.format
     bound = f"within {verdict.tolerance:g} of FP32's {shown(verdict.reference)}"
     untimed = [name for name in verdict.within if name not in timed]
     aside = (
@@ -146,7 +169,7 @@ def _recommend(verdict: Verdict, comparison: Comparison) -> None:
         speed = _median_ms(comparison, REFERENCE) / _median_ms(comparison, fastest)
         pace = f", {speed:.2f}x FP32's speed as timed here" if math.isfinite(speed) else ""
         verdict.reason = (
-            f"the fastest variant whose {metric.label} on {verdict.output} is {bound}: "
+            f"the fastest variant whose {verdict.label} on {verdict.output} is {bound}: "
             f"{shown(value) if value is not None else '-'}{pace}{aside}"
         )
         return
@@ -170,6 +193,6 @@ def _recommend(verdict: Verdict, comparison: Comparison) -> None:
     value = verdict.values[best]
     figure = shown(value) if value is not None else "-"
     verdict.reason = (
-        f"no other variant's {metric.label} on {verdict.output} is {bound}; the closest, {best}, "
+        f"no other variant's {verdict.label} on {verdict.output} is {bound}; the closest, {best}, "
         f"has {figure}, {short - verdict.tolerance:.3g} beyond the tolerance"
     )

@@ -78,9 +78,11 @@ class BiasCorrection:
         samples: correction samples used.
         segments: segments the graph was run in.
         seconds: wall-clock time of the correction.
-        output_rel_l2: relative L2 error of the model outputs against FP32 on the correction samples,
+        output_rel_l2: relative L2 error of the model outputs against FP32 on the check samples,
             before and after (from :func:`correct_if_better`).
-        rejected: the correction did not lower that error, and the model was left as it was.
+        decision: the headline the keep-or-reject decision was made on, before and after, and the check
+            samples (from :func:`correct_if_better`).
+        rejected: the correction did not improve the headline, and the model was left as it was.
     """
 
     model: onnx.ModelProto
@@ -90,6 +92,7 @@ class BiasCorrection:
     segments: int = 0
     seconds: float = 0.0
     output_rel_l2: tuple[float, float] | None = None
+    decision: dict[str, Any] | None = None
     rejected: bool = False
 
     def details(self) -> dict[str, Any]:
@@ -100,6 +103,7 @@ class BiasCorrection:
             "applied": not self.rejected,
             "output_rel_l2_before": before_after[0] if before_after else None,
             "output_rel_l2_after": before_after[1] if before_after else None,
+            "decision": self.decision,
             "images": self.samples,
             "nodes": len(self.nodes),
             "added_biases": sum(c.added_bias for c in self.nodes),
@@ -575,34 +579,91 @@ def output_rel_l2(
     return energy.rel_l2()
 
 
+@dataclass(frozen=True)
+class CorrectionData:
+    """The samples bias correction runs on.
+
+    Attributes:
+        fit: the batches the per-channel means are matched on.
+        check: the batches the corrected model is judged on, apart from ``fit`` where the calibration
+            images allow (the same batches otherwise).
+        held_apart: whether ``check`` holds other images than ``fit``.
+        task: ``--task`` items: what the outputs hold, for the headline the decision is made on.
+    """
+
+    fit: Sequence[Mapping[str, np.ndarray]]
+    check: Sequence[Mapping[str, np.ndarray]]
+    held_apart: bool = True
+    task: tuple[str, ...] = ()
+
+
 def correct_if_better(
     fp32_model: onnx.ModelProto,
     qdq_model: onnx.ModelProto,
     nodes: Iterable[str],
-    feeds: Sequence[Mapping[str, np.ndarray]],
+    data: CorrectionData,
     *,
     threads: int = 0,
 ) -> BiasCorrection:
-    """:func:`correct_biases`, kept only where it lowers the outputs' error on the correction samples.
+    """:func:`correct_biases` on ``data.fit``, kept only where it improves the headline on ``data.check``.
 
-    Matching each layer's mean is not always what the outputs need (heavily clipped ranges, e.g. from
-    ``entropy``, can come out worse), so the model outputs of the corrected and the uncorrected model
-    are compared with FP32's on the same samples; the corrected model is returned only when its
-    relative L2 error is lower. Either way ``output_rel_l2`` holds both figures.
+    Matching each layer's mean is not always what the outputs need: heavily clipped ranges (e.g. from
+    ``entropy``) can come out worse, and on a detector the correction can improve the relative L2 error
+    of the whole output (dominated by box coordinates) while class scores fall and detections vanish. So
+    the corrected and the uncorrected model are judged against FP32 by the headline of the main output
+    (:class:`quantbench.evaluation.headline.Headline`: top-1 agreement, detection F1, IoU, sequence
+    agreement...) on the check batches; the corrected model is kept when its headline is better, or the
+    same with a lower relative L2 error of the outputs (the finer figure breaks a tie). ``decision``
+    records both figures of both models.
 
     Raises:
-        QuantbenchError: as :func:`correct_biases`.
+        QuantbenchError: as :func:`correct_biases`; a bad ``--task`` item.
     """
-    result = correct_biases(fp32_model, qdq_model, nodes, feeds, threads=threads)
+    from quantbench.evaluation.headline import Headline
+
+    result = correct_biases(fp32_model, qdq_model, nodes, data.fit, threads=threads)
     if not result.nodes:
         return result
     started = time.time()
     fp32 = _session(fp32_model, threads, "the FP32 model")
-    reference = [fp32.run(None, dict(batch)) for batch in feeds]
-    before = output_rel_l2(qdq_model, reference, feeds, threads)
-    after = output_rel_l2(result.model, reference, feeds, threads)
-    result.output_rel_l2 = (before, after)
-    if after >= before:
+    names = [o.name for o in fp32.get_outputs()]
+    reference = [fp32.run(None, dict(batch)) for batch in data.check]
+    headline = Headline.of(dict(zip(names, reference[0], strict=True)), data.task)
+    at = names.index(headline.output)
+    figures = []
+    for model in (qdq_model, result.model):
+        outputs = _outputs(model, data.check, threads)
+        value = headline.score((r[at] for r in reference), (o[at] for o in outputs))
+        figures.append((value, _rel_l2(reference, outputs)))
+    (before, before_l2), (after, after_l2) = figures
+    result.output_rel_l2 = (before_l2, after_l2)
+    keep = headline.better(after, before) or (after == before and after_l2 < before_l2)
+    result.decision = {
+        "output": headline.output,
+        "metric": headline.metric,
+        "before": before,
+        "after": after,
+        "images": sum(len(next(iter(b.values()))) for b in data.check),
+        "held_apart": data.held_apart,
+    }
+    if not keep:
         result.model, result.rejected = qdq_model, True
     result.seconds += time.time() - started
     return result
+
+
+def _outputs(
+    model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], threads: int
+) -> list[list[np.ndarray]]:
+    """Every output of a Q/DQ model, run as written, for each batch."""
+    session = _session(model, threads, "a Q/DQ model", as_written=True)
+    return [session.run(None, dict(batch)) for batch in feeds]
+
+
+def _rel_l2(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]) -> float:
+    """Relative L2 error of every output over every batch, float64 sums (see :func:`output_rel_l2`)."""
+    energy = ErrorEnergy(exact=True)
+    for expected, got in zip(reference, outputs, strict=True):
+        for want, value in zip(expected, got, strict=True):
+            energy.update(want, value)
+    return energy.rel_l2()

@@ -7,15 +7,14 @@ result (:func:`quantbench.export.variants.int8_variant`) and the sensitivity ana
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import numpy as np
     import onnx
 
-    from quantbench.export.bias_correction import BiasCorrection
+    from quantbench.export.bias_correction import BiasCorrection, CorrectionData
     from quantbench.export.qdq import QdqNames, QdqPlan
 
 
@@ -66,7 +65,7 @@ def build_int8_model(
     model: onnx.ModelProto,
     amax: Mapping[str, float],
     exclude: Iterable[str] = (),
-    bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+    correction: CorrectionData | None = None,
     threads: int = 0,
 ) -> Int8Model:
     """Plan and build the Q/DQ model, correct its biases when asked, and make its ONNX Runtime flavour.
@@ -75,9 +74,9 @@ def build_int8_model(
         model: the FP32 model (converted to opset 13 first when older).
         amax: tensor -> calibrated amax.
         exclude: node names, op types or regular expressions of nodes to keep in float.
-        bias_feeds: batches to correct the quantized nodes' biases on, kept only where that lowers the
-            outputs' error (:func:`quantbench.export.bias_correction.correct_if_better`); None: no
-            correction.
+        correction: the batches to correct the quantized nodes' biases on and to judge the correction
+            on; it is kept only where it improves the headline
+            (:func:`quantbench.export.bias_correction.correct_if_better`); None: no correction.
         threads: ONNX Runtime threads for the bias correction (0: every core).
 
     Returns:
@@ -93,13 +92,13 @@ def build_int8_model(
     model = at_least_opset13(model)
     plan = plan_qdq(model, amax, exclude)
     qdq_model, names = build_qdq(model, amax, plan)
-    correction = None
-    if bias_feeds is not None and plan.quantized_nodes:
+    corrected = None
+    if correction is not None and plan.quantized_nodes:
         from quantbench.export.bias_correction import correct_if_better
 
         targets = [model.graph.node[i].output[0] for i in plan.quantized_nodes]
-        correction = correct_if_better(model, qdq_model, targets, bias_feeds, threads=threads)
-        qdq_model = correction.model
+        corrected = correct_if_better(model, qdq_model, targets, correction, threads=threads)
+        qdq_model = corrected.model
     notes: list[str] = []
     cpu_model = to_onnxruntime_flavour(qdq_model, names, notes)
-    return Int8Model(model, plan, names, qdq_model, cpu_model, notes, correction)
+    return Int8Model(model, plan, names, qdq_model, cpu_model, notes, corrected)

@@ -14,7 +14,7 @@ int8-<method>   symmetric int8 Q/DQ (``int8-<m>.onnx``)      uint8 flavour, same
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,7 @@ from quantbench.ranges import DynamicRanges
 from quantbench.variant import Variant
 
 if TYPE_CHECKING:
-    import numpy as np
+    from quantbench.export.bias_correction import CorrectionData
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -86,7 +86,7 @@ def int8_variant(
     label: str,
     exclude: Iterable[str],
     models_dir: Path,
-    bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+    correction: CorrectionData | None = None,
     threads: int = 0,
 ) -> Variant:
     """A Q/DQ INT8 model from ``ranges`` (TensorRT placement) and its ONNX Runtime flavour.
@@ -97,7 +97,7 @@ def int8_variant(
         label: the ranges' name (the method, or the imported file's name).
         exclude: node names, op types or regular expressions to keep in float.
         models_dir: where ``int8-<label>.onnx`` and ``int8-<label>.onnxruntime.onnx`` go.
-        bias_feeds: batches to correct the quantized nodes' biases on (see
+        correction: batches to correct the quantized nodes' biases on (see
             :mod:`quantbench.export.bias_correction`); None leaves them as they are.
         threads: ONNX Runtime threads for the bias correction (0: every core).
 
@@ -106,7 +106,7 @@ def int8_variant(
     """
     from quantbench.export.int8 import build_int8_model
 
-    built = build_int8_model(model, ranges.amax, exclude, bias_feeds, threads)
+    built = build_int8_model(model, ranges.amax, exclude, correction, threads)
     if not built.plan.quantized_nodes:
         raise QuantbenchError(
             f"no Conv, ConvTranspose, Gemm or MatMul of the model could be quantized with the {label} ranges "

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from quantbench.backends.base import Runner
     from quantbench.data import BatchStream
     from quantbench.evaluation.compare import Comparison
+    from quantbench.export.bias_correction import CorrectionData
     from quantbench.flows.context import RunContext
     from quantbench.flows.ranges import RunRanges
     from quantbench.search.mixed_precision import HeldOut, SearchResult
@@ -58,7 +59,7 @@ def held_out(ctx: RunContext, start: int) -> BatchStream:
 
 
 def mixed_search(
-    ctx: RunContext, ranges: RunRanges, batches: HeldOut, feeds: list[dict[str, Any]] | None
+    ctx: RunContext, ranges: RunRanges, batches: HeldOut, feeds: CorrectionData | None
 ) -> tuple[SearchResult, Variant]:
     """Keep the fewest most harmful nodes of the first set of ranges in float to meet the target on the
     held-out batches: the search, and the ``int8-<label>-mixed`` variant.
@@ -69,7 +70,7 @@ def mixed_search(
     from quantbench.search.mixed_precision import Budget, Int8Build, mixed_precision, parse_target
 
     settings = ctx.settings
-    target = parse_target(settings.target.agreement, settings.target.rel_l2)
+    target = parse_target(settings.target.agreement, settings.target.rel_l2, settings.target.headline)
     assert target is not None
     if not ranges.range_sets:
         raise QuantbenchError("--target-agreement / --target-rel-l2 need ranges to quantize with")
@@ -77,7 +78,8 @@ def mixed_search(
     own_feeds = feeds if label not in ranges.native_labels else None
     build = Int8Build(settings.variants.exclude, ctx.models_dir, ctx.threads, own_feeds)
     size = ctx.model.fixed_batch or settings.bench.batch[0]
-    budget = Budget(settings.target.sensitivity_n, (size, settings.bench.runs, settings.bench.seconds))
+    timing = (size, settings.bench.runs, settings.bench.seconds)
+    budget = Budget(settings.target.sensitivity_n, timing, settings.verdict.task)
     search, mixed = mixed_precision(
         ctx.model.proto, table, label, batches, target, build, budget, ctx.progress
     )
@@ -108,7 +110,7 @@ def compare(
         fixed, progress = ctx.model.fixed_batch, ctx.progress
         comparison = compare_variants(
             runners, batches, bench, references=references, fixed_batch=fixed, progress=progress,
-            judging=Judging(labels, ctx.settings.verdict.task),
+            judging=Judging(labels, ctx.settings.verdict.task, metrics=ctx.settings.verdict.metric),
         )  # fmt: skip
         timed = [ctx.model.fixed_batch] if ctx.model.fixed_batch else list(dict.fromkeys(bench.batch))
         for variant in variants:

@@ -84,9 +84,13 @@ def check_settings(settings: Settings) -> None:
         raise QuantbenchError("--bias-correction-images must be at least 1")
     if bench.runs < 1 or bench.seconds < 0 or not bench.batch or min(bench.batch) < 1:
         raise QuantbenchError("--bench-batch sizes and --bench-runs must be at least 1")
-    target = parse_target(settings.target.agreement, settings.target.rel_l2)
+    target = parse_target(settings.target.agreement, settings.target.rel_l2, settings.target.headline)
+    if settings.verdict.metric:  # a bad --metric fails before any work
+        from quantbench.evaluation.plugins import load_metrics
+
+        load_metrics(settings.verdict.metric)
     if target is not None and "int8" not in wanted:
-        raise QuantbenchError("--target-agreement / --target-rel-l2 need int8 in --precisions")
+        raise QuantbenchError("--target / --target-agreement / --target-rel-l2 need int8 in --precisions")
 
 
 def run_flow(settings: Settings, progress: Progress | None = None) -> RunResult:
@@ -151,6 +155,7 @@ def arguments(settings: Settings, ranges: RunRanges) -> dict[str, Any]:
         "exclude": list(spec.exclude),
         "target_agreement": target.agreement,
         "target_rel_l2": target.rel_l2,
+        "target": target.headline,
         "sensitivity_n": target.sensitivity_n,
         "bias_correction": spec.bias_correction,
         "bias_correction_images": spec.bias_correction_images,
@@ -164,6 +169,7 @@ def arguments(settings: Settings, ranges: RunRanges) -> dict[str, Any]:
         "preprocess": settings.preprocess.overrides(),
         "threads": backend.threads,
         "task": list(settings.verdict.task),
+        "metric": list(settings.verdict.metric),
         "tolerance": settings.verdict.tolerance,
     }
 

@@ -9,8 +9,9 @@ them, without bias correction: what each node's quantization does before anythin
 ``sensitivity.json`` (``"format": "quantbench-sensitivity"``, version 1): ``model``, ``method``,
 ``ranges`` (file), ``exclude``, ``output`` (the output compared), ``data`` (held-out images),
 ``cost`` (model runs and seconds per step), ``tensors`` (graph order) and ``ranking`` (most harmful
-first; ``rel_l2`` / ``top1_agreement`` with only that node quantized, ``without_rel_l2`` /
-``without_top1_agreement`` with every node but that one).
+first by the main output's headline, then relative L2; ``rel_l2`` / ``top1_agreement`` / ``headline``
+with only that node quantized, ``without_rel_l2`` / ``without_top1_agreement`` / ``without_headline``
+with every node but that one), and ``headline`` (the metric, the output's kind and why).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def _ranking_row(node: NodeSensitivity) -> dict[str, Any]:
     row["top1_agreement"] = node.only.top1_agreement if node.only else None
     row["without_rel_l2"] = node.without.rel_l2 if node.without else None
     row["without_top1_agreement"] = node.without.top1_agreement if node.without else None
+    row["headline"] = node.only.headline if node.only else None
+    row["without_headline"] = node.without.headline if node.without else None
     return row
 
 
@@ -140,11 +143,13 @@ def analyse(
     if spec.tensors:
         ctx.progress.start("per-tensor fidelity", None)
         try:
-            rows, evaluator = analyse_tensors(model13, amax, exclude, feeds, threads)
+            rows, evaluator = analyse_tensors(
+                model13, amax, exclude, feeds, threads, ctx.settings.verdict.task
+            )
         finally:
             ctx.progress.finish()
     else:
-        evaluator = Evaluator.from_fp32(model13, feeds, threads)
+        evaluator = Evaluator.from_fp32(model13, feeds, threads, ctx.settings.verdict.task)
     seconds["reference_and_tensors"] = time.perf_counter() - step
     step = time.perf_counter()
     candidates = Candidates(model13, amax, exclude, threads)
@@ -211,6 +216,12 @@ def _results(
         "exclude": list(ctx.settings.variants.exclude),
         "output": evaluator.output,
         "class_scores": evaluator.class_scores,
+        "headline": {
+            "metric": evaluator.headline.metric,
+            "kind": evaluator.headline.kind.kind,
+            "kind_reason": evaluator.headline.kind.reason,
+            "higher_is_better": evaluator.headline.higher_is_better,
+        },
         "data": data,
         "cost": {
             "fp32_passes": 1,

@@ -3,22 +3,31 @@ correction on the first calibration images where asked for."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from quantbench.export.bias_correction import CorrectionData
     from quantbench.flows.context import RunContext
     from quantbench.flows.ranges import RunRanges
     from quantbench.variant import Variant
 
 CORRECTION_BATCH = 16
+MIN_CHECK_IMAGES = 8
+"""Fewest calibration images held apart to judge bias correction on; with fewer left after the fitted
+ones, it is judged on those it was fitted on."""
 
 
-def correction_feeds(ctx: RunContext, ranges: RunRanges) -> list[dict[str, np.ndarray]] | None:
+def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | None:
     """The batches bias correction runs on: the first ``--bias-correction-images`` of the calibration
-    order, preprocessed; None where no INT8 model is corrected (a note says why when images are lacking).
+    order to fit the correction, and the calibration images after them (as many, where ``--n`` leaves
+    that many) to judge it on; None where no INT8 model is corrected (a note says why when images are
+    lacking). With too few calibration images left, the correction is judged on the images it was
+    fitted on, and a note says so.
     """
+    from quantbench.export.bias_correction import CorrectionData
+
     settings = ctx.settings
     spec, data = settings.variants, settings.data
     corrected = [label for label in ranges.range_sets if label not in ranges.native_labels]
@@ -28,24 +37,43 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> list[dict[str, np.nd
     if dataset is None:
         ctx.notes.append("bias correction skipped: --ranges without --images gives no images to correct on")
         return None
-    count = spec.bias_correction_images
-    if ranges.calibration is not None and data.n is not None:
-        count = min(data.n, count)
     if settings.calib.ranges is not None and data.eval_images is None:
         ctx.notes.append(
             f"bias correction ran on the first images of {data.images}, which the evaluation also uses; "
             "pass --eval-images with held-out images"
         )
+    available = len(dataset.files) if dataset.kind == "images" else None
+    if ranges.calibration is not None and data.n is not None:
+        available = data.n if available is None else min(available, data.n)
+    count = spec.bias_correction_images if available is None else min(spec.bias_correction_images, available)
+    fit, next_start = _batches(ctx, count, 0)
+    left = None if available is None else available - count
+    check_count = count if left is None else min(count, left)
+    if check_count < MIN_CHECK_IMAGES:
+        ctx.notes.append(
+            "bias correction is judged on the images it was fitted on: --n leaves fewer than "
+            f"{MIN_CHECK_IMAGES} calibration images after the first {count}"
+        )
+        return CorrectionData(fit, fit, held_apart=False, task=settings.verdict.task)
+    check, _ = _batches(ctx, check_count, next_start)
+    return CorrectionData(fit, check, held_apart=True, task=settings.verdict.task)
+
+
+def _batches(ctx: RunContext, count: int, start: int) -> tuple[list[dict[str, np.ndarray]], int]:
+    """``count`` calibration samples from position ``start`` of the calibration order, in batches (of the
+    model's fixed batch, rounded to whole batches), and the position after them."""
+    data = ctx.settings.data
+    dataset = ctx.calibration_data
+    assert dataset is not None
     fixed = ctx.model.fixed_batch
-    if dataset.kind == "images":
-        count = min(count, len(dataset.files))
     if fixed:
         count = max(fixed, count - count % fixed)
-    batches = dataset.batches(count, data.seed, fixed or CORRECTION_BATCH, workers=data.workers)
-    return [batch.inputs for batch in batches]
+    stream = dataset.batches(count, data.seed, fixed or CORRECTION_BATCH, start=start, workers=data.workers)
+    batches = [batch.inputs for batch in stream]
+    return batches, stream.report.next_start
 
 
-def build_variants(ctx: RunContext, ranges: RunRanges, feeds: list[dict[str, Any]] | None) -> list[Variant]:
+def build_variants(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | None) -> list[Variant]:
     """FP32, then FP16 and one INT8 variant per set of ranges, as ``--precisions`` asks, written under
     ``<run>/models``; INT8 models of quantbench's ranges are bias-corrected on ``feeds`` (when given).
 

@@ -1,38 +1,20 @@
-"""What the report reads out of ``results.json``: numbers, the headline metric, the accuracy-vs-speed points
-and their Pareto front, layers per precision, and which tensors the range table shows. Plain Python, no
-plotting or table library."""
+"""What the report reads out of ``results.json``: numbers, the headline (the verdict's, or top-1 agreement
+or relative L2 error for a file without one), the accuracy-vs-speed points and their Pareto front, the
+metric group of an output's kind, layers per precision, and which tensors the range table shows. Plain
+Python, no plotting or table library."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from quantbench.evaluation.registry import metric_by_key
-from quantbench.report.results import main_output, range_spread
+from quantbench.evaluation.registry import NumberFormat, metric_by_key
+from quantbench.report.results import main_output, number, range_spread
 
 REFERENCE = "fp32"
 TENSOR_ROWS = 200
 """Most tensors in the dynamic-range table."""
-
-
-def number(value: Any) -> float | None:
-    """A metric value as a float.
-
-    Args:
-        value: a number, or one of the strings ``results.json`` uses for values JSON cannot hold
-            (``"nan"``, ``"inf"``, ``"-inf"``).
-
-    Returns:
-        The float, or None for anything else (missing, null, booleans, other text).
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
-        return float(value)
-    return None
 
 
 def finite(value: Any) -> float | None:
@@ -41,15 +23,149 @@ def finite(value: Any) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def headline_metric(results: dict[str, Any]) -> tuple[str | None, str]:
-    """The output and metric of the accuracy axis.
+PLAIN_FORMAT = NumberFormat("significant", 4)
+"""How a headline the registry does not know (a metric of your own) prints."""
 
-    Returns:
-        ``(output, "top1_agreement")`` for a class-score output, else ``(output, "rel_l2")``.
+
+@dataclass(frozen=True)
+class Headline:
+    """The figure the accuracy axis, its Pareto front and the verdict judge each variant by.
+
+    Attributes:
+        output: the output it is measured on; None where no output was compared.
+        metric: its key in ``results.json``.
+        label: its name in tables.
+        higher_is_better: its direction.
+        reference: FP32's value (1 for an agreement, 0 for an error); None where unknown.
+        tolerance: how far short of ``reference`` a variant may fall (the verdict's); None without one.
+        values: variant -> its value, as the verdict records it; empty without a verdict.
+        from_verdict: True where it is the verdict's headline, False where ``results.json`` has no verdict
+            and the report falls back on top-1 agreement (class scores) or relative L2 error.
     """
+
+    output: str | None
+    metric: str
+    label: str
+    higher_is_better: bool
+    reference: float | None
+    tolerance: float | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    from_verdict: bool = False
+
+    @property
+    def number_format(self) -> NumberFormat:
+        """How its values print: the registry's format, or 4 significant digits for a metric it lacks."""
+        try:
+            return metric_by_key(self.metric).format
+        except KeyError:
+            return PLAIN_FORMAT
+
+    @property
+    def percent(self) -> bool:
+        """Whether its values are fractions shown as percentages."""
+        return self.number_format.style == "percent"
+
+    @property
+    def description(self) -> str:
+        """What it measures, in words: ``top-1 agreement with FP32``, ``det. F1 against FP32``..."""
+        if self.metric == "top1_agreement":
+            return "top-1 agreement with FP32"
+        if self.metric == "rel_l2":
+            return "relative L2 error against FP32"
+        return f"{self.label} against FP32"
+
+    @property
+    def axis(self) -> str:
+        """The label of the accuracy axis."""
+        if self.metric == "top1_agreement":
+            return "top-1 agreement with FP32 (%)"
+        if self.metric == "rel_l2":
+            return "relative L2 error (lower is better)"
+        unit = "%, " if self.percent else ""
+        return f"{self.label} against FP32 ({unit}{'higher' if self.higher_is_better else 'lower'} is better)"
+
+    @property
+    def bound(self) -> float | None:
+        """The worst value within tolerance, where the verdict gives a tolerance."""
+        if self.reference is None or self.tolerance is None:
+            return None
+        return self.reference - self.tolerance if self.higher_is_better else self.reference + self.tolerance
+
+    def shortfall(self, value: float | None) -> float | None:
+        """How far ``value`` falls short of FP32's in the worse direction (0 where it does not; NaN for
+        NaN); None where either is unknown."""
+        if value is None or self.reference is None:
+            return None
+        gap = self.reference - value if self.higher_is_better else value - self.reference
+        return max(0.0, gap) if not math.isnan(gap) else gap
+
+    def text(self, value: Any) -> str:
+        """``value`` printed in the headline's format; ``–`` when missing."""
+        x = number(value)
+        return "–" if x is None else self.number_format(x)
+
+    def value(self, variant: dict[str, Any]) -> float | None:
+        """A variant's value (NaN and infinities kept): FP32's is the reference, the others' are the
+        verdict's where it records them, else read from the variant's metrics of the output."""
+        if self.output is None:
+            return None
+        name = str(variant.get("name", "?"))
+        if name == REFERENCE:
+            return self.reference
+        if name in self.values:
+            return number(self.values[name])
+        return number(((variant.get("outputs") or {}).get(self.output) or {}).get(self.metric))
+
+
+def headline(results: dict[str, Any]) -> Headline:
+    """The headline of a run: the verdict's where ``results.json`` has one, else top-1 agreement of the
+    first class-score output, or relative L2 error of the first output where none holds class scores."""
+    verdict = results.get("verdict")
+    if isinstance(verdict, dict) and isinstance(verdict.get("metric"), str):
+        metric = verdict["metric"]
+        higher = verdict.get("higher_is_better")
+        return Headline(
+            output=str(verdict["output"]) if verdict.get("output") is not None else None,
+            metric=metric,
+            label=str(verdict.get("label") or metric),
+            higher_is_better=bool(higher) if isinstance(higher, bool) else _registered_direction(metric),
+            reference=finite(verdict.get("reference")),
+            tolerance=finite(verdict.get("tolerance")),
+            values=dict(verdict.get("values") or {}),
+            from_verdict=True,
+        )
     output = main_output(results)
     info = results["model"]["comparison_outputs"].get(output) or {}
-    return output, ("top1_agreement" if info.get("class_scores") else "rel_l2")
+    registered = metric_by_key("top1_agreement" if info.get("class_scores") else "rel_l2")
+    return Headline(
+        output=output,
+        metric=registered.key,
+        label=registered.label,
+        higher_is_better=registered.higher_is_better,
+        reference=registered.reference_value,
+    )
+
+
+def _registered_direction(metric: str) -> bool:
+    """Whether higher is better for ``metric``, as the registry says (True for a metric it lacks)."""
+    try:
+        return metric_by_key(metric).higher_is_better
+    except KeyError:
+        return True
+
+
+def metric_group(info: dict[str, Any]) -> str | None:
+    """The metric group of an output of ``results.json`` (``model.comparison_outputs[output]``), as
+    :attr:`quantbench.evaluation.kinds.OutputKind.metric_group` names it; None where its kind is not
+    recorded or is none of the known kinds."""
+    from quantbench.evaluation.kinds import KINDS, OutputKind
+
+    kind = info.get("kind")
+    if kind not in KINDS:
+        return None
+    shape = info.get("shape") or []
+    channels = shape[0] if kind == "dense" and shape and isinstance(shape[0], int) else 0
+    return OutputKind(kind, "", channels=channels).metric_group
 
 
 @dataclass(frozen=True)
@@ -59,8 +175,8 @@ class Point:
     Attributes:
         variant: the variant's name.
         precision: ``fp32``, ``fp16``, ``int8`` (or what a backend reports).
-        quality: top-1 agreement (0 to 1) or relative L2 error of the headline output; FP32, the reference,
-            has 1.0 and 0.0 by definition; None where the variant has no such figure.
+        quality: the headline (:func:`headline`) of the variant; FP32, the reference, has the headline's
+            reference value; None where the variant has no finite figure.
         batch: the bench batch size of ``ms``.
         ms: median milliseconds per batch at the first bench batch size (None: not timed).
         images_per_s: images per second at that batch size.
@@ -87,14 +203,11 @@ def points(results: dict[str, Any]) -> list[Point]:
     Args:
         results: the content of ``results.json``.
     """
-    output, metric = headline_metric(results)
+    head = headline(results)
     out = []
     for variant in results.get("variants", []):
         name = str(variant.get("name", "?"))
-        metrics = (variant.get("outputs") or {}).get(output) or {}
-        quality = finite(metrics.get(metric))
-        if name == REFERENCE and output is not None:
-            quality = metric_by_key(metric).reference_value
+        quality = finite(head.value(variant))
         latency = (variant.get("latency") or [{}])[0] or {}
         batch = latency.get("batch")
         out.append(

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from quantbench.report.analysis import Point, finite, shorten
+from quantbench.report.analysis import Headline, Point, finite, shorten
 from quantbench.report.plotting import Figure, color, embed, label_points, legend_label, log_y, new_figure
 
 if TYPE_CHECKING:
@@ -16,18 +16,19 @@ NAMED_TICKS = 60
 """Up to this many tensors, the range figure names each one on its axis; above, it numbers them."""
 
 
-def accuracy_vs_speed(pts: Sequence[Point], front: Sequence[str], metric: str) -> Figure | None:
-    """One point per variant: median latency (x) against the headline metric (y), the Pareto front dashed.
+def accuracy_vs_speed(pts: Sequence[Point], front: Sequence[str], head: Headline) -> Figure | None:
+    """One point per variant: median latency (x) against the headline (y), the Pareto front dashed, and
+    the verdict's tolerance dotted where it has one.
 
     Args:
         pts: the variants' points.
         front: the variants on the Pareto front, fastest first.
-        metric: ``top1_agreement`` or ``rel_l2``.
+        head: the headline the points are measured by (its label and direction make the axis).
 
     Returns:
         The figure, or None when no variant has both a latency and a metric.
     """
-    scale = 100.0 if metric == "top1_agreement" else 1.0
+    scale = 100.0 if head.percent else 1.0
     shown = [
         (i, p, p.ms, p.quality * scale)
         for i, p in enumerate(pts)
@@ -54,11 +55,12 @@ def accuracy_vs_speed(pts: Sequence[Point], front: Sequence[str], metric: str) -
             ax.plot(*zip(*on_front), "--", color="#444", linewidth=1, zorder=2, label="Pareto front")
         batches = sorted({p.batch for _, p, _, _ in shown if p.batch is not None})
         ax.set_xlabel("median ms per batch" + (f" (batch {batches[0]})" if len(batches) == 1 else ""))
-        ax.set_ylabel(
-            "top-1 agreement with FP32 (%)" if scale == 100.0 else "relative L2 error (lower is better)"
-        )
+        ax.set_ylabel(head.axis)
+        bound = head.bound
+        if bound is not None and math.isfinite(bound):
+            ax.axhline(bound * scale, color="#888", linestyle=":", linewidth=1, zorder=1, label="tolerance")
         handles, labels = ax.get_legend_handles_labels()
-        order = sorted(range(len(handles)), key=lambda k: labels[k] == "Pareto front")
+        order = sorted(range(len(handles)), key=lambda k: labels[k] in ("Pareto front", "tolerance"))
         ax.legend(
             [handles[k] for k in order], [labels[k] for k in order], loc="upper left", bbox_to_anchor=(1, 1)
         )

@@ -14,6 +14,9 @@
   names unknown to the model, header warnings;
 * ``variants``: per variant its files, build details, per-output metrics and latency;
 * ``notes``: things the reader must know (e.g. evaluation on the calibration images);
+* ``verdict``: the headline of every variant and the one to ship
+  (:meth:`quantbench.evaluation.verdict.Verdict.to_json`; null where no output was compared, absent from
+  files written before runs recorded one);
 * ``sensitivity``: the mixed-precision search of ``--target-agreement`` / ``--target-rel-l2`` (null
   without one): ``method``, ``target``, ``excluded``, ``curve`` and ``ranking``
   (see :meth:`quantbench.search.mixed_precision.SearchResult.to_json`).
@@ -51,7 +54,8 @@ HISTOGRAMS_KEPT = 8
 HISTOGRAM_BINS = 256
 """Most bins of a kept histogram."""
 METRIC_COLUMNS = RESULTS_ORDER
-"""The metric columns of ``metrics.csv``: every registered metric, in ``results.json``'s order."""
+"""The metric columns of ``metrics.csv``: every registered metric, in ``results.json``'s order (those by
+output kind last; a cell stays empty where an output has no such metric)."""
 
 
 def cpu_name() -> str:
@@ -335,8 +339,31 @@ def _relative(path: Path, run_dir: Path) -> str:
     return str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
 
 
+def number(value: Any) -> float | None:
+    """A metric value as a float.
+
+    Args:
+        value: a number, or one of the strings ``results.json`` uses for values JSON cannot hold
+            (``"nan"``, ``"inf"``, ``"-inf"``).
+
+    Returns:
+        The float, or None for anything else (missing, null, booleans, other text).
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+        return float(value)
+    return None
+
+
 def main_output(results: dict[str, Any]) -> str | None:
-    """The output the summary is about: the first class-score output, else the first output."""
+    """The output the summary is about: the verdict's, else the first class-score output, else the first
+    output."""
+    verdict = results.get("verdict")
+    if isinstance(verdict, dict) and verdict.get("output") is not None:
+        return str(verdict["output"])
     outputs = results["model"]["comparison_outputs"]
     for name, info in outputs.items():
         if info.get("class_scores"):
@@ -345,9 +372,13 @@ def main_output(results: dict[str, Any]) -> str | None:
 
 
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per variant: top-1 agreement (%), relative L2, ms per batch and speed-up over FP32 at the first
-    bench batch size; None where a figure does not apply."""
+    """Per variant: top-1 agreement (%) and relative L2 of :func:`main_output`, the verdict's headline
+    (as a fraction where it is one, NaN kept), ms per batch and speed-up over FP32 at the first bench
+    batch size; None where a figure does not apply or ``results.json`` has no verdict."""
+
     output = main_output(results)
+    verdict = results.get("verdict")
+    headlines = (verdict.get("values") or {}) if isinstance(verdict, dict) else {}
     reference = next((v for v in results["variants"] if v["name"] == "fp32"), None)
     ref_ms = reference["latency"][0]["median_ms"] if reference and reference["latency"] else None
     rows = []
@@ -360,6 +391,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "variant": variant["name"],
                 "top1_agreement": 100.0 * agreement if isinstance(agreement, float) else None,
                 "rel_l2": metrics.get("rel_l2"),
+                "headline": number(headlines.get(variant["name"])),
                 "batch": latency["batch"] if latency else None,
                 "ms": latency["median_ms"] if latency else None,
                 "speedup": ref_ms / latency["median_ms"] if latency and ref_ms else None,

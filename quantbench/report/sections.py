@@ -1,7 +1,9 @@
 """What each section of the report shows, gathered from ``results.json`` into one context for the template.
 
-Sections: 1 header (model, data, backend, machine, command), 2 accuracy vs speed (with the mixed-precision
-search where the run has one), 3 per-output error, 4 dynamic ranges, 5 latency, 6 calibration details.
+First the verdict (the headline, its tolerance, each variant's headline, the variant to ship, and the
+models timed in place of the models judged), then the numbered sections: 1 header (model, data, backend,
+machine, command), 2 accuracy vs speed (with the mixed-precision search where the run has one), 3
+per-output error, 4 dynamic ranges, 5 latency, 6 calibration details.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from quantbench.evaluation.registry import metric_by_key
 from quantbench.report import figures, tables
-from quantbench.report.analysis import finite, headline_metric, pareto_front, points
+from quantbench.report.analysis import Headline, finite, headline, pareto_front, points
 
 LIST_ITEMS = 50
 """Most items of a listing (skipped files, warnings, tensors without a range...); the rest are counted."""
@@ -107,16 +108,70 @@ def header(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def verdict(results: dict[str, Any]) -> dict[str, Any]:
+    """The verdict, at the top: the headline's output and why, the tolerance, each variant's headline and
+    the recommendation; and the models timed in place of the models judged.
+
+    Returns:
+        ``{"present", "description", "output", "recommended", "reason", "facts", "table", "timed"}``;
+        without a verdict in ``results.json`` only ``present`` (False), ``description``, ``output`` and
+        ``timed`` hold anything. ``timed`` is None where no variant was timed on another model.
+    """
+    head = headline(results)
+    timed = tables.timed_model_table(results)
+    found = results.get("verdict")
+    empty: dict[str, Any] = {"recommended": None, "reason": "", "facts": [], "table": None}
+    context = {"present": False, "description": head.description, "output": head.output, "timed": timed}
+    if not isinstance(found, dict) or not head.from_verdict:
+        return {**context, **empty}
+    info = results["model"]["comparison_outputs"].get(head.output) or {}
+    kind = str(found.get("kind") or info.get("kind") or "?")
+    facts = [
+        ("headline", f"{head.description}, on output {head.output}"),
+        ("kind", f"{kind} ({info.get('kind_reason') or 'no reason recorded'})"),
+        ("tolerance", _tolerance(found, head, kind)),
+        ("within tolerance", ", ".join(map(str, found.get("within") or [])) or "–"),
+    ]
+    closest = found.get("closest")
+    if isinstance(closest, dict):
+        short = finite(closest.get("short_by"))
+        beyond = f", {short:.3g} beyond the tolerance" if short is not None else ""
+        facts.append(("closest", f"{closest.get('variant', '?')}: {head.text(closest.get('value'))}{beyond}"))
+    return {
+        **context,
+        "present": True,
+        "recommended": str(found.get("recommended", "?")),
+        "reason": str(found.get("reason") or ""),
+        "facts": facts,
+        "table": tables.verdict_table(results, head, points(results)),
+    }
+
+
+def _tolerance(found: dict[str, Any], head: Headline, kind: str) -> str:
+    """The verdict's tolerance in words, saying whether it is the kind's default."""
+    tolerance = finite(found.get("tolerance"))
+    if tolerance is None:
+        return "–"
+    side = "below" if head.higher_is_better else "above"
+    text = f"{tolerance:g} {side} FP32's {head.text(head.reference)}"
+    if found.get("tolerance_default"):
+        return f"{text} (the default for {kind} outputs; --tolerance sets another)"
+    return f"{text} (set for this run)"
+
+
 def accuracy(results: dict[str, Any]) -> dict[str, Any]:
     """Section 2: accuracy against speed, a point per variant, the Pareto front, and the sensitivity search.
+
+    The accuracy axis is the verdict's headline, or for a ``results.json`` without a verdict, top-1
+    agreement of a class-score output or relative L2 error (:func:`quantbench.report.analysis.headline`).
 
     Returns:
         ``{"figure", "table", "metric", "output", "front", "sensitivity", "compared"}``; figure and
         sensitivity may be None.
     """
-    output, metric = headline_metric(results)
+    head = headline(results)
     pts = points(results)
-    front = pareto_front(pts, higher_is_better=metric_by_key(metric).higher_is_better)
+    front = pareto_front(pts, higher_is_better=head.higher_is_better)
     sensitivity = results.get("sensitivity")
     search = None
     if isinstance(sensitivity, dict):
@@ -134,12 +189,10 @@ def accuracy(results: dict[str, Any]) -> dict[str, Any]:
             "ranking": ranking,
         }
     return {
-        "figure": figures.accuracy_vs_speed(pts, front, metric),
+        "figure": figures.accuracy_vs_speed(pts, front, head),
         "table": tables.accuracy_table(results, pts, front),
-        "metric": "top-1 agreement with FP32"
-        if metric == "top1_agreement"
-        else "relative L2 error against FP32",
-        "output": output,
+        "metric": head.description,
+        "output": head.output,
         "front": front,
         "sensitivity": search,
         "compared": len(pts) > 1,
@@ -234,6 +287,7 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
     """
     return {
         "title": f"quantbench report: {results['model'].get('name', '?')}",
+        "verdict": verdict(results),
         "header": header(results),
         "accuracy": accuracy(results),
         "outputs": outputs(results),

@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from quantbench.evaluation.registry import METRICS, Metric, metric_by_key
 from quantbench.report.analysis import (
+    PLAIN_FORMAT,
     TENSOR_ROWS,
+    Headline,
     Point,
     finite,
-    headline_metric,
+    headline,
     layer_precisions,
+    metric_group,
     number,
     tensors_shown,
 )
@@ -98,7 +101,7 @@ def metric_cell(metric: Metric) -> Callable[[Any], str]:
 
 
 ACCURACY_METRICS = ("top1_agreement", "top5_overlap", "top1_accuracy", "top5_accuracy", "rel_l2")
-"""The metrics of the accuracy-vs-speed table (the per-output tables have them all)."""
+"""The metrics of the accuracy-vs-speed table after the headline (the per-output tables have them all)."""
 
 
 def to_table(
@@ -176,8 +179,21 @@ def io_table(values: list[dict[str, Any]]) -> Table:
     return to_table(_frame(records, ["name", "shape", "type"]), {}, keep_empty=("name",))
 
 
+def _fp32_figures(shown: Sequence[Metric], info: dict[str, Any]) -> dict[str, float]:
+    """FP32's figures against itself, of the metrics ``shown`` that apply to an output described by
+    ``info`` (its accuracy against labels, if any, is in ``results.json``)."""
+    class_scores, group = bool(info.get("class_scores")), metric_group(info)
+    return {
+        metric.key: metric.reference_value
+        for metric in shown
+        if metric.reference_value is not None
+        and metric.applies(class_scores=class_scores, labels=False, group=group)
+    }
+
+
 def accuracy_table(results: dict[str, Any], pts: list[Point], front: list[str]) -> Table:
-    """One row per variant: the headline output's metrics, latency at the first bench batch, speed-up.
+    """One row per variant: the headline, the headline output's other accuracy metrics, latency at the
+    first bench batch, speed-up.
 
     Args:
         results: the content of ``results.json``.
@@ -185,17 +201,11 @@ def accuracy_table(results: dict[str, Any], pts: list[Point], front: list[str]) 
             (:func:`quantbench.report.analysis.points`).
         front: the variants on the Pareto front.
     """
-    output, _ = headline_metric(results)
-    shown = [metric_by_key(key) for key in ACCURACY_METRICS]
-    class_scores = output is not None and bool(
-        results["model"]["comparison_outputs"][output].get("class_scores")
-    )
-    # FP32's row: its figures against itself (its accuracy against labels, if any, is in results.json)
-    fp32_values = {
-        metric.key: metric.reference_value
-        for metric in shown
-        if metric.reference_value is not None and metric.applies(class_scores=class_scores, labels=False)
-    }
+    head = headline(results)
+    output = head.output
+    shown = [metric_by_key(key) for key in ACCURACY_METRICS if key != head.metric]
+    info = results["model"]["comparison_outputs"].get(output) or {}
+    fp32_values = _fp32_figures(shown, info)
     ref = next((p for p in pts if p.reference), None)
     records = []
     for variant, p in zip(results["variants"], pts, strict=True):
@@ -206,7 +216,7 @@ def accuracy_table(results: dict[str, Any], pts: list[Point], front: list[str]) 
         notes = [] if p.representative else ["latency emulated"]
         if p.reference:
             notes.insert(0, "reference")
-        record: dict[str, Any] = {"variant": p.variant}
+        record: dict[str, Any] = {"variant": p.variant, head.label: head.value(variant)}
         record.update({metric.label: metrics.get(metric.key) for metric in shown})
         record.update(
             {
@@ -219,8 +229,9 @@ def accuracy_table(results: dict[str, Any], pts: list[Point], front: list[str]) 
             }
         )
         records.append(record)
-    formats = {metric.label: metric_cell(metric) for metric in shown}
-    formats.update({"ms / batch": general, "images/s": rate, "× FP32 speed": lambda v: fixed(v, 2)})
+    formats: dict[str, Callable[[Any], str]] = {metric.label: metric_cell(metric) for metric in shown}
+    formats.update({head.label: head.text, "ms / batch": general, "images/s": rate})
+    formats["× FP32 speed"] = lambda v: fixed(v, 2)
     columns = list(records[0]) if records else ["variant"]
     return to_table(
         _frame(records, columns),
@@ -230,28 +241,165 @@ def accuracy_table(results: dict[str, Any], pts: list[Point], front: list[str]) 
     )
 
 
+BOOKKEEPING = ("samples", "elements", "nan_count", "reference_nan_count")
+"""Keys of an output's entry in ``results.json`` that count what was compared rather than measure it."""
+
+
+def output_metrics(results: dict[str, Any], output: str) -> list[Metric]:
+    """The metrics of ``output``'s table: those the registry says apply to it (by its class scores, the
+    run's labels and its kind's metric group), then, for a metric of your own (kind ``plugin``), each
+    score it returned, labelled by its key."""
+    info = results["model"]["comparison_outputs"].get(output) or {}
+    labels = bool((results["manifest"].get("arguments") or {}).get("labels"))
+    class_scores, group = bool(info.get("class_scores")), metric_group(info)
+    metrics = [m for m in METRICS if m.applies(class_scores=class_scores, labels=labels, group=group)]
+    if info.get("kind") == "plugin":
+        keys: dict[str, None] = {}
+        for variant in results["variants"]:
+            keys.update(dict.fromkeys((variant.get("outputs") or {}).get(output) or {}))
+        taken = {m.key for m in METRICS} | {m.label for m in metrics} | set(BOOKKEEPING)
+        higher = bool(info.get("higher_is_better", True))  # the headline's; tables show no direction
+        metrics += [
+            Metric(str(key), str(key), PLAIN_FORMAT, "every output", higher, None)
+            for key in keys
+            if str(key) not in taken
+        ]
+    return metrics
+
+
+def _kind_caption(results: dict[str, Any], output: str) -> str:
+    """What an output holds and what judges it, from its entry in ``comparison_outputs``; empty for a
+    ``results.json`` that records no kinds."""
+    info = results["model"]["comparison_outputs"].get(output) or {}
+    if not info.get("kind"):
+        return ""
+    head = headline(results)
+    caption = f"kind {info['kind']}: {info.get('kind_reason') or 'no reason recorded'}"
+    key = info.get("headline")
+    if isinstance(key, str):
+        label = head.label if output == head.output else _label(key)
+        caption += f"; headline: {label}"
+    if head.from_verdict and output == head.output:
+        caption += " (the verdict is about this output)"
+    return caption
+
+
+def _label(key: str) -> str:
+    """The registry's label of ``key``, or the key itself for a metric the registry lacks."""
+    try:
+        return metric_by_key(key).label
+    except KeyError:
+        return key
+
+
 def output_tables(results: dict[str, Any]) -> tuple[list[tuple[str, Table]], int]:
-    """A table per compared output (at most ``OUTPUT_TABLES``): one row per variant, every metric.
+    """A table per compared output (at most ``OUTPUT_TABLES``): one row per variant, every metric that
+    applies to the output (:func:`output_metrics`), the output's kind in the caption.
 
     Returns:
         ([(output name, table)], number of outputs left out).
     """
     outputs = list(results["model"]["comparison_outputs"])
-    columns = ["variant", *(metric.label for metric in METRICS)]
-    formats = {metric.label: metric_cell(metric) for metric in METRICS}
     tables = []
     for output in outputs[:OUTPUT_TABLES]:
+        shown = output_metrics(results, output)
+        columns = ["variant", *(metric.label for metric in shown)]
         records = []
         for variant in results["variants"]:
             metrics = (variant.get("outputs") or {}).get(output) or {}
             if not metrics:
                 continue
             record: dict[str, Any] = {"variant": str(variant.get("name", "?"))}
-            record.update({metric.label: metrics.get(metric.key) for metric in METRICS})
+            record.update({metric.label: metrics.get(metric.key) for metric in shown})
             records.append(record)
         if records:
-            tables.append((output, to_table(_frame(records, columns), formats)))
+            formats = {metric.label: metric_cell(metric) for metric in shown}
+            table = to_table(_frame(records, columns), formats, caption=_kind_caption(results, output))
+            tables.append((output, table))
     return tables, max(0, len(outputs) - OUTPUT_TABLES)
+
+
+def verdict_table(results: dict[str, Any], head: Headline, pts: list[Point]) -> Table:
+    """The verdict, one row per variant: its headline, how far short of FP32's it falls, whether that is
+    within the tolerance, its latency at the first bench batch, and notes (reference, recommended,
+    latency emulated, a timed model beyond its bound).
+
+    Args:
+        results: the content of ``results.json``, with a ``verdict``.
+        head: the verdict's headline (:func:`quantbench.report.analysis.headline`).
+        pts: the variants' points, in the order of ``results["variants"]``.
+    """
+    verdict = results["verdict"]
+    within = {str(name) for name in verdict.get("within") or []}
+    recommended = str(verdict.get("recommended"))
+    records = []
+    for variant, p in zip(results["variants"], pts, strict=True):
+        value = head.value(variant)
+        notes = ["reference"] if p.reference else []
+        notes += ["recommended"] if p.variant == recommended else []
+        notes += [] if p.representative else ["latency emulated"]
+        timed = variant.get("timed_model")
+        if isinstance(timed, dict) and timed.get("within_bound") is False:
+            notes.append("timed model beyond its bound")
+        records.append(
+            {
+                "variant": p.variant,
+                head.label: value,
+                "short of FP32 by": head.shortfall(value),
+                "within tolerance": "yes" if p.variant in within else "no",
+                "ms / batch": p.ms,
+                "note": "; ".join(notes) or None,
+            }
+        )
+    formats: dict[str, Callable[[Any], str]] = {head.label: head.text, "ms / batch": general}
+    formats["short of FP32 by"] = lambda v: general(v, 3)
+    columns = ["variant", head.label, "short of FP32 by", "within tolerance", "ms / batch", "note"]
+    return to_table(
+        _frame(records, columns),
+        formats,
+        caption=f"{head.label} of output {head.output!r}, each variant against FP32",
+        keep_empty=("variant", head.label),
+    )
+
+
+def timed_model_table(results: dict[str, Any]) -> Table | None:
+    """Per variant timed on another model than the one judged, and per output: the two models, how far
+    apart their outputs are, and whether that is within the bound.
+
+    Returns:
+        The table, or None when no variant records a ``timed_model``.
+    """
+    records = []
+    for variant in results["variants"]:
+        timed = variant.get("timed_model")
+        if not isinstance(timed, dict):
+            continue
+        bound, within = timed.get("bound_rel_l2"), timed.get("within_bound")
+        for output, distance in (timed.get("outputs") or {}).items():
+            distance = distance if isinstance(distance, dict) else {}
+            records.append(
+                {
+                    "variant": str(variant.get("name", "?")),
+                    "output": str(output),
+                    "model judged": timed.get("judged_model"),
+                    "model timed": timed.get("model"),
+                    "rel. L2": distance.get("rel_l2"),
+                    "max abs": distance.get("max_abs"),
+                    "bound (rel. L2)": bound,
+                    "within bound": ("yes" if within else "no") if isinstance(within, bool) else None,
+                }
+            )
+    if not records:
+        return None
+    columns = list(records[0])
+    formats: dict[str, Callable[[Any], str]] = {"rel. L2": general, "max abs": general}
+    formats["bound (rel. L2)"] = general
+    return to_table(
+        _frame(records, columns),
+        formats,
+        caption="the model judged (Q/DQ, as it ships) against the model timed on this CPU",
+        keep_empty=("variant",),
+    )
 
 
 def ranges_table(results: dict[str, Any], limit: int = TENSOR_ROWS) -> Table:

@@ -9,7 +9,7 @@ selects it alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from quantbench.errors import QuantbenchError
 if TYPE_CHECKING:
     import onnx
 
+    from quantbench.export.bias_correction import CorrectionData
     from quantbench.export.qdq import QdqPlan
 
 
@@ -44,7 +45,7 @@ def build_int8(
     model: onnx.ModelProto,
     amax: dict[str, float],
     exclude: Iterable[str] = (),
-    bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+    correction: CorrectionData | None = None,
     threads: int = 0,
 ) -> tuple[onnx.ModelProto, QdqPlan]:
     """The INT8 model ``quantbench run --exclude`` would write and judge, the TensorRT-flavour Q/DQ model,
@@ -54,7 +55,7 @@ def build_int8(
         model: the FP32 model, opset 13 or more.
         amax: tensor -> amax.
         exclude: ``--exclude`` patterns.
-        bias_feeds: batches to correct the quantized nodes' biases on, as ``quantbench run`` does
+        correction: batches to correct the quantized nodes' biases on, as ``quantbench run`` does
             (:mod:`quantbench.export.bias_correction`); None: no correction.
         threads: ONNX Runtime threads for the correction.
 
@@ -63,7 +64,7 @@ def build_int8(
     """
     from quantbench.export.int8 import build_int8_model
 
-    built = build_int8_model(model, amax, exclude, bias_feeds, threads)
+    built = build_int8_model(model, amax, exclude, correction, threads)
     return built.tensorrt, built.plan
 
 
@@ -73,7 +74,7 @@ class Candidates:
     The weights of a node kept in float are used as they are, so they stay out of the Q/DQ builder:
     the model is built without them (a much smaller graph to copy when most nodes are in float) and
     ONNX Runtime reads them from memory, shared by every session (``add_external_initializers``). The
-    model that runs is :func:`build_int8`'s, value for value. With ``bias_feeds`` every candidate has its
+    model that runs is :func:`build_int8`'s, value for value. With ``correction`` every candidate has its
     biases corrected as ``quantbench run`` corrects its INT8 models (the correction reads every weight,
     so those candidates are built whole).
 
@@ -82,7 +83,7 @@ class Candidates:
         amax: tensor -> amax.
         exclude: ``--exclude`` patterns kept in float in every candidate.
         threads: ONNX Runtime threads.
-        bias_feeds: batches the biases are corrected on (None: no correction).
+        correction: batches the biases are corrected on (None: no correction).
         built: candidates loaded so far.
     """
 
@@ -92,7 +93,7 @@ class Candidates:
         amax: dict[str, float],
         exclude: Sequence[str] = (),
         threads: int = 0,
-        bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+        correction: CorrectionData | None = None,
     ) -> None:
         import onnx
 
@@ -100,7 +101,7 @@ class Candidates:
         from quantbench.graph import reader_nodes
 
         self.model, self.amax, self.exclude, self.threads = model, dict(amax), list(exclude), threads
-        self.bias_feeds = bias_feeds
+        self.correction = correction
         self.built = 0
         graph = model.graph
         boundary = {v.name for v in [*graph.input, *graph.output]}
@@ -146,8 +147,8 @@ class Candidates:
         from quantbench.export.qdq import match_excluded
 
         patterns = [*self.exclude, *kept]
-        if self.bias_feeds is not None:
-            return build_int8(self.model, self.amax, patterns, self.bias_feeds, self.threads)[0], []
+        if self.correction is not None:
+            return build_int8(self.model, self.amax, patterns, self.correction, self.threads)[0], []
         excluded: set[int] = set()
         for pattern in patterns:
             found = self._excluded_by.get(pattern)

@@ -17,8 +17,9 @@ so that the model written is the one scored; the ranking is not corrected.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     import onnx
 
     from quantbench.data.loader import Batch
+    from quantbench.export.bias_correction import CorrectionData
     from quantbench.progress import Progress
     from quantbench.ranges import DynamicRanges
     from quantbench.variant import Variant
@@ -45,10 +47,15 @@ class Target:
     Attributes:
         top1_agreement: least top-1 agreement with FP32, as a fraction (None: no bound).
         rel_l2: largest relative L2 error of the main output (None: no bound).
+        metric: the key of the main output's headline metric bounded by ``value`` (``--target
+            METRIC=VALUE``; None: no bound); its direction comes from the metric registry.
+        value: that bound, in the metric's own unit (fractions for agreements and F1).
     """
 
     top1_agreement: float | None = None
     rel_l2: float | None = None
+    metric: str | None = None
+    value: float | None = None
 
     def met(self, score: Score) -> bool:
         """Whether ``score`` meets every bound."""
@@ -56,28 +63,54 @@ class Target:
             score.top1_agreement is None or score.top1_agreement < self.top1_agreement - 1e-9
         ):
             return False
-        return self.rel_l2 is None or score.rel_l2 <= self.rel_l2
+        if self.rel_l2 is not None and not score.rel_l2 <= self.rel_l2:
+            return False
+        if self.metric is None or self.value is None:
+            return True
+        headline = score.headline
+        if headline is None or math.isnan(headline):
+            return False
+        return headline >= self.value - 1e-9 if score.higher_is_better else headline <= self.value + 1e-9
 
     def describe(self) -> str:
-        """E.g. ``top-1 agreement >= 99% and rel. L2 <= 0.05``."""
+        """E.g. ``top-1 agreement >= 99% and rel. L2 <= 0.05`` or ``det_f1 >= 0.9``."""
         parts = []
         if self.top1_agreement is not None:
             parts.append(f"top-1 agreement >= {100 * self.top1_agreement:g}%")
         if self.rel_l2 is not None:
             parts.append(f"rel. L2 <= {self.rel_l2:g}")
+        if self.metric is not None and self.value is not None:
+            from quantbench.evaluation.registry import metric_by_key
+
+            higher = metric_by_key(self.metric).higher_is_better
+            parts.append(f"{self.metric} {'>=' if higher else '<='} {self.value:g}")
         return " and ".join(parts)
 
-    def to_json(self) -> dict[str, float | None]:
-        """``{"top1_agreement": fraction or None, "rel_l2": float or None}``."""
-        return {"top1_agreement": self.top1_agreement, "rel_l2": self.rel_l2}
+    def to_json(self) -> dict[str, Any]:
+        """``{"top1_agreement": fraction or None, "rel_l2": float or None}``, with ``metric`` and ``value``
+        where a headline bound is set."""
+        bounds: dict[str, Any] = {"top1_agreement": self.top1_agreement, "rel_l2": self.rel_l2}
+        if self.metric is not None:
+            bounds.update(metric=self.metric, value=self.value)
+        return bounds
 
 
-def parse_target(agreement_percent: float | None, rel_l2: float | None) -> Target | None:
-    """The target of ``--target-agreement`` (a percentage) and ``--target-rel-l2``; None if neither.
+def parse_target(
+    agreement_percent: float | None, rel_l2: float | None, headline: str | None = None
+) -> Target | None:
+    """The target of ``--target-agreement`` (a percentage), ``--target-rel-l2`` and ``--target
+    METRIC=VALUE`` (a bound on the main output's headline metric; ``top1_agreement=0.99`` and
+    ``rel_l2=0.05`` are the two shorthands' bounds as fractions); None if none is given.
 
     Raises:
-        QuantbenchError: a bound out of range.
+        QuantbenchError: a bound out of range, or a ``--target`` that is not ``METRIC=VALUE`` with a
+            known metric.
     """
+    metric, value = _headline_bound(headline)
+    if metric == "top1_agreement":
+        agreement_percent, metric = 100.0 * value, None  # type: ignore[operator]
+    elif metric == "rel_l2":
+        rel_l2, metric = value, None
     if agreement_percent is not None:
         if not 0 < agreement_percent <= 100:
             raise QuantbenchError(
@@ -91,9 +124,35 @@ def parse_target(agreement_percent: float | None, rel_l2: float | None) -> Targe
             )
     if rel_l2 is not None and not 0 < rel_l2 < float("inf"):
         raise QuantbenchError(f"--target-rel-l2 must be a number above 0 (e.g. 0.05); got {rel_l2:g}")
-    if agreement_percent is None and rel_l2 is None:
+    if agreement_percent is None and rel_l2 is None and metric is None:
         return None
-    return Target(agreement_percent / 100.0 if agreement_percent is not None else None, rel_l2)
+    return Target(
+        agreement_percent / 100.0 if agreement_percent is not None else None,
+        rel_l2,
+        metric,
+        value if metric is not None else None,
+    )
+
+
+def _headline_bound(text: str | None) -> tuple[str | None, float | None]:
+    """``METRIC=VALUE`` as (metric key, value); (None, None) for None."""
+    if text is None:
+        return None, None
+    from quantbench.evaluation.registry import metric_by_key
+
+    key, _, number = text.partition("=")
+    key = key.strip()
+    try:
+        metric_by_key(key)
+        value = float(number)
+    except (KeyError, ValueError):
+        raise QuantbenchError(
+            f"--target takes METRIC=VALUE with a metric of results.json, e.g. det_f1=0.9 or "
+            f"seq_agreement=0.8; got {text!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise QuantbenchError(f"--target {text}: the value must be a finite number")
+    return key, value
 
 
 @dataclass
@@ -304,13 +363,24 @@ def _check_output(target: Target, evaluator: Evaluator) -> None:
             f"--target-agreement needs class scores ([N, C] with C >= 10); output {evaluator.output!r} is "
             "not; use --target-rel-l2"
         )
+    if target.metric is not None and target.metric != evaluator.headline.metric:
+        raise QuantbenchError(
+            f"--target {target.metric}=...: the main output {evaluator.output!r} is judged by "
+            f"{evaluator.headline.metric} ({evaluator.headline.kind.kind}); give --target "
+            f"{evaluator.headline.metric}=VALUE"
+        )
 
 
 def _figures(score: Score | None) -> str:
     if score is None:
         return "-"
     top1 = f"top-1 agreement {100 * score.top1_agreement:.1f}%, " if score.top1_agreement is not None else ""
-    return f"{top1}rel. L2 {score.rel_l2:.4g}"
+    headline = (
+        f", headline {score.headline:.4g}"
+        if score.headline is not None and score.top1_agreement is None
+        else ""
+    )
+    return f"{top1}rel. L2 {score.rel_l2:.4g}{headline}"
 
 
 class HeldOut:
@@ -333,7 +403,7 @@ class Int8Build:
         exclude: the run's ``--exclude`` patterns (kept in float in every candidate).
         models_dir: where the mixed variant's files go.
         threads: ONNX Runtime threads.
-        bias_feeds: the batches the run corrects its INT8 biases on (None: no correction). The
+        correction: the batches the run corrects its INT8 biases on (None: no correction). The
             candidates of the search and the variant are corrected on them too; the ranking is not (a
             correction per node would cost about one model pass each).
     """
@@ -341,7 +411,7 @@ class Int8Build:
     exclude: Sequence[str]
     models_dir: Path
     threads: int = 0
-    bias_feeds: Sequence[Mapping[str, np.ndarray]] | None = None
+    correction: CorrectionData | None = None
 
 
 @dataclass(frozen=True)
@@ -351,10 +421,12 @@ class Budget:
     Attributes:
         samples: held-out samples the ranking runs on (the first ones).
         timing: (batch size, runs, seconds) to time each candidate with; None: not timed.
+        task: ``--task`` items: what the outputs hold, for the headline candidates are judged by.
     """
 
     samples: int = SAMPLES
     timing: tuple[int, int, float] | None = None
+    task: tuple[str, ...] = ()
 
 
 def mixed_precision(
@@ -394,15 +466,15 @@ def mixed_precision(
         raise QuantbenchError(f"the sensitivity ranking needs at least 1 sample, not {budget.samples}")
     started = time.perf_counter()
     model = at_least_opset13(model)
-    evaluator = Evaluator.from_fp32(model, [b.inputs for b in held.batches], build.threads)
+    evaluator = Evaluator.from_fp32(model, [b.inputs for b in held.batches], build.threads, budget.task)
     _check_output(target, evaluator)
     seconds = {"reference": time.perf_counter() - started}
     subset = evaluator.head(budget.samples)
     ranked = Candidates(model, ranges.amax, build.exclude, build.threads)
     ranking = rank(node_sensitivity(ranked, subset, ("only",), progress))
     candidates = ranked
-    if build.bias_feeds is not None:
-        candidates = Candidates(model, ranges.amax, build.exclude, build.threads, build.bias_feeds)
+    if build.correction is not None:
+        candidates = Candidates(model, ranges.amax, build.exclude, build.threads, build.correction)
     seconds["ranking"] = time.perf_counter() - started - seconds["reference"]
     bench = None
     if budget.timing is not None:
@@ -414,7 +486,7 @@ def mixed_precision(
     result.models_evaluated = ranked.built + (candidates.built if candidates is not ranked else 0)
     kept = [*build.exclude, *result.excluded]
     variant = int8_variant(
-        model, ranges, f"{label}-mixed", kept, build.models_dir, build.bias_feeds, build.threads
+        model, ranges, f"{label}-mixed", kept, build.models_dir, build.correction, build.threads
     )
     variant.method = label
     variant.details["mixed_precision"] = {

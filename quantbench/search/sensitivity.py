@@ -41,6 +41,7 @@ from quantbench.search.candidates import Candidates
 if TYPE_CHECKING:
     import onnx
 
+    from quantbench.evaluation.headline import Headline
     from quantbench.export.qdq import QdqPlan
     from quantbench.progress import Progress
 
@@ -58,24 +59,42 @@ class Score:
     Attributes:
         rel_l2: ||q - f|| / ||f|| over every element.
         top1_agreement: fraction of samples whose top class matches FP32's (None: not class scores).
+        headline: the main output's headline metric (:class:`quantbench.evaluation.headline.Headline`:
+            top-1 agreement, detection F1, IoU, sequence agreement or mean per-channel error); None where
+            not measured.
+        higher_is_better: the headline's direction.
     """
 
     rel_l2: float
     top1_agreement: float | None
+    headline: float | None = None
+    higher_is_better: bool = True
+
+    def badness(self) -> tuple[float, float]:
+        """How far from FP32, worst last: the headline turned so that higher is worse, then relative L2
+        (NaN counts as the worst)."""
+        value = self.headline
+        if value is None:
+            first = 0.0
+        elif math.isnan(value):
+            first = math.inf
+        else:
+            first = -value if self.higher_is_better else value
+        return first, self.rel_l2 if math.isfinite(self.rel_l2) else math.inf
 
 
-def main_output(outputs: dict[str, np.ndarray]) -> tuple[str, bool]:
-    """The output fidelity is measured on: the first class-score output, else the first output.
+def main_output(outputs: dict[str, np.ndarray], task: Sequence[str] = ()) -> tuple[Headline, bool]:
+    """The output fidelity is measured on, as a run's verdict picks it (the first output whose kind is
+    not generic, else the first; see :class:`quantbench.evaluation.headline.Headline`).
 
     Returns:
-        (output name, whether it holds class scores), as ``quantbench.report.results.main_output`` picks it.
+        (its headline, whether it holds class scores of 10 classes or more, for top-1 agreement).
     """
+    from quantbench.evaluation.headline import Headline
     from quantbench.evaluation.metrics import is_class_scores
 
-    for name, value in outputs.items():
-        if is_class_scores(value.shape):
-            return name, True
-    return next(iter(outputs)), False
+    headline = Headline.of(outputs, task)
+    return headline, is_class_scores(outputs[headline.output].shape)
 
 
 class Evaluator:
@@ -84,6 +103,7 @@ class Evaluator:
     Attributes:
         feeds: the input batches, in order.
         reference: FP32's main output for each batch.
+        headline: the main output and its headline metric.
         output: the main output's name.
         class_scores: whether it holds class scores (top-1 agreement is measured then).
         threads: ONNX Runtime threads (0: every core).
@@ -94,22 +114,28 @@ class Evaluator:
         self,
         feeds: list[dict[str, np.ndarray]],
         reference: list[np.ndarray],
-        output: str,
+        headline: Headline,
         class_scores: bool,
         threads: int = 0,
     ) -> None:
         self.feeds = feeds
         self.reference = reference
-        self.output = output
+        self.headline = headline
+        self.output = headline.output
         self.class_scores = class_scores
         self.threads = threads
         self.models_run = 0
 
     @classmethod
     def from_fp32(
-        cls, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], threads: int = 0
+        cls,
+        model: onnx.ModelProto,
+        feeds: list[dict[str, np.ndarray]],
+        threads: int = 0,
+        task: Sequence[str] = (),
     ) -> Evaluator:
-        """Run the FP32 model once over ``feeds`` and keep its main output as the reference.
+        """Run the FP32 model once over ``feeds`` and keep its main output as the reference (``task``: the
+        ``--task`` items saying what the outputs hold).
 
         Raises:
             QuantbenchError: no batches, or ONNX Runtime cannot run the model.
@@ -123,8 +149,8 @@ class Evaluator:
         session = make_session(model, settings, "the FP32 model")
         names = [o.name for o in session.get_outputs()]
         outputs = [dict(zip(names, session.run(names, feed), strict=True)) for feed in feeds]
-        output, class_scores = main_output(outputs[0])
-        return cls(feeds, [o[output] for o in outputs], output, class_scores, threads)
+        headline, class_scores = main_output(outputs[0], task)
+        return cls(feeds, [o[headline.output] for o in outputs], headline, class_scores, threads)
 
     @property
     def samples(self) -> int:
@@ -141,7 +167,7 @@ class Evaluator:
             feeds.append({k: v[:take] for k, v in feed.items()})
             reference.append(ref[:take])
             left -= take
-        return Evaluator(feeds, reference, self.output, self.class_scores, self.threads)
+        return Evaluator(feeds, reference, self.headline, self.class_scores, self.threads)
 
     def score_session(self, session: Any) -> Score:
         """Score a loaded model (an ONNX Runtime session) on every batch."""
@@ -149,14 +175,18 @@ class Evaluator:
 
         errors = OutputErrors(self.output)
         agreement = TopKAgreement(self.output) if self.class_scores else None
+        outputs = []
         for feed, ref in zip(self.feeds, self.reference, strict=True):
             got = session.run([self.output], feed)[0]
+            outputs.append(got)
             errors.update(ref, got)
             if agreement is not None:
                 agreement.update(ref, got)
         self.models_run += 1
         top1 = agreement.result()["top1_agreement"] if agreement is not None else None
-        return Score(float(errors.result()["rel_l2"]), top1)
+        headline = self.headline.score(self.reference, outputs)
+        higher = self.headline.higher_is_better
+        return Score(float(errors.result()["rel_l2"]), top1, headline, higher)
 
 
 @dataclass
@@ -210,8 +240,10 @@ def analyse_tensors(
     exclude: Iterable[str],
     feeds: list[dict[str, np.ndarray]],
     threads: int = 0,
+    task: Sequence[str] = (),
 ) -> tuple[list[TensorFidelity], Evaluator]:
-    """Per-tensor fidelity of the INT8 model, and the FP32 reference pass it shares (one pass).
+    """Per-tensor fidelity of the INT8 model, and the FP32 reference pass it shares (one pass;
+    ``task``: the ``--task`` items saying what the outputs hold).
 
     Args:
         model: the FP32 model, opset 13 or more.
@@ -255,8 +287,8 @@ def analyse_tensors(
     rows = [
         _fidelity(model.graph, plan, t, producer.get(t), amax[t], (accumulated[t], own[t])) for t in tensors
     ]
-    output, class_scores = main_output(reference[0])
-    evaluator = Evaluator(feeds, [r[output] for r in reference], output, class_scores, threads)
+    headline, class_scores = main_output(reference[0], task)
+    evaluator = Evaluator(feeds, [r[headline.output] for r in reference], headline, class_scores, threads)
     return rows, evaluator
 
 
@@ -305,7 +337,8 @@ class NodeSensitivity:
     without: Score | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The ranking entry of ``results.json``: node, op_type, rel_l2 and top1_agreement (only view)."""
+        """The ranking entry of ``results.json``: node, op_type, rel_l2, top1_agreement and the headline
+        (only view)."""
         score = self.only if self.only is not None else self.without
         assert score is not None
         return {
@@ -313,6 +346,7 @@ class NodeSensitivity:
             "op_type": self.op_type,
             "rel_l2": score.rel_l2,
             "top1_agreement": score.top1_agreement,
+            "headline": score.headline,
         }
 
 
@@ -355,14 +389,16 @@ def node_sensitivity(
 
 
 def rank(nodes: Sequence[NodeSensitivity]) -> list[NodeSensitivity]:
-    """Most harmful first: by the only view's relative L2 (highest first), else by the without view's
-    (lowest first: keeping that node in float helps most); ties keep graph order."""
+    """Most harmful first: by the only view's headline (worst first), relative L2 breaking ties (highest
+    first); else by the without view's (best first: keeping that node in float helps most); ties keep
+    graph order."""
 
-    def key(node: NodeSensitivity) -> float:
+    def key(node: NodeSensitivity) -> tuple[float, float]:
         if node.only is not None:
-            return -node.only.rel_l2 if math.isfinite(node.only.rel_l2) else -math.inf
+            first, second = node.only.badness()
+            return -first, -second
         if node.without is not None:
-            return node.without.rel_l2
+            return node.without.badness()
         raise QuantbenchError(f"node {node.node} was not measured")
 
     return sorted(nodes, key=key)

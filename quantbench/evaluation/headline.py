@@ -1,0 +1,60 @@
+"""The headline of a model's outputs outside a run's comparison: which output and metric judge a model
+against FP32 (the same rule as :func:`quantbench.evaluation.verdict.main_output`: the first output whose
+kind is not generic, else the first), and that metric over a set of batches. Bias correction decides
+with it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from quantbench.evaluation.kinds import OutputKind, kind_for, parse_task
+from quantbench.evaluation.tasks import accumulator_for
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One output's headline metric.
+
+    Attributes:
+        output: the output judged.
+        kind: what it holds.
+        metric: the key of its kind's headline metric.
+        higher_is_better: that metric's direction.
+    """
+
+    output: str
+    kind: OutputKind
+    metric: str
+    higher_is_better: bool
+
+    @classmethod
+    def of(cls, outputs: Mapping[str, np.ndarray], task: Sequence[str] = ()) -> Headline:
+        """The headline of a model, from FP32's outputs on one batch and the ``--task`` items.
+
+        Raises:
+            QuantbenchError: a bad ``--task`` item, or a stated kind the output's shape cannot be.
+        """
+        stated = parse_task(task, list(outputs))
+        kinds = {name: kind_for(name, value, stated.get(name)) for name, value in outputs.items()}
+        main = next((name for name, kind in kinds.items() if kind.kind != "generic"), next(iter(kinds)))
+        accumulator = accumulator_for(kinds[main], name=main)
+        return cls(main, kinds[main], accumulator.HEADLINE, accumulator.HIGHER_IS_BETTER)
+
+    def score(self, reference: Iterable[np.ndarray], candidate: Iterable[np.ndarray]) -> float:
+        """The metric over batch pairs of the output: FP32's, the candidate's."""
+        accumulator = accumulator_for(self.kind, name=self.output)
+        for want, got in zip(reference, candidate, strict=True):
+            accumulator.update(want, got)
+        return float(accumulator.result()[self.metric])
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether ``a`` is strictly better than ``b`` (NaN is worse than any number)."""
+        if math.isnan(a):
+            return False
+        if math.isnan(b):
+            return True
+        return a > b if self.higher_is_better else a < b
