@@ -122,6 +122,24 @@ def test_segments_give_the_same_model_as_whole_model_passes() -> None:
     onnx.checker.check_model(segmented.model, full_check=True)
 
 
+def test_biases_written_as_constant_nodes_are_corrected_like_initializers() -> None:
+    model, trt, targets, batches = branchy_qdq()
+    as_initializers = correct_biases(model, trt, targets, batches)
+    gemm = next(n for n in trt.graph.node if n.op_type == "Gemm")
+    bias = gemm.input[2]
+    constant = onnx.ModelProto()
+    constant.CopyFrom(trt)
+    init = next(i for i in constant.graph.initializer if i.name == bias)
+    constant.graph.node.insert(0, helper.make_node("Constant", [], [bias], value=init))
+    constant.graph.initializer.remove(init)
+    as_constants = correct_biases(model, constant, targets, batches)
+    assert "y" in [c.output for c in as_constants.nodes] and not as_constants.skipped
+    corrected = {i.name: numpy_helper.to_array(i) for i in as_constants.model.graph.initializer}
+    expected = {i.name: numpy_helper.to_array(i) for i in as_initializers.model.graph.initializer}
+    np.testing.assert_allclose(corrected[bias], expected[bias], rtol=1e-6, atol=1e-7)
+    assert not any(n.op_type == "Constant" for n in as_constants.model.graph.node)
+
+
 def test_every_corrected_output_has_the_fp32_channel_means() -> None:
     model, trt, targets, batches = branchy_qdq()
 

@@ -67,4 +67,5 @@ def test_emulated_latency_is_not_ranked_and_a_missing_headline_never_qualifies()
     verdict = decide(comparison("detection", "det_f1", True, values, ms, emulated=("fp16",)))
     assert verdict is not None and verdict.recommended == "fp32"
     assert verdict.within == ["fp32", "fp16"] and math.isinf(verdict.shortfall(None))
-    assert "fp16 also is within it, but timed on an emulation" in verdict.reason
+    assert "fp16 is within it, but timed on an emulation" in verdict.reason
+    assert verdict.closest is not None and verdict.closest["variant"] == "int8-a"  # no headline: never within

@@ -118,6 +118,33 @@ def _figure(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _correction_lines(results: dict[str, Any]) -> list[str]:
+    """One line per INT8 variant whose biases were corrected: kept or not, on which figure, and how many
+    layers the correction had to leave as they were."""
+    lines = []
+    for variant in results["variants"]:
+        correction = variant.get("bias_correction") or {}
+        decision = correction.get("decision")
+        if not decision:
+            continue
+        kept = "kept" if correction.get("applied") else "rejected"
+        where = "held apart" if decision.get("held_apart") else "it was fitted on"
+        skipped = correction.get("skipped") or []
+        line = (
+            f"bias correction of {variant['name']}: {kept}, {decision['metric']} of {decision['output']!r} "
+            f"{_plain(decision['before'])} -> {_plain(decision['after'])} on {decision['images']} "
+            f"calibration images {where}; {correction.get('nodes', 0)} layers corrected"
+        )
+        if skipped:
+            line += f", {len(skipped)} left as they were (listed in results.json)"
+        lines.append(line)
+    return lines
+
+
+def _plain(value: Any) -> str:
+    return format(value, ".4g") if isinstance(value, float) else str(value)
+
+
 def _headline_format(verdict: dict[str, Any]) -> Any:
     """How the verdict's headline prints: the registry's format, or a plugin metric's."""
     from quantbench.evaluation.registry import metric_by_key
@@ -197,6 +224,8 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     console.print(table)
     if footnote:
         console.print("* emulated on this CPU (no float16 kernels): not representative of a GPU")
+    for line in _correction_lines(results):
+        console.print(line, markup=False, highlight=False)
     if verdict:
         _print_verdict(console, results, verdict)
     if results.get("sensitivity"):

@@ -159,7 +159,7 @@ def _recommend(verdict: Verdict, comparison: Comparison, shown: Callable[[float]
     bound = f"within {verdict.tolerance:g} of FP32's {shown(verdict.reference)}"
     untimed = [name for name in verdict.within if name not in timed]
     aside = (
-        f"; {', '.join(untimed)} also {'is' if len(untimed) == 1 else 'are'} within it, but timed on an "
+        f"; {', '.join(untimed)} {'is' if len(untimed) == 1 else 'are'} within it too, but timed on an "
         "emulation that says nothing of the target"
         if untimed
         else ""
@@ -177,22 +177,25 @@ def _recommend(verdict: Verdict, comparison: Comparison, shown: Callable[[float]
     if not others:
         verdict.reason = "only FP32 was built"
         return
+    parts = []
     slower = [name for name in timed if name != REFERENCE]
     if slower:
-        verdict.reason = (
-            f"{', '.join(slower)} {'is' if len(slower) == 1 else 'are'} {bound} but slower than FP32 as "
-            f"timed here{aside}"
+        are = "is" if len(slower) == 1 else "are"
+        parts.append(f"{', '.join(slower)} {are} {bound} but slower than FP32 as timed here")
+    outside = [name for name in others if name not in verdict.within]
+    if outside and not slower:
+        best = min(outside, key=lambda name: verdict.shortfall(verdict.values[name]))
+        beyond = verdict.shortfall(verdict.values[best]) - verdict.tolerance
+        verdict.closest = {"variant": best, "value": verdict.values[best], "short_by": beyond}
+        value = verdict.values[best]
+        figure = shown(value) if value is not None else "-"
+        parts.append(
+            f"no other variant timed here has its {verdict.label} on {verdict.output} {bound}; the closest, "
+            f"{best}, has {figure}, {beyond:.3g} beyond the tolerance"
         )
-        return
     if untimed:
-        verdict.reason = f"no variant timed on the target's terms is {bound}{aside}"
-        return
-    best = min(others, key=lambda name: verdict.shortfall(verdict.values[name]))
-    short = verdict.shortfall(verdict.values[best])
-    verdict.closest = {"variant": best, "value": verdict.values[best], "short_by": short - verdict.tolerance}
-    value = verdict.values[best]
-    figure = shown(value) if value is not None else "-"
-    verdict.reason = (
-        f"no other variant's {verdict.label} on {verdict.output} is {bound}; the closest, {best}, "
-        f"has {figure}, {short - verdict.tolerance:.3g} beyond the tolerance"
-    )
+        are = "is" if len(untimed) == 1 else "are"
+        parts.append(
+            f"{', '.join(untimed)} {are} within it, but timed on an emulation that says nothing of the target"
+        )
+    verdict.reason = "; ".join(parts)

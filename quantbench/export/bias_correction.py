@@ -32,6 +32,7 @@ from quantbench.graph import (
     drop_unused_initializers,
     initializers,
     producers,
+    reader_nodes,
     set_initializer,
     tensor_names,
     unique_name,
@@ -201,6 +202,28 @@ def _bias_input(node: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]) -> 
     if init.data_type != TensorProto.FLOAT or len(init.dims) != 1:
         return None, 1.0, "the bias is not a 1-D float32 initializer"
     return bias, 1.0 / beta, ""
+
+
+def _constant_biases_to_initializers(graph: onnx.GraphProto) -> None:
+    """Turn each Constant node that only feeds the bias input of Conv, ConvTranspose or Gemm nodes into
+    an initializer of the same name and value, so that bias can be corrected like any other (exporters
+    write biases either way)."""
+    from onnx import numpy_helper
+
+    readers = reader_nodes(graph)
+    bias_inputs = {n.input[2] for n in graph.node if n.op_type in CORRECTED_OPS and len(n.input) > 2}
+    folded = []
+    for index, node in enumerate(graph.node):
+        if node.op_type != "Constant" or len(node.output) != 1 or node.output[0] not in bias_inputs:
+            continue
+        readers_of = [graph.node[i] for i in readers.get(node.output[0], [])]
+        value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+        if value is None or not all(r.op_type in CORRECTED_OPS for r in readers_of):
+            continue
+        graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(value), node.output[0]))
+        folded.append(index)
+    for index in reversed(folded):
+        del graph.node[index]
 
 
 def _find_targets(
@@ -514,6 +537,7 @@ def correct_biases(
     model = onnx.ModelProto()
     model.CopyFrom(qdq_model)
     graph = model.graph
+    _constant_biases_to_initializers(graph)
     inits = initializers(graph)
     graph_inputs = [v.name for v in graph.input if v.name not in inits]
     if not feeds:
