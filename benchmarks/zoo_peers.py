@@ -6,9 +6,10 @@ and weights, both symmetric, weights per channel; calibration MinMax or Percenti
 is quantized as it is, and the note says so.
 
 Samples are fed one at a time (batch 1) through a ``CalibrationDataReader``. Where their shapes differ
-(PP-OCR det pages, rec crops) ORT's Percentile calibrator cannot stack them, so ``CalibStridedMinMax``
-is set to 1: ORT then collects and folds one sample at a time, for every method (MinMax merges the
-ranges, Percentile adds to its histograms); that also keeps only one sample's activations alive.
+(PP-OCR det pages and rec crops written with ``fixed_shape=False``) ORT's Percentile calibrator cannot
+stack them, so ``CalibStridedMinMax`` is set to 1: ORT then collects and folds one sample at a time,
+for every method (MinMax merges the ranges, Percentile adds to its histograms); that also keeps only
+one sample's activations alive.
 
 ``op_types_to_quantize`` defaults to ORT's own list (every operator it knows how to quantize). Where
 that breaks a model's task result, ``OP_TYPES`` names the list to use instead (``--check`` shows why).
