@@ -12,7 +12,6 @@ method (see :func:`degenerate_amax`).
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import math
 import re
@@ -70,21 +69,9 @@ def available_methods() -> dict[str, Method]:
 
 
 def _load_file_method(path: str, name: str, spec_text: str) -> Method:
-    file = Path(path)
-    if not file.is_file():
-        raise QuantbenchError(f"method {spec_text!r}: file {file} not found")
-    module_spec = importlib.util.spec_from_file_location(f"quantbench_plugin_{file.stem}", file)
-    if module_spec is None or module_spec.loader is None:
-        raise QuantbenchError(f"method {spec_text!r}: cannot import {file}")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise QuantbenchError(f"method {spec_text!r}: importing {file} failed ({exc})") from None
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise QuantbenchError(f"method {spec_text!r}: {file} has no function {name!r}")
-    return function  # type: ignore[no-any-return]
+    from quantbench.plugin_files import function_from_file
+
+    return function_from_file(Path(path), name, f"method {spec_text!r}")
 
 
 def _parse_params(spec_text: str, raw: list[str]) -> tuple[float, ...]:

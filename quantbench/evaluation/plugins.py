@@ -25,7 +25,6 @@ Metrics are named as ``path/to/file.py:function`` or as the name of an entry poi
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import numbers
 import re
@@ -237,25 +236,9 @@ def load_metric(spec: str, modules: dict[Path, ModuleType] | None = None) -> Met
 
 def _file_function(file: Path, name: str, spec: str, modules: dict[Path, ModuleType]) -> Callable[..., Any]:
     """The function ``name`` of the Python file ``file``, importing the file once per ``modules``."""
-    where = f"{OPTION} {spec!r}"
-    if not file.is_file():
-        raise QuantbenchError(f"{where}: file {file} not found")
-    key = file.resolve()
-    module = modules.get(key)
-    if module is None:
-        module_spec = importlib.util.spec_from_file_location(f"quantbench_metric_{file.stem}", file)
-        if module_spec is None or module_spec.loader is None:
-            raise QuantbenchError(f"{where}: cannot import {file}")
-        module = importlib.util.module_from_spec(module_spec)
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise QuantbenchError(f"{where}: importing {file} failed ({type(exc).__name__}: {exc})") from None
-        modules[key] = module
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise QuantbenchError(f"{where}: {file} has no function {name!r}")
-    return function  # type: ignore[no-any-return]
+    from quantbench.plugin_files import function_from_file
+
+    return function_from_file(file, name, f"{OPTION} {spec!r}", modules)
 
 
 def _entry_point_function(name: str) -> Callable[..., Any]:
