@@ -7,12 +7,11 @@ with the same model, samples and preprocessing) and ``ranges/<method>.cache / .t
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quantbench.config import from_keywords, signature
 from quantbench.errors import QuantbenchError
+from quantbench.flows.context import api_signature
 
 if TYPE_CHECKING:
     from quantbench.calibration.calibrate import CalibrationResult
@@ -66,21 +65,10 @@ def calibrate(model: Any, images: Any, **keywords: Any) -> CalibrationResult:
     Raises:
         QuantbenchError: bad model, images, method or options.
     """
-    from quantbench.flows.context import Settings
+    from quantbench.flows.context import settings_from_keywords
 
-    progress = keywords.pop("progress", None)
-    preprocess = keywords.pop("preprocess", None)
-    groups = from_keywords({**keywords, "images": images}, GROUPS, DEFAULTS)
-    groups["preprocess"] = groups["preprocess"].with_overrides(preprocess)
-    return calibrate_flow(Settings(Path(model), **groups), progress)
+    settings, progress = settings_from_keywords(model, images, keywords, GROUPS, DEFAULTS)
+    return calibrate_flow(settings, progress)
 
 
-_LEADING = [
-    inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-    inspect.Parameter("images", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-]
-_TRAILING = [
-    inspect.Parameter("preprocess", inspect.Parameter.KEYWORD_ONLY, default=None),
-    inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=None),
-]
-calibrate.__signature__ = signature(_LEADING, GROUPS, DEFAULTS, _TRAILING)  # type: ignore[attr-defined]
+calibrate.__signature__ = api_signature(GROUPS, DEFAULTS, images_required=True)  # type: ignore[attr-defined]

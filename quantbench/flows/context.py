@@ -4,10 +4,12 @@ the backend, progress and notes. Every step of a flow reads what it needs from h
 
 from __future__ import annotations
 
+import inspect
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from quantbench.config import (
     BackendSpec,
@@ -20,6 +22,8 @@ from quantbench.config import (
     TargetSpec,
     VariantSpec,
     VerdictSpec,
+    from_keywords,
+    signature,
 )
 from quantbench.errors import QuantbenchError
 from quantbench.progress import Progress, QuietProgress
@@ -53,6 +57,45 @@ class Settings:
     output: OutputSpec = field(default_factory=OutputSpec)
     verdict: VerdictSpec = field(default_factory=VerdictSpec)
     sensitivity: SensitivitySpec = field(default_factory=SensitivitySpec)
+
+
+def settings_from_keywords(
+    model: Any,
+    images: Any,
+    keywords: Mapping[str, Any],
+    groups: Sequence[str],
+    defaults: Mapping[str, Any] | None = None,
+) -> tuple[Settings, Progress | None]:
+    """The settings of a Python API call (``quantbench.run(model, images, **keywords)`` and its kin), and
+    its ``progress``: the keywords sorted into ``groups`` (see :func:`quantbench.config.from_keywords`),
+    a ``preprocess`` dict applied over the preprocessing keywords.
+
+    Raises:
+        TypeError: a keyword that none of ``groups`` has.
+        QuantbenchError: a ``preprocess`` entry that is not a preprocessing setting.
+    """
+    given = dict(keywords)
+    progress = given.pop("progress", None)
+    preprocess = given.pop("preprocess", None)
+    found = from_keywords({**given, "images": images}, groups, defaults)
+    found["preprocess"] = found["preprocess"].with_overrides(preprocess)
+    return Settings(Path(model), **found), progress
+
+
+def api_signature(
+    groups: Sequence[str], defaults: Mapping[str, Any] | None = None, images_required: bool = False
+) -> inspect.Signature:
+    """The signature :func:`settings_from_keywords`'s callers show to ``help()``: ``model``, ``images``,
+    every keyword of ``groups``, then ``preprocess`` and ``progress``."""
+    images = inspect.Parameter("images", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if not images_required:
+        images = images.replace(default=None)
+    leading = [inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD), images]
+    trailing = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
+        for name in ("preprocess", "progress")
+    ]
+    return signature(leading, groups, defaults, trailing)
 
 
 def new_run_folder(out: Path, model: Path) -> Path:

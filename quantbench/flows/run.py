@@ -15,14 +15,13 @@ compare -> write, each step reading the :class:`~quantbench.flows.context.RunCon
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quantbench.config import from_keywords, signature
 from quantbench.errors import QuantbenchError
+from quantbench.flows.context import api_signature
 
 if TYPE_CHECKING:
     from quantbench.evaluation.compare import Comparison
@@ -229,23 +228,10 @@ def run(model: Any, images: Any = None, **keywords: Any) -> RunResult:
     Raises:
         QuantbenchError: bad model, images, ranges, options or a variant that cannot be built.
     """
-    from quantbench.flows.context import Settings
+    from quantbench.flows.context import settings_from_keywords
 
-    progress = keywords.pop("progress", None)
-    preprocess = keywords.pop("preprocess", None)
-    groups = from_keywords({**keywords, "images": images}, RUN_GROUPS)
-    groups["preprocess"] = groups["preprocess"].with_overrides(preprocess)
-    return run_flow(Settings(Path(model), **groups), progress)
+    settings, progress = settings_from_keywords(model, images, keywords, RUN_GROUPS)
+    return run_flow(settings, progress)
 
 
-run.__signature__ = signature(  # type: ignore[attr-defined]
-    [
-        inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-        inspect.Parameter("images", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
-    ],
-    RUN_GROUPS,
-    trailing=[
-        inspect.Parameter("preprocess", inspect.Parameter.KEYWORD_ONLY, default=None),
-        inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=None),
-    ],
-)
+run.__signature__ = api_signature(RUN_GROUPS)  # type: ignore[attr-defined]

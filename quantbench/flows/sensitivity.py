@@ -16,7 +16,6 @@ with every node but that one), and ``headline`` (the metric, the output's kind a
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -24,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantbench import __version__
-from quantbench.config import from_keywords, signature
 from quantbench.errors import QuantbenchError
+from quantbench.flows.context import api_signature
 from quantbench.search.sensitivity import SAMPLES, VIEWS, Evaluator, NodeSensitivity, TensorFidelity
 
 if TYPE_CHECKING:
@@ -264,26 +263,12 @@ def run_sensitivity(model: Any, images: Any = None, **keywords: Any) -> Sensitiv
     Raises:
         QuantbenchError: bad model, images, method, ranges or options; no held-out image.
     """
-    from quantbench.flows.context import Settings
+    from quantbench.flows.context import settings_from_keywords
 
-    progress = keywords.pop("progress", None)
-    preprocess = keywords.pop("preprocess", None)
     if "method" in keywords:
         keywords["methods"] = [keywords.pop("method")]
-    groups = from_keywords({**keywords, "images": images}, GROUPS, DEFAULTS)
-    groups["preprocess"] = groups["preprocess"].with_overrides(preprocess)
-    return sensitivity_flow(Settings(Path(model), **groups), progress)
+    settings, progress = settings_from_keywords(model, images, keywords, GROUPS, DEFAULTS)
+    return sensitivity_flow(settings, progress)
 
 
-run_sensitivity.__signature__ = signature(  # type: ignore[attr-defined]
-    [
-        inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-        inspect.Parameter("images", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
-    ],
-    GROUPS,
-    DEFAULTS,
-    trailing=[
-        inspect.Parameter("preprocess", inspect.Parameter.KEYWORD_ONLY, default=None),
-        inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=None),
-    ],
-)
+run_sensitivity.__signature__ = api_signature(GROUPS, DEFAULTS)  # type: ignore[attr-defined]
