@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -230,6 +231,28 @@ class PinnedBuffer:
             check(runtime().cudaFreeHost(self.ptr), "cudaFreeHost")
             self.ptr = 0
             _count("pinned", -1)
+
+
+def release(
+    buffer_groups: Iterable[dict[str, DeviceBuffer] | dict[str, PinnedBuffer]], stream: Stream | None
+) -> None:
+    """Free every buffer of ``buffer_groups`` (emptying the dicts), then close ``stream``; every release
+    is attempted, and the first error, if any, is raised after the last."""
+    errors: list[BaseException] = []
+    for buffers in buffer_groups:
+        for buffer in buffers.values():
+            try:
+                buffer.free()
+            except BaseException as exc:  # free the rest, then report the first
+                errors.append(exc)
+        buffers.clear()
+    if stream is not None:
+        try:
+            stream.close()
+        except BaseException as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 class Event:

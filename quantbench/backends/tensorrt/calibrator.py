@@ -134,23 +134,11 @@ class BatchFeeder:
 
     def close(self) -> None:
         """Free every buffer and the stream; safe to call more than once."""
+        from quantbench.backends.cuda import release
+
         self._iterator = None
-        errors: list[BaseException] = []
-        for buffers in (self._device, self._staging):
-            for buffer in buffers.values():
-                try:
-                    buffer.free()
-                except BaseException as exc:  # free the rest, then report the first
-                    errors.append(exc)
-            buffers.clear()
-        if self._stream is not None:
-            try:
-                self._stream.close()
-            except BaseException as exc:
-                errors.append(exc)
-            self._stream = None
-        if errors:
-            raise errors[0]
+        stream, self._stream = self._stream, None
+        release((self._device, self._staging), stream)
 
 
 class CalibratorCore:

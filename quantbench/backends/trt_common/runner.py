@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantbench.backends.base import Runner
-from quantbench.backends.cuda import DeviceBuffer, Event, Graph, PinnedBuffer, Stream
+from quantbench.backends.cuda import DeviceBuffer, Event, Graph, PinnedBuffer, Stream, release
 from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
@@ -322,22 +322,8 @@ class EngineRunner(Runner):
 
     def close(self) -> None:
         """Free the buffers, the stream, the context and the engine; safe to call more than once."""
-        errors: list[BaseException] = []
-        for buffers in (self._device, self._host):
-            for buffer in buffers.values():
-                try:
-                    buffer.free()
-                except BaseException as exc:
-                    errors.append(exc)
-            buffers.clear()
         self._seen.clear()
         self._context = None
         self._engine = None
-        if self._stream is not None:
-            try:
-                self._stream.close()
-            except BaseException as exc:
-                errors.append(exc)
-            self._stream = None
-        if errors:
-            raise errors[0]
+        stream, self._stream = self._stream, None
+        release((self._device, self._host), stream)
