@@ -40,7 +40,9 @@ class Headline:
         """
         stated = parse_task(task, list(outputs))
         kinds = {name: kind_for(name, value, stated.get(name)) for name, value in outputs.items()}
-        main = next((name for name, kind in kinds.items() if kind.kind != "generic"), next(iter(kinds)))
+        from quantbench.evaluation.verdict import main_output
+
+        main = main_output({name: {"kind": kind.kind} for name, kind in kinds.items()}) or next(iter(kinds))
         accumulator = accumulator_for(kinds[main], name=main)
         return cls(main, kinds[main], accumulator.HEADLINE, accumulator.HIGHER_IS_BETTER)
 

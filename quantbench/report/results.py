@@ -191,8 +191,6 @@ def _manifest(record: RunRecord) -> dict[str, Any]:
 
 def _model(record: RunRecord) -> dict[str, Any]:
     """The FP32 model: name, path, hash, inputs, outputs, float tensors, outputs compared."""
-    from quantbench.model import input_specs
-
     proto = record.model.proto
     initializers = {init.name for init in proto.graph.initializer}
     return {
@@ -200,7 +198,7 @@ def _model(record: RunRecord) -> dict[str, Any]:
         "path": str(record.model.path),
         "sha256": record.hashes["model"],
         "inputs": [
-            {"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in input_specs(proto)
+            {"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in record.model.inputs
         ],
         "outputs": _io(o for o in proto.graph.output if o.name not in initializers),
         "float_tensors": len(record.model.tensors),
