@@ -77,6 +77,27 @@ Threads = Annotated[
 ]
 
 
+CalibN = Annotated[int, typer.Option(help="Calibration images.", rich_help_panel=DATA)]
+Images = Annotated[
+    Path | None,
+    typer.Option(help="Calibration images (held-out images come from here too).", rich_help_panel=DATA),
+]
+EvalImages = Annotated[
+    Path | None,
+    typer.Option(help="Held-out images (default: --images not used to calibrate).", rich_help_panel=DATA),
+]
+RangesFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="Range file (.cache, name:amax .txt, .json) instead of calibrating.",
+        rich_help_panel=CALIBRATION,
+    ),
+]
+RunFolder = Annotated[
+    Path, typer.Option(help="Folder for the run folder <model>-<timestamp>.", rich_help_panel=OUTPUT)
+]
+
+
 def api_keywords(options: dict[str, Any]) -> dict[str, Any]:
     """A command's options (its parameters by name) as the keywords of the Python API
     (:mod:`quantbench.config`): comma-separated lists split, numbers and sizes parsed, ``method`` as

@@ -12,16 +12,20 @@ from quantbench.cli.options import (
     CALIBRATION,
     DATA,
     EVALUATION,
-    OUTPUT,
     VARIANTS,
     Bars,
     Batch,
+    CalibN,
     Channels,
+    EvalImages,
+    Images,
     Interpolation,
     Layout,
     Mean,
     Model,
     Preset,
+    RangesFile,
+    RunFolder,
     Seed,
     Size,
     Std,
@@ -32,14 +36,6 @@ from quantbench.cli.options import (
 )
 from quantbench.cli.sensitivity import SensitivityN, TargetAgreement, TargetHeadline, TargetRelL2
 
-ImagesOption = Annotated[
-    Path | None,
-    typer.Option(help="Calibration images (held-out images come from here too).", rich_help_panel=DATA),
-]
-EvalImagesOption = Annotated[
-    Path | None,
-    typer.Option(help="Held-out images (default: --images not used to calibrate).", rich_help_panel=DATA),
-]
 EvalNOption = Annotated[
     int | None, typer.Option(help="Held-out images (default: all, at most 500).", rich_help_panel=DATA)
 ]
@@ -52,13 +48,6 @@ MethodOption = Annotated[
     typer.Option(
         help="Calibration methods, one INT8 variant each; with --backend tensorrt on TensorRT 10 also "
         "TensorRT's calibrators trt-entropy2, trt-minmax, trt-entropy, trt-legacy[:QUANTILE:CUTOFF].",
-        rich_help_panel=CALIBRATION,
-    ),
-]
-RangesOption = Annotated[
-    Path | None,
-    typer.Option(
-        help="Range file (.cache, name:amax .txt, .json) instead of calibrating.",
         rich_help_panel=CALIBRATION,
     ),
 ]
@@ -101,9 +90,6 @@ BenchBatchOption = Annotated[
 BenchSecondsOption = Annotated[
     float, typer.Option(help="Fewest seconds of timed runs.", rich_help_panel=EVALUATION)
 ]
-OutOption = Annotated[
-    Path, typer.Option(help="Folder for the run folder <model>-<timestamp>.", rich_help_panel=OUTPUT)
-]
 
 
 TaskOption = Annotated[
@@ -135,10 +121,10 @@ MetricOption = Annotated[
 @app.command("run")
 def run_command(
     model: Model,
-    images: ImagesOption = None,
-    n: Annotated[int, typer.Option(help="Calibration images.", rich_help_panel=DATA)] = 100,
+    images: Images = None,
+    n: CalibN = 100,
     seed: Seed = 0,
-    eval_images: EvalImagesOption = None,
+    eval_images: EvalImages = None,
     eval_n: EvalNOption = None,
     labels: LabelsOption = None,
     preset: Preset = "imagenet",
@@ -149,7 +135,7 @@ def run_command(
     layout: Layout = None,
     interpolation: Interpolation = None,
     method: MethodOption = "entropy,minmax,percentile,mse",
-    ranges: RangesOption = None,
+    ranges: RangesFile = None,
     batch: Batch = None,
     workers: Workers = 2,
     precisions: PrecisionsOption = "fp32,fp16,int8",
@@ -170,7 +156,7 @@ def run_command(
     task: TaskOption = None,
     tolerance: ToleranceOption = None,
     metric: MetricOption = None,
-    out: OutOption = Path("reports"),
+    out: RunFolder = Path("reports"),
 ) -> None:
     """Build FP32 / FP16 / INT8 variants and compare them on held-out images."""
     keywords = api_keywords(locals())  # first: the options only

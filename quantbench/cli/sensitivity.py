@@ -14,12 +14,17 @@ from quantbench.cli.options import (
     OUTPUT,
     Bars,
     Batch,
+    CalibN,
     Channels,
+    EvalImages,
+    Images,
     Interpolation,
     Layout,
     Mean,
     Model,
     Preset,
+    RangesFile,
+    RunFolder,
     Seed,
     Size,
     Std,
@@ -138,16 +143,10 @@ def print_sensitivity(console: Any, result: SensitivityRun, top: int = 20) -> No
 @app.command("sensitivity")
 def sensitivity_command(
     model: Model,
-    images: Annotated[
-        Path | None,
-        typer.Option(help="Calibration images (held-out images come from here too).", rich_help_panel=DATA),
-    ] = None,
-    n: Annotated[int, typer.Option(help="Calibration images.", rich_help_panel=DATA)] = 100,
+    images: Images = None,
+    n: CalibN = 100,
     seed: Seed = 0,
-    eval_images: Annotated[
-        Path | None,
-        typer.Option(help="Held-out images (default: --images not used to calibrate).", rich_help_panel=DATA),
-    ] = None,
+    eval_images: EvalImages = None,
     eval_n: Annotated[
         int, typer.Option(help="Held-out images analysed (every model runs on all).", rich_help_panel=DATA)
     ] = 32,
@@ -161,13 +160,7 @@ def sensitivity_command(
     method: Annotated[
         str, typer.Option(help="One calibration method.", rich_help_panel=CALIBRATION)
     ] = "entropy",
-    ranges: Annotated[
-        Path | None,
-        typer.Option(
-            help="Range file (.cache, name:amax .txt, .json) instead of calibrating.",
-            rich_help_panel=CALIBRATION,
-        ),
-    ] = None,
+    ranges: RangesFile = None,
     batch: Batch = None,
     workers: Workers = 2,
     threads: Threads = 0,
@@ -189,9 +182,7 @@ def sensitivity_command(
         bool, typer.Option(help="Also measure per-tensor fidelity.", rich_help_panel=SENSITIVITY)
     ] = True,
     top: Annotated[int, typer.Option(help="Ranked rows printed (0: all).", rich_help_panel=OUTPUT)] = 20,
-    out: Annotated[
-        Path, typer.Option(help="Folder for the run folder <model>-<timestamp>.", rich_help_panel=OUTPUT)
-    ] = Path("reports"),
+    out: RunFolder = Path("reports"),
 ) -> None:
     """Find the nodes that hurt INT8: per-tensor fidelity and per-node sensitivity, ranked."""
     keywords = api_keywords(locals())  # first: the options only
