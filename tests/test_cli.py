@@ -110,3 +110,25 @@ def test_convert_refuses_what_would_write_a_table_tensorrt_ignores(tmp_path, arg
 def test_empty_precisions_is_an_error_not_fp32_alone(tmp_path):
     result = _run("run", "--model", str(tmp_path / "m.onnx"), "--images", str(tmp_path), "--precisions", "")
     assert result.returncode == 2 and result.stderr.startswith("error: --precisions names none of")
+
+
+def test_a_bad_task_fails_before_any_work(tmp_path):
+    from tests.conftest import photo_folder, tiny_conv_model
+
+    model = tiny_conv_model(tmp_path / "m.onnx")
+    images = photo_folder(tmp_path / "imgs", 4)
+    for task, message in (("foo", "unknown kind 'foo'"), ("nosuch=classes", "nosuch")):
+        result = _run(
+            "run",
+            "--model",
+            str(model),
+            "--images",
+            str(images),
+            "--task",
+            task,
+            "--out",
+            str(tmp_path / "o"),
+        )
+        assert result.returncode == 2 and result.stderr.startswith("error: --task")
+        assert message in result.stderr and result.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "o").exists()  # refused before the run folder was written

@@ -134,7 +134,8 @@ class RunContext:
 
     @classmethod
     def open(cls, settings: Settings, what: str, progress: Progress | None = None) -> RunContext:
-        """Load the model and name a new run folder under ``settings.output.out`` (created on first write).
+        """Load the model, check ``--task`` against its outputs, and name a new run folder under
+        ``settings.output.out`` (created on first write).
 
         Args:
             settings: the command's settings.
@@ -144,6 +145,10 @@ class RunContext:
         from quantbench.model import LoadedModel
 
         model = LoadedModel(settings.model, what)
+        if settings.verdict.task:  # a bad --task fails before any work, not at the comparison
+            from quantbench.evaluation.kinds import parse_task
+
+            parse_task(settings.verdict.task, [output.name for output in model.proto.graph.output])
         out = settings.output.out if settings.output.out is not None else Path("reports")
         return cls(settings, model, new_run_folder(out, model.path), progress)
 
