@@ -163,3 +163,17 @@ def test_interrupted_run_leaves_no_partial_table(tmp_path):
         [p for p in (tmp_path / "out").rglob("*") if p.is_file()] if (tmp_path / "out").exists() else []
     )
     assert leftovers == []
+
+
+def test_a_folder_of_unreadable_files_is_an_error_and_writes_nothing(tmp_path):
+    model = tiny_conv_model(tmp_path / "m.onnx")
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image")
+    (folder / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    out = tmp_path / "out"
+    with pytest.raises(QuantbenchError, match=r"none of the 3 files under .*broken.* could be read") as info:
+        calibrate(model, folder, out=out, preset="raw")  # n left at its default: every sample
+    assert "\n" not in str(info.value)
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]

@@ -200,6 +200,13 @@ def calibrate_dataset(
     reused = hists is not None and bool(sidecar)
     if not reused:
         hists, sidecar = _collect(model, dataset, data, calib.batch, threads, progress or QuietProgress())
+        if not sidecar["used"]:  # nothing to calibrate on: no table of default ranges is written
+            skipped = sidecar["skipped"]
+            why = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+            raise QuantbenchError(
+                f"none of the {len(skipped)} files under {dataset.root} could be read{why}; point --images "
+                "at a folder of readable images or .npy/.npz files"
+            )
         sidecar = {"key": key, **sidecar}
         save_histograms(hist_file, hists, key)
         write_text_atomic(meta_file, json.dumps(sidecar, indent=2))
