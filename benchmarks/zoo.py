@@ -184,6 +184,7 @@ def quantbench_worker(job: dict[str, Any]) -> dict[str, Any]:
         bench_runs=job["bench_runs"],
         bench_seconds=job["bench_seconds"],
         threads=job["threads"],
+        task_option=job["task_options"],
         out=Path(job["out"]),
         progress=clock,
     )
@@ -197,14 +198,17 @@ def quantbench_worker(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_quantbench(model: Path, folders: dict[str, Path], out: Path, bias: bool, options: Options) -> dict:
+def run_quantbench(
+    model: ZooModel, fp32: Path, folders: dict[str, Path], out: Path, bias: bool, options: Options
+) -> dict:
     """``quantbench_worker`` in a fresh process; its result, with ``results.json`` read in.
 
     Raises:
         RuntimeError: quantbench failed; the message holds the end of its output.
     """
     job = {
-        "model": str(model),
+        "model": str(fp32),
+        "task_options": list(model.task_options),
         "calibration": str(folders["calibration"]),
         "held_out": str(folders["held_out"]),
         "n": options.calibration,
@@ -336,13 +340,14 @@ def bench_model(name: str, work: Path, options: Options) -> dict[str, Any]:
         "input": list(reference["arrays"][0].shape),
         "fp32_truth": truth(model, reference["results"], reference["infos"]),
         "ort_op_types": list(operators) if operators else "ORT's defaults",
+        "task_options": list(model.task_options),
         "runs": {},
     }
     rows: list[Row] = []
     for bias in (True, False):
         label = "bias correction" if bias else "no bias correction"
         try:
-            measured = run_quantbench(fp32, folders, work / name / "runs", bias, options)
+            measured = run_quantbench(model, fp32, folders, work / name / "runs", bias, options)
         except RuntimeError as exc:
             summary["runs"][label] = {"error": str(exc)}
             error = str(exc).strip().splitlines()[-1][:300]
@@ -443,7 +448,8 @@ def summary_text(summary: dict[str, Any]) -> str:
     operators = summary["ort_op_types"]
     operators = operators if isinstance(operators, str) else ", ".join(operators)
     shape = "x".join(str(d) for d in summary["input"])
-    cells = [summary["model"], shape, kind, metric, within, chosen, found, operators]
+    stated = " ".join(f"`{item}`" for item in summary.get("task_options") or []) or "-"
+    cells = [summary["model"], shape, kind, stated, metric, within, chosen, found, operators]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -458,9 +464,9 @@ def tables(models: list[dict[str, Any]]) -> str:
         lines.extend(row_text(row, model["summary"]) for row in model["rows"])
     lines += [
         "",
-        "| model | input | kind (quantbench) | headline ± tolerance | INT8 within tolerance (bias corr. / "
-        "none) | recommended (bias corr. / none) | FP32 vs truth | ORT operators |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | input | kind (quantbench) | --task-option | headline ± tolerance | INT8 within tolerance "
+        "(bias corr. / none) | recommended (bias corr. / none) | FP32 vs truth | ORT operators |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines.extend(summary_text(model["summary"]) for model in models)
     return "\n".join(lines)

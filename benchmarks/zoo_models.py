@@ -125,6 +125,8 @@ class ZooModel:
         make: ``(seed, count, fixed_shape)`` -> that many preprocessed samples, each with its info;
             with ``fixed_shape`` all of one shape (see "Sample shapes" in the module docstring).
         decode: the main output of one sample (batch axis 1) and its info -> the task's result.
+        task_options: the ``--task-option`` items that make quantbench's headline read the main output
+            as ``decode`` does (the package's thresholds, NMS across classes, spaces at line ends).
     """
 
     name: str
@@ -133,6 +135,7 @@ class ZooModel:
     locate: Callable[[Path], Path]
     make: Callable[[int, int, bool], Iterator[Sample]]
     decode: Callable[[np.ndarray, Info], Any]
+    task_options: tuple[str, ...] = ()
 
 
 # --- files inside installed packages --------------------------------------------------------------
@@ -572,6 +575,11 @@ def decode_det(output: np.ndarray, info: Info) -> list[dict[str, Any]]:
     return sorted(boxes, key=lambda b: (b["box"][0][1], b["box"][0][0]))
 
 
+REC_SPACES = (5710, 6624)
+"""The rec model's whitespace classes (:func:`rec_dictionary`): the ideographic space of its character
+list and the space rapidocr appends last; what ``str.strip`` drops at either end of a line."""
+
+
 @functools.cache
 def rec_dictionary() -> list[str]:
     """The rec model's 6625 CTC classes: blank, the ``character`` metadata, and a space."""
@@ -615,6 +623,7 @@ ZOO: dict[str, ZooModel] = {
             _shipped(*NUDENET),
             _nudenet_samples,
             decode_nudenet,
+            ("nms=agnostic", f"confidence={NUDENET_NMS_SCORE}", f"nms-iou={NUDENET_NMS_IOU}"),
         ),
         ZooModel(
             "ppocr_det",
@@ -623,6 +632,7 @@ ZOO: dict[str, ZooModel] = {
             _shipped(RAPIDOCR, OCR_MODELS + "ch_PP-OCRv4_det_infer.onnx"),
             _det_samples,
             decode_det,
+            (f"mask-threshold={DET_THRESHOLD}", "headline=region_f1"),
         ),
         ZooModel(
             "ppocr_rec",
@@ -631,6 +641,7 @@ ZOO: dict[str, ZooModel] = {
             _shipped(RAPIDOCR, OCR_MODELS + "ch_PP-OCRv4_rec_infer.onnx"),
             _rec_samples,
             lambda out, info: decode_ctc(out, rec_dictionary()),
+            ("ctc-trim=" + ",".join(map(str, REC_SPACES)),),
         ),
         ZooModel(
             "ppocr_cls",

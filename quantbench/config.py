@@ -189,6 +189,9 @@ class VerdictSpec:
         task: what the outputs hold: ``KIND`` for every output or ``OUTPUT=KIND`` (``classes``,
             ``detection``, ``dense``, ``sequence``, ``generic`` or ``auto``); outputs not named have their
             kind detected from FP32's values (see :mod:`quantbench.evaluation.kinds`).
+        task_option: settings of the metrics by kind, ``KEY=VALUE`` (detection ``confidence``, ``nms``,
+            ``match-iou``; probability maps ``mask-threshold``, ``min-region``; sequences ``ctc-blank``,
+            ``ctc-trim``; ``headline``: see :class:`quantbench.evaluation.tasks.TaskOptions`).
         tolerance: how far a variant's headline may fall from FP32's for it to be recommended (None: the
             default of the main output's kind, see :mod:`quantbench.evaluation.verdict`).
         metric: metrics of your own, ``path/to/file.py:function`` or the name of a ``quantbench.metrics``
@@ -197,6 +200,7 @@ class VerdictSpec:
     """
 
     task: tuple[str, ...] = ()
+    task_option: tuple[str, ...] = ()
     tolerance: float | None = None
     metric: tuple[str, ...] = ()
 
@@ -237,6 +241,7 @@ _SEQUENCES = {
     "command",
     "views",
     "task",
+    "task_option",
     "metric",
 }
 _PATHS = {"images", "eval_images", "labels", "ranges", "out"}

@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper
 import quantbench.export.bias_correction as bias_correction
 from quantbench.config import PreprocessSpec
 from quantbench.errors import QuantbenchError
+from quantbench.evaluation.tasks import Task
 from quantbench.export.bias_correction import CorrectionData, correct_biases, correct_if_better
 from quantbench.export.qdq import build_qdq, plan_qdq
 from quantbench.model import expose_tensors
@@ -222,7 +223,7 @@ def test_a_correction_that_lowers_rel_l2_but_hurts_the_headline_is_rejected(monk
     monkeypatch.setattr(bias_correction, "correct_biases", lambda *a, **k: corrected)
     monkeypatch.setattr(bias_correction, "_session", lambda *a, **k: _Replay(next(calls)))
     monkeypatch.setattr(bias_correction, "_outputs", lambda *a, **k: next(calls))
-    data = CorrectionData(batches, batches, held_apart=False, task=("generic",))  # a regression output
+    data = CorrectionData(batches, batches, held_apart=False, task=Task(("generic",)))  # a regression output
     result = correct_if_better(model, trt, targets, data)
     l2_before, l2_after = result.output_rel_l2  # type: ignore[misc]
     assert l2_after < l2_before  # the whole-tensor figure says the correction helped ...

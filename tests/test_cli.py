@@ -112,23 +112,30 @@ def test_empty_precisions_is_an_error_not_fp32_alone(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("error: --precisions names none of")
 
 
-def test_a_bad_task_fails_before_any_work(tmp_path):
+def test_a_bad_task_or_task_option_fails_before_any_work(tmp_path):
     from tests.conftest import photo_folder, tiny_conv_model
 
     model = tiny_conv_model(tmp_path / "m.onnx")
     images = photo_folder(tmp_path / "imgs", 4)
-    for task, message in (("foo", "unknown kind 'foo'"), ("nosuch=classes", "nosuch")):
-        result = _run(
-            "run",
-            "--model",
-            str(model),
-            "--images",
-            str(images),
-            "--task",
-            task,
-            "--out",
-            str(tmp_path / "o"),
-        )
-        assert result.returncode == 2 and result.stderr.startswith("error: --task")
+    cases = (
+        (("--task", "foo"), "unknown kind 'foo'"),
+        (("--task", "nosuch=classes"), "nosuch"),
+        (("--task-option", "confidence=2"), "confidence must be within [0, 1]"),
+        (("--task-option", "colour=red"), "unknown key 'colour'"),
+    )
+    for (option, value), message in cases:
+        for command in ("run", "sensitivity"):
+            result = _run(
+                command,
+                "--model",
+                str(model),
+                "--images",
+                str(images),
+                option,
+                value,
+                "--out",
+                str(tmp_path / "o"),
+            )
+            assert result.returncode == 2 and result.stderr.startswith("error: --task"), result.stderr
         assert message in result.stderr and result.stderr.strip().count("\n") == 0
     assert not (tmp_path / "o").exists()  # refused before the run folder was written

@@ -608,3 +608,26 @@ def test_compare_variants_gives_each_output_the_metrics_the_registry_says(labell
 )
 def test_number_formats(fmt: NumberFormat, value: float, text: str) -> None:
     assert fmt(value) == text
+
+
+def test_a_chosen_headline_decides_the_verdict_of_a_comparison() -> None:
+    from quantbench.evaluation.tasks import Task, TaskOptions
+    from quantbench.evaluation.verdict import decide
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    weights = rng.normal(size=(3, 12))
+    runners = {"fp32": _Linear(weights, 0.0), "int8": _Linear(weights, 0.05)}
+    batches = [Batch({"x": x}, list("abcdef"))]
+    task = Task(options=TaskOptions(headline="top5_overlap"))
+    comparison = compare_variants(
+        runners, batches, BenchSpec(runs=1, seconds=0.0), judging=Judging(task=task)
+    )
+    assert comparison.outputs["scores"]["headline"] == "top5_overlap"
+    assert comparison.outputs["box"]["headline"] == "channel_rel_l2_mean"  # generic: no such metric
+    verdict = decide(comparison)
+    assert verdict is not None and (verdict.output, verdict.metric) == ("scores", "top5_overlap")
+    assert verdict.values["int8"] == comparison.metrics["int8"]["scores"]["top5_overlap"]
+    wrong = Task(options=TaskOptions(headline="det_f1"))
+    with pytest.raises(QuantbenchError, match="headline=det_f1: the main output 'scores' is classes"):
+        compare_variants(runners, batches, BenchSpec(runs=1, seconds=0.0), judging=Judging(task=wrong))

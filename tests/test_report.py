@@ -471,6 +471,7 @@ def test_metrics_csv_keeps_its_columns_and_the_values_of_results_json():
         "variant,precision,output,max_abs,mean_abs,rel_l2,cosine,snr_db,top1_agreement,top5_overlap,"
         "top1_accuracy,top5_accuracy,det_precision,det_recall,det_f1,det_map50,det_mean_iou,det_box_error,"
         "det_score_error,det_reference,det_candidate,argmax_agreement,mean_iou,mask_iou,pixel_agreement,"
+        "region_precision,region_recall,region_f1,"
         "seq_agreement,seq_edit_distance,channel_rel_l2_mean,channel_rel_l2_max,channel_rel_l2_worst_index,"
         "batch,median_ms,images_per_s"
     )

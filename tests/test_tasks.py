@@ -25,6 +25,7 @@ from quantbench.evaluation.tasks import (
     Detections,
     MaskAgreement,
     SequenceAgreement,
+    Task,
     TaskOptions,
     accumulator_for,
     average_precision,
@@ -32,8 +33,10 @@ from quantbench.evaluation.tasks import (
     ctc_greedy_decode,
     decode_yolo,
     edit_distance,
+    mask_regions,
     match_detections,
     nms,
+    trim,
 )
 
 # Reference implementations -----------------------------------------------------------------------------
@@ -50,10 +53,10 @@ def slow_iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def slow_nms(dets: list[Det], threshold: float) -> list[Det]:
+def slow_nms(dets: list[Det], threshold: float, agnostic: bool = False) -> list[Det]:
     kept: list[Det] = []
     for det in sorted(dets, key=lambda d: -d[1]):
-        if all(k[2] != det[2] or slow_iou(k[0], det[0]) <= threshold for k in kept):
+        if all((k[2] != det[2] and not agnostic) or slow_iou(k[0], det[0]) <= threshold for k in kept):
             kept.append(det)
     return kept
 
@@ -65,6 +68,7 @@ def slow_decode(
     conf: float = 0.25,
     nms_iou: float = 0.45,
     max_det: int = 300,
+    agnostic: bool = False,
 ) -> list[list[Det]]:
     images = []
     for image in tensor.tolist():
@@ -81,7 +85,7 @@ def slow_decode(
             if score > conf:
                 cx, cy, w, h = col[:4]
                 found.append(((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), score, best - first))
-        images.append(slow_nms(found, nms_iou)[:max_det])
+        images.append(slow_nms(found, nms_iou, agnostic)[:max_det])
     return images
 
 
@@ -460,11 +464,36 @@ def test_detection_shape_errors() -> None:
         acc.update(np.zeros((1, 6, 30)), np.zeros((1, 6, 31)))
     with pytest.raises(QuantbenchError, match="nothing compared"):
         acc.result()
-    with pytest.raises(QuantbenchError, match="match IoU"):
+    with pytest.raises(QuantbenchError, match="match-iou"):
         TaskOptions(match_iou=0.0)
 
 
 # Sequence ------------------------------------------------------------------------------------------
+
+
+def test_trim_drops_the_classes_at_both_ends_only() -> None:
+    assert trim([5, 5, 1, 5, 2, 5], [5]) == [1, 5, 2]
+    assert trim([5, 6, 5], [5, 6]) == []
+    assert trim([1, 2], []) == [1, 2]
+
+
+def test_sequence_agreement_with_ctc_trim() -> None:
+    def steps(classes: list[int]) -> np.ndarray:
+        out = np.zeros((1, len(classes), 4))
+        out[0, np.arange(len(classes)), classes] = 1.0
+        return out
+
+    ref = steps([1, 0, 2, 0, 3, 0, 0])  # "1 2 3"
+    cand = steps([1, 0, 2, 0, 3, 0, 3])  # "1 2 3 3": differs at the end by class 3
+    spaced = steps([3, 1, 0, 2, 0, 3, 0])  # "3 1 2 3": a leading 3
+    plain = SequenceAgreement(OutputKind("sequence", "t", classes=4))
+    trimmed = SequenceAgreement(OutputKind("sequence", "t", classes=4), TaskOptions(ctc_trim=(3,)))
+    for acc in (plain, trimmed):
+        acc.update(ref, cand)
+        acc.update(ref, spaced)
+    assert plain.result()["seq_agreement"] == 0.0
+    assert trimmed.result()["seq_agreement"] == 1.0  # "1 2" against "1 2" both times
+    assert plain.result()["seq_edit_distance"] == pytest.approx((1 / 3 + 1 / 3) / 2)
 
 
 def test_ctc_greedy_decode_by_hand() -> None:
@@ -518,7 +547,95 @@ def test_sequence_blank_option_and_empty_reference() -> None:
         SequenceAgreement(OutputKind("sequence", "t", classes=2), TaskOptions(ctc_blank=5)).update(ref, ref)
 
 
+def test_agnostic_nms_suppresses_across_classes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [1, 0, 11, 10], [6, 0, 16, 10]], dtype=np.float64)
+    scores = np.array([0.9, 0.8, 0.5, 0.7])
+    classes = np.array([0, 0, 1, 0])
+    assert nms(boxes, scores, classes, 0.45).tolist() == [0, 3, 2]  # box 2 is of another class
+    assert nms(boxes, scores, classes, 0.45, agnostic=True).tolist() == [0, 3]  # IoU 0.82 with box 0
+
+
+@pytest.mark.parametrize("boxes_first", [True, False])
+def test_agnostic_decode_of_random_heads_matches_reference(boxes_first: bool) -> None:
+    rng = np.random.default_rng(21)
+    anchors, classes = 90, 4
+    boxes = np.column_stack(
+        [rng.uniform(0, 100, anchors), rng.uniform(0, 100, anchors), rng.uniform(10, 40, (anchors, 2))]
+    )
+    tensor = yolo_tensor(
+        np.column_stack([boxes, rng.uniform(0, 1, (anchors, classes))]).tolist(), boxes_first
+    )
+    kind = detection_kind(classes, boxes_first, False)
+    options = TaskOptions(confidence=0.2, class_agnostic=True)
+    [found] = decode_yolo(tensor, kind, options)
+    [want] = slow_decode(tensor, boxes_first, False, conf=0.2, agnostic=True)
+    [per_class] = slow_decode(tensor, boxes_first, False, conf=0.2)
+    assert 3 < len(want) < len(per_class)  # agnostic suppression drops boxes per-class keeps
+    got = as_list(found)
+    assert [k for _, _, k in got] == [k for _, _, k in want]
+    assert np.allclose([b for b, _, _ in got], [b for b, _, _ in want])
+
+
 # Dense ---------------------------------------------------------------------------------------------
+
+
+def slow_regions(mask: list[list[bool]], min_pixels: int) -> list[Box]:
+    """Bounding boxes (far sides exclusive) of the 8-connected regions, by flood fill."""
+    rows, cols = len(mask), len(mask[0])
+    seen = [[False] * cols for _ in range(rows)]
+    found = []
+    for y in range(rows):
+        for x in range(cols):
+            if not mask[y][x] or seen[y][x]:
+                continue
+            stack, pixels = [(y, x)], []
+            seen[y][x] = True
+            while stack:
+                cy, cx = stack.pop()
+                pixels.append((cy, cx))
+                for ny in range(cy - 1, cy + 2):
+                    for nx in range(cx - 1, cx + 2):
+                        if 0 <= ny < rows and 0 <= nx < cols and mask[ny][nx] and not seen[ny][nx]:
+                            seen[ny][nx] = True
+                            stack.append((ny, nx))
+            if len(pixels) >= min_pixels:
+                ys, xs = [p[0] for p in pixels], [p[1] for p in pixels]
+                found.append((float(min(xs)), float(min(ys)), float(max(xs) + 1), float(max(ys) + 1)))
+    return found
+
+
+def test_mask_regions_match_a_flood_fill_reference() -> None:
+    rng = np.random.default_rng(22)
+    mask = rng.uniform(size=(23, 31)) > 0.62
+    got = sorted(map(tuple, mask_regions(mask, 3).tolist()))
+    want = sorted(slow_regions(mask.tolist(), 3))
+    assert len(want) > 5
+    assert got == want
+    assert len(mask_regions(mask, 1)) > len(got)  # specks below min_pixels are dropped
+
+
+def test_region_f1_of_hand_made_text_lines() -> None:
+    ref = np.zeros((1, 1, 20, 30))
+    ref[0, 0, 2:6, 2:20] = 0.9  # line A, 4x18
+    ref[0, 0, 10:14, 4:26] = 0.9  # line B, 4x22
+    ref[0, 0, 17, 28] = 0.9  # a 1-pixel speck: no region
+    cand = ref.copy()
+    cand[0, 0, 10:14, 4:26] = 0.2  # line B lost
+    cand[0, 0, 2:6, 2:9] = 0.4  # line A shrunk to 4x11: IoU 11/18 >= 0.5, still matched
+    cand[0, 0, 16:19, 0:3] = 0.8  # a new region of 9 pixels
+    acc = MaskAgreement(OutputKind("dense", "test", channels=1))
+    acc.update(ref, cand)
+    result = acc.result()
+    # reference: A, B; candidate: A', new; matched: A-A'
+    assert result["region_precision"] == pytest.approx(1 / 2)
+    assert result["region_recall"] == pytest.approx(1 / 2)
+    assert result["region_f1"] == pytest.approx(2 * 1 / (2 + 2))
+    strict = MaskAgreement(OutputKind("dense", "test", channels=1), TaskOptions(match_iou=0.7))
+    strict.update(ref, cand)
+    assert strict.result()["region_f1"] == 0.0  # 11/18 = 0.61 < 0.7
+    low = MaskAgreement(OutputKind("dense", "test", channels=1), TaskOptions(mask_threshold=0.1))
+    low.update(ref, cand)
+    assert low.result()["region_f1"] == pytest.approx(2 * 2 / (2 + 3))  # B found again
 
 
 def test_mask_iou_and_pixel_agreement_match_reference() -> None:
@@ -846,3 +963,90 @@ def test_kind_for_refuses_a_shape_that_cannot_be_the_stated_kind(
         and words in message
         and "\n" not in message
     )
+
+
+# Task options --------------------------------------------------------------------------------------
+
+
+def test_task_options_parse() -> None:
+    options = TaskOptions.parse(
+        [
+            "confidence=0.2",
+            "NMS=agnostic",
+            "match-iou=0.3",
+            "max_detections=50",
+            "mask-threshold=0.3",
+            "min-region=9",
+            "ctc-trim=6624, 7",
+            "headline=region_f1",
+            "ctc-blank=auto",
+            "confidence=0.1",  # a later item wins
+        ]
+    )
+    assert options == TaskOptions(
+        confidence=0.1,
+        class_agnostic=True,
+        match_iou=0.3,
+        max_detections=50,
+        mask_threshold=0.3,
+        min_region=9,
+        ctc_trim=(6624, 7),
+        headline="region_f1",
+    )
+    assert TaskOptions.parse(["nms=per-class"]).class_agnostic is False
+    assert TaskOptions.parse([]) == TaskOptions()
+
+
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [
+        ("confidence", "expected KEY=VALUE"),
+        ("=0.2", "expected KEY=VALUE"),
+        ("confidence=", "expected KEY=VALUE"),
+        ("colour=red", "unknown key 'colour'; known keys: class-agnostic"),
+        ("confidence=high", "'high' is not a number"),
+        ("confidence=1.5", "confidence must be within [0, 1]"),
+        ("max-detections=2.5", "'2.5' is not a whole number"),
+        ("nms=sometimes", "not one of true, false"),
+        ("ctc-trim=a,b", "'a' is not a whole number"),
+        ("ctc-trim=-1", "ctc-trim classes must be >= 0"),
+        ("min-region=0", "min-region must be at least 1"),
+        ("headline=top1_accuracy", "headline 'top1_accuracy' is not a metric of an output's kind"),
+        ("headline=nonsense", "choose one of"),
+    ],
+)
+def test_task_options_parse_errors(item: str, words: str) -> None:
+    with pytest.raises(QuantbenchError) as info:
+        TaskOptions.parse([item])
+    message = str(info.value)
+    assert message.startswith("--task-option") and words in message and "\n" not in message
+
+
+def test_a_chosen_headline_replaces_the_kind_s_for_outputs_that_have_it() -> None:
+    options = TaskOptions(headline="seq_edit_distance")
+    sequence = accumulator_for(OutputKind("sequence", "t", classes=4), options)
+    assert (sequence.headline, sequence.higher_is_better) == ("seq_edit_distance", False)
+    classes = accumulator_for(OutputKind("classes", "t", classes=10), options)
+    assert (classes.headline, classes.higher_is_better) == ("top1_agreement", True)  # not a sequence
+    mask = accumulator_for(OutputKind("dense", "t", channels=1), TaskOptions(headline="region_f1"))
+    assert (mask.headline, mask.higher_is_better) == ("region_f1", True)
+    Task(options=options).check_headline("rec", sequence)
+    with pytest.raises(
+        QuantbenchError, match=r"headline=seq_edit_distance: the main output 'out' is classes"
+    ):
+        Task(options=options).check_headline("out", classes)
+
+
+def test_headline_of_a_model_follows_the_task() -> None:
+    from quantbench.evaluation.headline import Headline
+
+    rng = np.random.default_rng(23)
+    outputs = {"boxes": rng.normal(size=(2, 7)), "map": rng.uniform(size=(2, 1, 16, 16))}
+    plain = Headline.of(outputs)
+    assert (plain.output, plain.metric) == ("map", "mask_iou")
+    chosen = Headline.of(outputs, Task(options=TaskOptions(headline="region_f1", min_region=2)))
+    assert (chosen.output, chosen.metric, chosen.higher_is_better) == ("map", "region_f1", True)
+    ref = rng.uniform(size=(1, 1, 16, 16))
+    assert chosen.score([ref], [ref]) == 1.0
+    with pytest.raises(QuantbenchError, match="main output 'map' is dense"):
+        Headline.of(outputs, Task(options=TaskOptions(headline="det_f1")))

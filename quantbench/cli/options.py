@@ -51,6 +51,25 @@ def make_console():  # type: ignore[no-untyped-def]
     return Console(highlight=False)
 
 
+TaskOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="What the outputs hold: KIND for every output or OUTPUT=KIND (repeatable); KIND is classes, "
+        "detection, dense, sequence, generic or auto (detected, the default).",
+        rich_help_panel=EVALUATION,
+    ),
+]
+TaskSettingOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--task-option",
+        help="A setting of the metrics, KEY=VALUE (repeatable): detection confidence=0.25, nms-iou=0.45, "
+        "nms=per-class|agnostic, match-iou=0.5, max-detections=300; probability maps mask-threshold=0.5, "
+        "min-region=4; sequences ctc-blank=0, ctc-trim=CLASS[,CLASS] (dropped at both ends); "
+        "headline=METRIC (e.g. det_map50, region_f1, seq_edit_distance).",
+        rich_help_panel=EVALUATION,
+    ),
+]
 Model = Annotated[Path, typer.Option(help="FP32 ONNX model.", rich_help_panel=DATA)]
 Seed = Annotated[int, typer.Option(help="Picks and orders the samples.", rich_help_panel=DATA)]
 Preset = Annotated[str, typer.Option(help="imagenet | inception | yolo | raw.", rich_help_panel=PREPROCESS)]
@@ -116,7 +135,7 @@ def api_keywords(options: dict[str, Any]) -> dict[str, Any]:
         keywords["views"] = split_list(keywords.pop("view"))
     if "precisions" in keywords:
         keywords["precisions"] = split_list(keywords["precisions"])
-    for name in ("exclude", "plugins", "task", "metric"):
+    for name in ("exclude", "plugins", "task", "task_option", "metric"):
         if name in keywords:
             keywords[name] = keywords[name] or []
     if "bench_batch" in keywords:

@@ -29,6 +29,8 @@ from quantbench.cli.options import (
     Seed,
     Size,
     Std,
+    TaskOption,
+    TaskSettingOption,
     Threads,
     Workers,
     api_keywords,
@@ -92,14 +94,6 @@ BenchSecondsOption = Annotated[
 ]
 
 
-TaskOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        help="What the outputs hold: KIND for every output or OUTPUT=KIND (repeatable); KIND is classes, "
-        "detection, dense, sequence, generic or auto (detected, the default).",
-        rich_help_panel=EVALUATION,
-    ),
-]
 ToleranceOption = Annotated[
     float | None,
     typer.Option(
@@ -154,6 +148,7 @@ def run_command(
     bench_runs: Annotated[int, typer.Option(help="Fewest timed runs.", rich_help_panel=EVALUATION)] = 50,
     bench_seconds: BenchSecondsOption = 2.0,
     task: TaskOption = None,
+    task_option: TaskSettingOption = None,
     tolerance: ToleranceOption = None,
     metric: MetricOption = None,
     out: RunFolder = Path("reports"),

@@ -28,6 +28,8 @@ from quantbench.cli.options import (
     Seed,
     Size,
     Std,
+    TaskOption,
+    TaskSettingOption,
     Threads,
     Workers,
     api_keywords,
@@ -181,6 +183,8 @@ def sensitivity_command(
     tensors: Annotated[
         bool, typer.Option(help="Also measure per-tensor fidelity.", rich_help_panel=SENSITIVITY)
     ] = True,
+    task: TaskOption = None,
+    task_option: TaskSettingOption = None,
     top: Annotated[int, typer.Option(help="Ranked rows printed (0: all).", rich_help_panel=OUTPUT)] = 20,
     out: RunFolder = Path("reports"),
 ) -> None:

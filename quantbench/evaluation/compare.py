@@ -19,7 +19,8 @@ from quantbench.evaluation.metrics import (
     measure_latency,
 )
 from quantbench.evaluation.plugins import MetricPlugin, PluginAccumulator, load_metrics
-from quantbench.evaluation.tasks import TaskAccumulator, TaskOptions, accumulator_for
+from quantbench.evaluation.tasks import Task, TaskAccumulator, TaskOptions, accumulator_for
+from quantbench.evaluation.verdict import main_output
 from quantbench.progress import Progress, QuietProgress
 
 if TYPE_CHECKING:
@@ -67,17 +68,15 @@ class Judging:
 
     Attributes:
         labels: image name -> class index, for top-1/top-5 accuracy.
-        task: ``--task`` items: ``KIND`` for every output or ``OUTPUT=KIND``; outputs not named have
-            their kind detected (:func:`quantbench.evaluation.kinds.kind_for`).
-        options: the metrics' settings by kind.
+        task: what the outputs hold (outputs not named have their kind detected, see
+            :func:`quantbench.evaluation.kinds.kind_for`) and the metrics' settings by kind.
         metrics: ``--metric`` items, metrics of your own: ``path/to/file.py:function`` or the name of a
             ``quantbench.metrics`` entry point (:mod:`quantbench.evaluation.plugins`); each variant but
             FP32 is scored by each of them on every batch.
     """
 
     labels: dict[str, int] | None = None
-    task: tuple[str, ...] = ()
-    options: TaskOptions | None = None
+    task: Task = field(default_factory=Task)
     metrics: tuple[str, ...] = ()
 
 
@@ -199,7 +198,7 @@ def compare_variants(
     progress = progress or QuietProgress()
     result = Comparison()
     accumulators = _Accumulators()
-    accumulators.options = judging.options
+    accumulators.options = judging.task.options
     accumulators.plugins = load_metrics(judging.metrics)
     progress.start("evaluating", getattr(batches, "total", None))
     try:
@@ -262,24 +261,32 @@ def _evaluate(
 
 
 def _describe_outputs(
-    reference: Mapping[str, np.ndarray], task: Sequence[str], into: tuple[Comparison, _Accumulators]
+    reference: Mapping[str, np.ndarray], task: Task, into: tuple[Comparison, _Accumulators]
 ) -> None:
     """Each output's shape and kind, from FP32's values on the first batch and the ``--task`` items; then
-    the pseudo-output of each metric of your own."""
+    the pseudo-output of each metric of your own.
+
+    Raises:
+        QuantbenchError: a ``--task-option headline`` the main output does not have.
+    """
     result, accumulators = into
-    stated = parse_task(task, list(reference))
+    stated = parse_task(task.kinds, list(reference))
+    chosen: dict[str, TaskAccumulator] = {}
     for out_name, value in reference.items():
         kind = kind_for(out_name, value, stated.get(out_name))
         accumulators.kinds[out_name] = kind
-        chosen = accumulator_for(kind, accumulators.options, name=out_name)
+        chosen[out_name] = accumulator_for(kind, task.options, name=out_name)
         result.outputs[out_name] = {
             "shape": list(value.shape[1:]),
             "class_scores": is_class_scores(value.shape),
             "kind": kind.kind,
             "kind_reason": kind.reason,
-            "headline": chosen.HEADLINE,
-            "higher_is_better": chosen.HIGHER_IS_BETTER,
+            "headline": chosen[out_name].headline,
+            "higher_is_better": chosen[out_name].higher_is_better,
         }
+    main = main_output(result.outputs)
+    if main is not None:
+        task.check_headline(main, chosen[main])
     for plugin in accumulators.plugins:
         if plugin.output in result.outputs:
             raise QuantbenchError(f"--metric {plugin.spec!r}: the model has an output {plugin.output!r} too")

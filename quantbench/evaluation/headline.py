@@ -6,13 +6,13 @@ with it."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from quantbench.evaluation.kinds import OutputKind, kind_for, parse_task
-from quantbench.evaluation.tasks import accumulator_for
+from quantbench.evaluation.tasks import Task, TaskOptions, accumulator_for
 
 
 @dataclass(frozen=True)
@@ -24,31 +24,36 @@ class Headline:
         kind: what it holds.
         metric: the key of its kind's headline metric.
         higher_is_better: that metric's direction.
+        options: the metrics' settings.
     """
 
     output: str
     kind: OutputKind
     metric: str
     higher_is_better: bool
+    options: TaskOptions = field(default_factory=TaskOptions)
 
     @classmethod
-    def of(cls, outputs: Mapping[str, np.ndarray], task: Sequence[str] = ()) -> Headline:
-        """The headline of a model, from FP32's outputs on one batch and the ``--task`` items.
+    def of(cls, outputs: Mapping[str, np.ndarray], task: Task | None = None) -> Headline:
+        """The headline of a model, from FP32's outputs on one batch and what the task says of them.
 
         Raises:
-            QuantbenchError: a bad ``--task`` item, or a stated kind the output's shape cannot be.
+            QuantbenchError: a bad ``--task`` item, a stated kind the output's shape cannot be, or a
+                ``--task-option headline`` the main output does not have.
         """
-        stated = parse_task(task, list(outputs))
+        task = task or Task()
+        stated = parse_task(task.kinds, list(outputs))
         kinds = {name: kind_for(name, value, stated.get(name)) for name, value in outputs.items()}
         from quantbench.evaluation.verdict import main_output
 
         main = main_output({name: {"kind": kind.kind} for name, kind in kinds.items()}) or next(iter(kinds))
-        accumulator = accumulator_for(kinds[main], name=main)
-        return cls(main, kinds[main], accumulator.HEADLINE, accumulator.HIGHER_IS_BETTER)
+        accumulator = accumulator_for(kinds[main], task.options, name=main)
+        task.check_headline(main, accumulator)
+        return cls(main, kinds[main], accumulator.headline, accumulator.higher_is_better, task.options)
 
     def score(self, reference: Iterable[np.ndarray], candidate: Iterable[np.ndarray]) -> float:
         """The metric over batch pairs of the output: FP32's, the candidate's."""
-        accumulator = accumulator_for(self.kind, name=self.output)
+        accumulator = accumulator_for(self.kind, self.options, name=self.output)
         for want, got in zip(reference, candidate, strict=True):
             accumulator.update(want, got)
         return float(accumulator.result()[self.metric])

@@ -10,20 +10,24 @@ Each declares ``HEADLINE``, the key of its headline metric, and ``HIGHER_IS_BETT
   ``det_map50``, ``det_mean_iou``, ``det_box_error``, ``det_score_error``, ``det_reference`` and
   ``det_candidate``;
 * dense with C >= 2, :class:`DenseClassAgreement`: ``mean_iou``; also ``argmax_agreement``;
-* dense with C = 1, :class:`MaskAgreement`: ``mask_iou``; also ``pixel_agreement``;
+* dense with C = 1, :class:`MaskAgreement`: ``mask_iou``; also ``pixel_agreement``, ``region_precision``,
+  ``region_recall`` and ``region_f1``;
 * sequence, :class:`SequenceAgreement`: ``seq_agreement``; also ``seq_edit_distance``;
 * generic, :class:`ChannelErrors`: ``channel_rel_l2_mean`` (lower is better); also ``cosine``,
   ``channel_rel_l2_max`` and ``channel_rel_l2_worst_index``.
 
 Every result also has ``samples``, the batch entries seen. :func:`accumulator_for` picks the accumulator.
+:class:`TaskOptions` (``--task-option``) holds the decoders' thresholds and may choose another of the
+kind's metrics as the headline; :class:`Task` carries it with the ``--task`` items.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -35,37 +39,196 @@ from quantbench.evaluation.metrics import TopKAgreement
 
 @dataclass(frozen=True)
 class TaskOptions:
-    """Settings of the metrics by kind.
+    """Settings of the metrics by kind (``--task-option KEY=VALUE``, see :meth:`parse`).
 
     Attributes:
         confidence: detection: a decoded box is kept when its score is above this.
         nms_iou: detection: non-maximum suppression drops a box whose IoU with a higher-scored box of
-            its class is above this.
-        match_iou: detection: a candidate box matches a reference box of its class at an IoU of at
-            least this.
+            its class (of any class with ``class_agnostic``) is above this.
+        class_agnostic: detection: non-maximum suppression across classes, as many YOLO pipelines do;
+            matching stays per class.
+        match_iou: detection and regions of probability maps: a candidate box matches a reference box
+            (of its class) at an IoU of at least this.
         max_detections: detection: most boxes kept per image (the highest scored).
         mask_threshold: dense probability maps: a pixel is in the mask when its value is above this.
+        min_region: dense probability maps: fewest pixels of a connected region of the mask for it to
+            count as a region (text detectors drop specks).
         ctc_blank: sequence: the blank's class index; None takes the kind's (0 unless stated).
+        ctc_trim: sequence: classes dropped from both ends of every decoded sequence before comparing
+            (a recognizer's space class, whose leading and trailing copies a pipeline strips).
+        headline: the metric of the main output the verdict is about, instead of its kind's headline:
+            a key of :mod:`quantbench.evaluation.registry` of that kind with a reference value.
     """
 
     confidence: float = 0.25
     nms_iou: float = 0.45
+    class_agnostic: bool = False
     match_iou: float = 0.5
     max_detections: int = 300
     mask_threshold: float = 0.5
+    min_region: int = 4
     ctc_blank: int | None = None
+    ctc_trim: tuple[int, ...] = ()
+    headline: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
             (0.0 <= self.confidence <= 1.0, f"confidence must be within [0, 1], got {self.confidence}"),
-            (0.0 < self.nms_iou <= 1.0, f"NMS IoU must be within (0, 1], got {self.nms_iou}"),
-            (0.0 < self.match_iou <= 1.0, f"match IoU must be within (0, 1], got {self.match_iou}"),
-            (self.max_detections >= 1, f"max detections must be at least 1, got {self.max_detections}"),
-            (self.ctc_blank is None or self.ctc_blank >= 0, f"CTC blank must be >= 0, got {self.ctc_blank}"),
+            (0.0 < self.nms_iou <= 1.0, f"nms-iou must be within (0, 1], got {self.nms_iou}"),
+            (0.0 < self.match_iou <= 1.0, f"match-iou must be within (0, 1], got {self.match_iou}"),
+            (self.max_detections >= 1, f"max-detections must be at least 1, got {self.max_detections}"),
+            (self.min_region >= 1, f"min-region must be at least 1, got {self.min_region}"),
+            (self.ctc_blank is None or self.ctc_blank >= 0, f"ctc-blank must be >= 0, got {self.ctc_blank}"),
+            (all(c >= 0 for c in self.ctc_trim), f"ctc-trim classes must be >= 0, got {self.ctc_trim}"),
         ]
+        if self.headline is not None and not headline_kinds(self.headline):
+            choices = ", ".join(sorted({key for key, _ in _headline_choices()}))
+            wrong = f"headline {self.headline!r} is not a metric of an output's kind; choose one of {choices}"
+            checks.append((False, wrong))
         for ok, message in checks:
             if not ok:
-                raise QuantbenchError(f"task option: {message}")
+                raise QuantbenchError(f"--task-option: {message}")
+
+    @classmethod
+    def parse(cls, items: Sequence[str]) -> TaskOptions:
+        """Read ``--task-option KEY=VALUE`` items (repeatable; a later item wins).
+
+        Keys are the attribute names with ``-`` for ``_``; ``nms`` takes ``per-class`` or ``agnostic``
+        (``class_agnostic``); ``ctc-trim`` takes class indices separated by commas; ``headline`` a
+        metric key; ``ctc-blank`` and ``headline`` take ``auto`` for the default.
+
+        Raises:
+            QuantbenchError: an item is not KEY=VALUE, the key is unknown, or the value does not fit it.
+        """
+        values: dict[str, Any] = {}
+        for item in items:
+            key, sep, text = item.partition("=")
+            name = key.strip().lower().replace("-", "_")
+            text = text.strip()
+            if not sep or not name or not text:
+                raise QuantbenchError(f"--task-option {item!r}: expected KEY=VALUE, e.g. confidence=0.2")
+            if name == "nms":
+                name, text = "class_agnostic", {"agnostic": "true", "per-class": "false"}.get(text, text)
+            reader = _OPTION_READERS.get(name)
+            if reader is None:
+                known = ", ".join(sorted([*(k.replace("_", "-") for k in _OPTION_READERS), "nms"]))
+                raise QuantbenchError(f"--task-option {item!r}: unknown key {key!r}; known keys: {known}")
+            try:
+                values[name] = reader(text)
+            except ValueError as exc:
+                raise QuantbenchError(f"--task-option {item!r}: {exc}") from None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a model's outputs hold and how they are judged.
+
+    Attributes:
+        kinds: ``--task`` items: ``KIND`` for every output or ``OUTPUT=KIND``
+            (:func:`quantbench.evaluation.kinds.parse_task`); outputs not named have their kind detected.
+        options: the metrics' settings (``--task-option``).
+    """
+
+    kinds: tuple[str, ...] = ()
+    options: TaskOptions = field(default_factory=TaskOptions)
+
+    @classmethod
+    def parse(cls, kinds: Sequence[str] = (), options: Sequence[str] = ()) -> Task:
+        """A task from the ``--task`` and ``--task-option`` items (the kinds are checked against the
+        model's outputs later, by :func:`~quantbench.evaluation.kinds.parse_task`).
+
+        Raises:
+            QuantbenchError: a bad ``--task-option`` item (see :meth:`TaskOptions.parse`).
+        """
+        return cls(tuple(kinds), TaskOptions.parse(options))
+
+    def check_headline(self, output: str, accumulator: TaskAccumulator) -> None:
+        """Raise where ``options.headline`` was asked for but the main ``output`` (judged by
+        ``accumulator``) has no such metric.
+
+        Raises:
+            QuantbenchError: naming the output, its kind and the headlines it can have.
+        """
+        chosen = self.options.headline
+        if chosen is None or accumulator.headline == chosen:
+            return
+        group = accumulator.kind.metric_group
+        choices = ", ".join(key for key, applies in _headline_choices() if applies == group)
+        raise QuantbenchError(
+            f"--task-option headline={chosen}: the main output {output!r} is {accumulator.kind.kind} "
+            f"({group}), which has no such metric; choose one of {choices}"
+        )
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+
+
+def _switch(text: str) -> bool:
+    known = {
+        "true": True,
+        "yes": True,
+        "on": True,
+        "1": True,
+        "false": False,
+        "no": False,
+        "off": False,
+        "0": False,
+    }
+    if text.lower() not in known:
+        raise ValueError(f"{text!r} is not one of true, false (nms: agnostic, per-class)")
+    return known[text.lower()]
+
+
+def _indices(text: str) -> tuple[int, ...]:
+    return tuple(_whole(part.strip()) for part in text.split(",") if part.strip())
+
+
+def _or_auto(read: Callable[[str], Any]) -> Callable[[str], Any]:
+    return lambda text: None if text.lower() == "auto" else read(text)
+
+
+_OPTION_READERS: dict[str, Callable[[str], Any]] = {
+    "confidence": _number,
+    "nms_iou": _number,
+    "class_agnostic": _switch,
+    "match_iou": _number,
+    "max_detections": _whole,
+    "mask_threshold": _number,
+    "min_region": _whole,
+    "ctc_blank": _or_auto(_whole),
+    "ctc_trim": _indices,
+    "headline": _or_auto(str),
+}
+
+
+def _headline_choices() -> list[tuple[str, str]]:
+    """(metric key, metric group) of every metric that can be a headline: the kind metrics and class-score
+    metrics that have a reference value (counts and accuracy against labels cannot)."""
+    from quantbench.evaluation.registry import METRICS
+
+    return [
+        (m.key, m.applies_to)
+        for m in METRICS
+        if m.reference_value is not None and m.applies_to not in ("every output", "labels")
+    ]
+
+
+def headline_kinds(key: str) -> list[str]:
+    """The metric groups (:attr:`~quantbench.evaluation.kinds.OutputKind.metric_group`) whose outputs
+    can have ``key`` as their headline; empty where no output can."""
+    return [group for choice, group in _headline_choices() if choice == key]
 
 
 def _pair(name: str, reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +291,24 @@ class TaskAccumulator(ABC):
         Raises:
             QuantbenchError: no batch with samples was given to :meth:`update`.
         """
+
+    @property
+    def headline(self) -> str:
+        """The key of the headline metric: ``options.headline`` where outputs of this kind have it, else
+        :attr:`HEADLINE`."""
+        chosen = self.options.headline
+        if chosen is not None and self.kind.metric_group in headline_kinds(chosen):
+            return chosen
+        return self.HEADLINE
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a higher :attr:`headline` means closer to the reference."""
+        if self.headline == self.HEADLINE:
+            return self.HIGHER_IS_BETTER
+        from quantbench.evaluation.registry import metric_by_key
+
+        return metric_by_key(self.headline).higher_is_better
 
     def _bad_shape(self, shape: tuple[int, ...], expected: str) -> QuantbenchError:
         return QuantbenchError(f"output {self.name!r}: shape {shape} is not {expected}")
@@ -198,19 +379,22 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy non-maximum suppression per class.
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, *, agnostic: bool = False
+) -> np.ndarray:
+    """Greedy non-maximum suppression per class (across classes with ``agnostic``).
 
     Boxes are visited by descending score (ties: lower index first); a box is dropped when its IoU with
-    a kept box of its class is above ``iou``.
+    a kept box of its class (of any class, with ``agnostic``) is above ``iou``.
 
     Returns:
         The indices kept, by descending score.
     """
     order = np.argsort(-np.asarray(scores), kind="stable")
+    groups = np.zeros(len(order), dtype=np.int64) if agnostic else np.asarray(classes)
     kept: list[int] = []
-    for label in np.unique(classes):
-        rest = order[classes[order] == label]
+    for label in np.unique(groups):
+        rest = order[groups[order] == label]
         while rest.size:
             kept.append(int(rest[0]))
             overlap = box_iou(boxes[rest[0]], boxes[rest[1:]])[0]
@@ -223,7 +407,8 @@ def decode_yolo(output: np.ndarray, kind: OutputKind, options: TaskOptions | Non
 
     Boxes cx, cy, w, h become corners; each anchor takes its best class, scored by that class's value
     (times objectness where the layout has it); boxes scored above ``options.confidence`` go through
-    :func:`nms` per class, and the ``options.max_detections`` highest scored are kept.
+    :func:`nms` (per class unless ``options.class_agnostic``), and the ``options.max_detections``
+    highest scored are kept.
 
     Args:
         output: ``[N, 4+K, A]`` (``kind.boxes_first_axis``) or ``[N, A, 4+K]``; ``5+K`` with objectness.
@@ -245,7 +430,8 @@ def decode_yolo(output: np.ndarray, kind: OutputKind, options: TaskOptions | Non
     for image in range(rows.shape[0]):
         keep = np.flatnonzero(scores[image] > options.confidence)
         boxes, score, label = corners[image, keep], scores[image, keep], best[image, keep]
-        chosen = nms(boxes, score, label, options.nms_iou)[: options.max_detections]
+        kept = nms(boxes, score, label, options.nms_iou, agnostic=options.class_agnostic)
+        chosen = kept[: options.max_detections]
         found.append(Detections(boxes[chosen], score[chosen], label[chosen]))
     return found
 
@@ -464,8 +650,25 @@ class DenseClassAgreement(TaskAccumulator):
         }
 
 
+def mask_regions(mask: np.ndarray, min_pixels: int) -> np.ndarray:
+    """The bounding boxes ``[M, 4]`` (corners x1, y1, x2, y2, the far sides exclusive) of the 8-connected
+    regions of a ``[H, W]`` boolean mask that have at least ``min_pixels`` pixels, in the order their
+    first pixel comes in row-major order."""
+    import cv2
+
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    x, y, w, h, area = (stats[1:count, i].astype(np.float64) for i in range(5))
+    keep = area >= min_pixels
+    return np.stack([x, y, x + w, y + h], axis=1)[keep]
+
+
 class MaskAgreement(TaskAccumulator):
-    """A probability map ``[N, 1, H, W]``: the mask is the pixels above ``options.mask_threshold``."""
+    """A probability map ``[N, 1, H, W]``: the mask is the pixels above ``options.mask_threshold``.
+
+    Besides the masks' pixels, their regions (text lines of a text detector, objects of a saliency map)
+    are compared: each image's :func:`mask_regions` boxes of the candidate are matched to the
+    reference's at ``options.match_iou``, larger regions first (:func:`match_detections`).
+    """
 
     HEADLINE = "mask_iou"
 
@@ -475,6 +678,7 @@ class MaskAgreement(TaskAccumulator):
         self._agree = 0
         self._inter = 0
         self._union = 0
+        self._regions = np.zeros(3, dtype=np.int64)  # matched, reference, candidate
 
     def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         """Add one batch of ``[N, 1, H, W]`` maps."""
@@ -488,16 +692,34 @@ class MaskAgreement(TaskAccumulator):
         self._agree += int(np.count_nonzero(ref == cand))
         self._inter += int(np.count_nonzero(ref & cand))
         self._union += int(np.count_nonzero(ref | cand))
+        for want, got in zip(ref[:, 0], cand[:, 0]):
+            self._add_regions(want, got)
         self.samples += r.shape[0]
+
+    def _add_regions(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        regions = [mask_regions(m, self.options.min_region) for m in (reference, candidate)]
+        ref, cand = (
+            Detections(b, (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), np.zeros(len(b))) for b in regions
+        )
+        matched = int(np.count_nonzero(match_detections(ref, cand, self.options.match_iou).hits))
+        self._regions += [matched, len(ref.boxes), len(cand.boxes)]
 
     def result(self) -> dict[str, float]:
         """``mask_iou`` (|ref ∩ cand| / |ref ∪ cand| over every pixel of every image; 1.0 when both
-        masks are empty), ``pixel_agreement`` (fraction of pixels on the same side) and ``samples``."""
+        masks are empty), ``pixel_agreement`` (fraction of pixels on the same side); over the regions of
+        every image, ``region_precision`` (matched / candidate regions), ``region_recall`` (matched /
+        reference regions) and ``region_f1`` (2 · matched / (candidate + reference)), each 1.0 when
+        neither side has a region and 0.0 when only the other side has none; ``samples``."""
         if not self.samples:
             raise _no_data(self.name)
+        matched, references, candidates = (int(v) for v in self._regions)
+        both_empty = 1.0 if references == 0 and candidates == 0 else 0.0
         return {
             "mask_iou": _ratio(self._inter, self._union, 1.0),
             "pixel_agreement": self._agree / self._pixels,
+            "region_precision": _ratio(matched, candidates, both_empty),
+            "region_recall": _ratio(matched, references, both_empty),
+            "region_f1": _ratio(2 * matched, candidates + references, 1.0),
             "samples": self.samples,
         }
 
@@ -515,6 +737,16 @@ def ctc_greedy_decode(output: np.ndarray, blank: int = 0) -> list[list[int]]:
     return [row[mask].tolist() for row, mask in zip(best, keep)]
 
 
+def trim(sequence: list[int], classes: Sequence[int]) -> list[int]:
+    """``sequence`` without the leading and trailing entries that are in ``classes``."""
+    start, end = 0, len(sequence)
+    while start < end and sequence[start] in classes:
+        start += 1
+    while end > start and sequence[end - 1] in classes:
+        end -= 1
+    return sequence[start:end]
+
+
 def edit_distance(a: list[int], b: list[int]) -> int:
     """Levenshtein distance: the fewest insertions, deletions and substitutions turning ``a`` into ``b``."""
     previous = list(range(len(b) + 1))
@@ -527,7 +759,8 @@ def edit_distance(a: list[int], b: list[int]) -> int:
 
 
 class SequenceAgreement(TaskAccumulator):
-    """CTC recognizer outputs ``[N, T, C]`` compared by their greedy decodings (:func:`ctc_greedy_decode`)."""
+    """CTC recognizer outputs ``[N, T, C]`` compared by their greedy decodings (:func:`ctc_greedy_decode`),
+    the classes of ``options.ctc_trim`` trimmed off both ends (:func:`trim`)."""
 
     HEADLINE = "seq_agreement"
 
@@ -545,7 +778,10 @@ class SequenceAgreement(TaskAccumulator):
             raise self._bad_shape(r.shape, f"[N, T, C] with C > {self.blank}, the blank's index")
         if r.shape[0] == 0 or r.shape[1] == 0:
             return
-        for ref, cand in zip(ctc_greedy_decode(r, self.blank), ctc_greedy_decode(c, self.blank)):
+        decoded = zip(ctc_greedy_decode(r, self.blank), ctc_greedy_decode(c, self.blank))
+        for ref, cand in (
+            (trim(a, self.options.ctc_trim), trim(b, self.options.ctc_trim)) for a, b in decoded
+        ):
             self._exact += ref == cand
             self._distance += edit_distance(cand, ref) / max(len(ref), 1)
         self.samples += r.shape[0]

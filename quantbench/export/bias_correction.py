@@ -41,6 +41,8 @@ from quantbench.graph import (
 if TYPE_CHECKING:
     import onnx
 
+    from quantbench.evaluation.tasks import Task
+
 CORRECTED_OPS = ("Conv", "ConvTranspose", "Gemm")
 MAX_LIVE = 2
 """A position of the node list is a cut candidate when at most this many activation tensors cross it."""
@@ -612,13 +614,14 @@ class CorrectionData:
         check: the batches the corrected model is judged on, apart from ``fit`` where the calibration
             images allow (the same batches otherwise).
         held_apart: whether ``check`` holds other images than ``fit``.
-        task: ``--task`` items: what the outputs hold, for the headline the decision is made on.
+        task: what the outputs hold and how they are judged, for the headline the decision is made on
+            (None: kinds detected, default settings).
     """
 
     fit: Sequence[Mapping[str, np.ndarray]]
     check: Sequence[Mapping[str, np.ndarray]]
     held_apart: bool = True
-    task: tuple[str, ...] = ()
+    task: Task | None = None
 
 
 def correct_if_better(

@@ -129,6 +129,10 @@ class RunContext:
         self.started = time.time()
         self.calibration: CalibrationResult | None = None
         """quantbench's calibration of this command, once it ran."""
+        from quantbench.evaluation.tasks import Task
+
+        self.task = Task.parse(settings.verdict.task, settings.verdict.task_option)
+        """What the outputs hold and how they are judged (``--task``, ``--task-option``)."""
         self._datasets: dict[Path, Dataset] = {}
         self._backend: Backend | None = None
 
@@ -142,15 +146,15 @@ class RunContext:
             what: the command's need, for the error on a model without float inputs.
             progress: receives progress of the long steps.
         """
+        from quantbench.evaluation.kinds import parse_task
         from quantbench.model import LoadedModel
 
         model = LoadedModel(settings.model, what)
-        if settings.verdict.task:  # a bad --task fails before any work, not at the comparison
-            from quantbench.evaluation.kinds import parse_task
-
-            parse_task(settings.verdict.task, [output.name for output in model.proto.graph.output])
         out = settings.output.out if settings.output.out is not None else Path("reports")
-        return cls(settings, model, new_run_folder(out, model.path), progress)
+        context = cls(settings, model, new_run_folder(out, model.path), progress)
+        # a bad --task fails before any work, not at the comparison
+        parse_task(context.task.kinds, [output.name for output in model.proto.graph.output])
+        return context
 
     @property
     def backend(self) -> Backend:

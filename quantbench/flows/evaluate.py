@@ -79,7 +79,7 @@ def mixed_search(
     build = Int8Build(settings.variants.exclude, ctx.models_dir, ctx.threads, own_feeds)
     size = ctx.model.fixed_batch or settings.bench.batch[0]
     timing = (size, settings.bench.runs, settings.bench.seconds)
-    budget = Budget(settings.target.sensitivity_n, timing, settings.verdict.task)
+    budget = Budget(settings.target.sensitivity_n, timing, ctx.task)
     search, mixed = mixed_precision(
         ctx.model.proto, table, label, batches, target, build, budget, ctx.progress
     )
@@ -110,7 +110,7 @@ def compare(
         fixed, progress = ctx.model.fixed_batch, ctx.progress
         comparison = compare_variants(
             runners, batches, bench, references=references, fixed_batch=fixed, progress=progress,
-            judging=Judging(labels, ctx.settings.verdict.task, metrics=ctx.settings.verdict.metric),
+            judging=Judging(labels, ctx.task, metrics=ctx.settings.verdict.metric),
         )  # fmt: skip
         timed = [ctx.model.fixed_batch] if ctx.model.fixed_batch else list(dict.fromkeys(bench.batch))
         for variant in variants:

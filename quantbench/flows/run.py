@@ -168,6 +168,7 @@ def arguments(settings: Settings, ranges: RunRanges) -> dict[str, Any]:
         "preprocess": settings.preprocess.overrides(),
         "threads": backend.threads,
         "task": list(settings.verdict.task),
+        "task_option": list(settings.verdict.task_option),
         "metric": list(settings.verdict.metric),
         "tolerance": settings.verdict.tolerance,
     }

@@ -142,13 +142,11 @@ def analyse(
     if spec.tensors:
         ctx.progress.start("per-tensor fidelity", None)
         try:
-            rows, evaluator = analyse_tensors(
-                model13, amax, exclude, feeds, threads, ctx.settings.verdict.task
-            )
+            rows, evaluator = analyse_tensors(model13, amax, exclude, feeds, threads, ctx.task)
         finally:
             ctx.progress.finish()
     else:
-        evaluator = Evaluator.from_fp32(model13, feeds, threads, ctx.settings.verdict.task)
+        evaluator = Evaluator.from_fp32(model13, feeds, threads, ctx.task)
     seconds["reference_and_tensors"] = time.perf_counter() - step
     step = time.perf_counter()
     candidates = Candidates(model13, amax, exclude, threads)
@@ -247,6 +245,7 @@ GROUPS = (
     "variants[exclude]",
     "backend[threads]",
     "output",
+    "verdict[task,task_option]",
     "sensitivity",
 )
 DEFAULTS: dict[str, Any] = {"methods": ("entropy",), "eval_n": SAMPLES}

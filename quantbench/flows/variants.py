@@ -54,9 +54,9 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | Non
             "bias correction is judged on the images it was fitted on: --n leaves fewer than "
             f"{MIN_CHECK_IMAGES} calibration images after the first {count}"
         )
-        return CorrectionData(fit, fit, held_apart=False, task=settings.verdict.task)
+        return CorrectionData(fit, fit, held_apart=False, task=ctx.task)
     check, _ = _batches(ctx, check_count, next_start)
-    return CorrectionData(fit, check, held_apart=True, task=settings.verdict.task)
+    return CorrectionData(fit, check, held_apart=True, task=ctx.task)
 
 
 def _batches(ctx: RunContext, count: int, start: int) -> tuple[list[dict[str, np.ndarray]], int]:

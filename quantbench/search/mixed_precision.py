@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import onnx
 
     from quantbench.data.loader import Batch
+    from quantbench.evaluation.tasks import Task
     from quantbench.export.bias_correction import CorrectionData
     from quantbench.progress import Progress
     from quantbench.ranges import DynamicRanges
@@ -421,12 +422,13 @@ class Budget:
     Attributes:
         samples: held-out samples the ranking runs on (the first ones).
         timing: (batch size, runs, seconds) to time each candidate with; None: not timed.
-        task: ``--task`` items: what the outputs hold, for the headline candidates are judged by.
+        task: what the outputs hold and how they are judged, for the headline candidates are judged by
+            (None: kinds detected, default settings).
     """
 
     samples: int = SAMPLES
     timing: tuple[int, int, float] | None = None
-    task: tuple[str, ...] = ()
+    task: Task | None = None
 
 
 def mixed_precision(

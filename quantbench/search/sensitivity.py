@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import onnx
 
     from quantbench.evaluation.headline import Headline
+    from quantbench.evaluation.tasks import Task
     from quantbench.export.qdq import QdqPlan
     from quantbench.progress import Progress
 
@@ -83,7 +84,7 @@ class Score:
         return first, self.rel_l2 if math.isfinite(self.rel_l2) else math.inf
 
 
-def main_output(outputs: dict[str, np.ndarray], task: Sequence[str] = ()) -> tuple[Headline, bool]:
+def main_output(outputs: dict[str, np.ndarray], task: Task | None = None) -> tuple[Headline, bool]:
     """The output fidelity is measured on, as a run's verdict picks it (the first output whose kind is
     not generic, else the first; see :class:`quantbench.evaluation.headline.Headline`).
 
@@ -132,10 +133,10 @@ class Evaluator:
         model: onnx.ModelProto,
         feeds: list[dict[str, np.ndarray]],
         threads: int = 0,
-        task: Sequence[str] = (),
+        task: Task | None = None,
     ) -> Evaluator:
-        """Run the FP32 model once over ``feeds`` and keep its main output as the reference (``task``: the
-        ``--task`` items saying what the outputs hold).
+        """Run the FP32 model once over ``feeds`` and keep its main output as the reference (``task``:
+        what the outputs hold and how they are judged).
 
         Raises:
             QuantbenchError: no batches, or ONNX Runtime cannot run the model.
@@ -240,10 +241,10 @@ def analyse_tensors(
     exclude: Iterable[str],
     feeds: list[dict[str, np.ndarray]],
     threads: int = 0,
-    task: Sequence[str] = (),
+    task: Task | None = None,
 ) -> tuple[list[TensorFidelity], Evaluator]:
     """Per-tensor fidelity of the INT8 model, and the FP32 reference pass it shares (one pass;
-    ``task``: the ``--task`` items saying what the outputs hold).
+    ``task``: what the outputs hold and how they are judged).
 
     Args:
         model: the FP32 model, opset 13 or more.
