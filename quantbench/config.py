@@ -64,10 +64,16 @@ class PreprocessSpec:
     channels: str | None = None
     layout: str | None = None
     interpolation: str | None = None
+    resize: str | None = None
+    pad_value: float | None = None
+    pad_position: str | None = None
+    min_side: int | None = None
+    max_side: int | None = None
+    multiple: int | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The options given, by name (what is recorded as the run's ``preprocess``)."""
-        names = ("size", "mean", "std", "channels", "layout", "interpolation")
+        names = [f.name for f in dataclasses.fields(self) if f.name != "preset"]
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def with_overrides(self, options: Mapping[str, Any] | None) -> PreprocessSpec:
@@ -92,12 +98,17 @@ class CalibSpec:
         methods: calibration methods, one INT8 variant each (``quantbench methods``); with a backend
             that has calibrators of its own, also theirs (``trt-entropy2`` ...).
         ranges: a range file (TensorRT cache, ``name:amax`` text or JSON) instead of calibrating.
-        batch: calibration batch (None: automatic; the ranges do not depend on it).
+        force_ranges: use ``ranges`` even where its file says it was made for another model file or
+            preprocessing.
+        batch: the batch samples are run in, for a model without a fixed batch: calibration, bias
+            correction and the held-out comparison (None: automatic for each; the ranges do not depend
+            on it). Samples of different shapes never share a batch.
         force: collect histograms afresh even where stored ones match.
     """
 
     methods: tuple[str, ...] = ("entropy", "minmax", "percentile", "mse")
     ranges: Path | None = None
+    force_ranges: bool = False
     batch: int | None = None
     force: bool = False
 
@@ -129,12 +140,15 @@ class BackendSpec:
         threads: ONNX Runtime intra-op threads (0: every core), wherever ONNX Runtime runs.
         plugins: TensorRT plugin libraries loaded before parsing (TensorRT-family backends).
         cuda_graph: also time engines replayed from a CUDA graph (TensorRT-family backends).
+        compute_capability: ``tensorrt-rtx``: the GPU architectures engines are built for, e.g. ``8.6,8.9``,
+            ``portable`` or ``current`` (None: the GPU present, else portable).
     """
 
     name: str = field(default="auto", metadata=_keyword("backend"))
     threads: int = 0
     plugins: tuple[Path, ...] = ()
     cuda_graph: bool = False
+    compute_capability: str | None = None
 
 
 @dataclass(frozen=True)

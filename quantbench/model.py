@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from quantbench.errors import QuantbenchError
+from quantbench.errors import QuantbenchError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -67,8 +68,7 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     try:
         return onnx.load(str(model_path))
     except Exception as exc:  # onnx raises DecodeError, ValueError, OSError...
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QuantbenchError(f"{model_path} is not a readable ONNX model ({first_line})") from None
+        raise QuantbenchError(f"{model_path} is not a readable ONNX model ({first_line(exc)})") from None
 
 
 def _elem_dtype(elem_type: int) -> np.dtype | None:
@@ -250,6 +250,26 @@ def nonnegative_tensors(model: onnx.ModelProto) -> set[str]:
     return found
 
 
+IMAGE_SIZE_KEYS = ("imgsz",)
+"""Metadata keys under which exporters state the image size a model was made for (Ultralytics: ``imgsz``,
+``[640, 640]`` or ``640``)."""
+
+
+def stated_image_size(model: onnx.ModelProto) -> tuple[int, int] | None:
+    """The (height, width) the model's metadata states it runs at (:data:`IMAGE_SIZE_KEYS`), or None
+    where it states none, or nothing readable as one or two positive whole numbers."""
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    for key in IMAGE_SIZE_KEYS:
+        text = props.get(key)
+        if text is None:
+            continue
+        parts = [part for part in re.split(r"[\s,\[\]()]+", text) if part]
+        if len(parts) in (1, 2) and all(part.isdigit() and int(part) > 0 for part in parts):
+            sides = [int(part) for part in parts]
+            return sides[0], sides[-1]
+    return None
+
+
 class LoadedModel:
     """An FP32 ONNX model loaded and checked once, for every stage of a command.
 
@@ -281,6 +301,11 @@ class LoadedModel:
         if self._hash is None:
             self._hash = file_sha256(self.path)
         return self._hash
+
+    @property
+    def stated_size(self) -> tuple[int, int] | None:
+        """The image size its metadata states (:func:`stated_image_size`), or None."""
+        return stated_image_size(self.proto)
 
     @property
     def tensors(self) -> list[str]:

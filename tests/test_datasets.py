@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import random
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 from PIL import Image
 
@@ -429,7 +431,7 @@ def test_shorter_side_resize_takes_the_centre_crop() -> None:
     out = steps.apply(image)  # covering 64x64 needs no resize; the crop is rows 16..47, columns 48..79
     np.testing.assert_allclose(out[0, 0], np.arange(48, 80) / 255, atol=1e-7)
 
-    default = resolve_preprocessing("imagenet", image_spec((1, 3, "h", "w")))
+    default = resolve_preprocessing("imagenet", image_spec((1, 3, "h", "w")), size=224)
     big = default.apply(constant_bgr(300, 600, (1, 2, 3)))
     assert big.shape == (3, 224, 224)
 
@@ -446,15 +448,35 @@ def test_size_and_layout_come_from_a_static_input() -> None:
     assert resolve_preprocessing("yolo", image_spec((1, 3, 320, 288))).size == (320, 288)
     nhwc = resolve_preprocessing("imagenet", image_spec((1, 300, 256, 3)))
     assert nhwc.layout == "NHWC" and nhwc.size == (300, 256)
-    assert resolve_preprocessing("yolo", image_spec(("n", 3, "h", "w"))).size == (640, 640)
     assert resolve_preprocessing("imagenet", image_spec(("n", 3, "h", "w")), size=300).size == (300, 300)
-    assert resolve_preprocessing("imagenet", image_spec(()), layout="nhwc").layout == "NHWC"
+    assert resolve_preprocessing("imagenet", image_spec(()), layout="nhwc", size=8).layout == "NHWC"
     uint8 = resolve_preprocessing("imagenet", image_spec((1, 3, 8, 8), np.uint8))
     assert (uint8.scale, uint8.mean, uint8.std) == (1.0, (0.0,), (1.0,))
     custom = resolve_preprocessing("imagenet", image_spec(), mean=(1.0, 2.0, 3.0), std=(2.0,))
     assert custom.mean == (1.0, 2.0, 3.0) and custom.std == (2.0,)
     json.dumps(custom.to_dict())
     assert "imagenet" in custom.describe() and "\n" not in custom.describe()
+
+
+def test_a_dynamic_size_comes_from_size_or_the_size_the_model_states() -> None:
+    from quantbench.model import stated_image_size
+
+    dynamic = image_spec(("n", 3, "h", "w"))
+    assert resolve_preprocessing("yolo", dynamic, stated_size=(320, 320)).size == (320, 320)
+    assert resolve_preprocessing("yolo", dynamic, size=(256, 320), stated_size=(320, 320)).size == (256, 320)
+    assert resolve_preprocessing("yolo", image_spec((1, 3, 96, "w")), stated_size=(320, 320)).size == (
+        96,
+        320,
+    )
+    model = onnx.ModelProto()
+    for text, expected in (("[320, 320]", (320, 320)), ("640", (640, 640)), ("(480, 640)", (480, 640))):
+        del model.metadata_props[:]
+        model.metadata_props.add(key="imgsz", value=text)
+        assert stated_image_size(model) == expected
+    for text in ("", "[0, 320]", "[1, 2, 3]", "big", "[320.5, 320]"):
+        del model.metadata_props[:]
+        model.metadata_props.add(key="imgsz", value=text)
+        assert stated_image_size(model) is None, text
 
 
 @pytest.mark.parametrize(
@@ -465,8 +487,18 @@ def test_size_and_layout_come_from_a_static_input() -> None:
         ((1, 3, 224, 224), {"channels": "GRAY"}, "--channels GRAY contradicts model input 'images'"),
         ((1, 1, 224, 224), {"channels": "RGB"}, "--channels RGB contradicts model input 'images'"),
         ((1, 3, 224), {}, "model input 'images' has shape [1, 3, 224], not a batch of images"),
-        (("n", 3, "h", "w"), {"interpolation": "bogus"}, "interpolation 'bogus' is not one of"),
-        (("n", 3, "h", "w"), {"mean": (1.0, 2.0)}, "mean needs 1 or 3 values for RGB, got 2"),
+        (("n", 3, "h", "w"), {"interpolation": "bogus", "size": 8}, "interpolation 'bogus' is not one of"),
+        (("n", 3, "h", "w"), {"mean": (1.0, 2.0), "size": 8}, "mean needs 1 or 3 values for RGB, got 2"),
+        (
+            ("n", 3, "h", "w"),
+            {},
+            "model input 'images' (shape ['n', 3, 'h', 'w']) has a dynamic height and width",
+        ),
+        (
+            (1, 3, 320, "w"),
+            {},
+            "has a dynamic width and states no image size; give the size it runs at with --size",
+        ),
         ((1, 1, 8, 8), {"std": (1.0, 2.0, 3.0)}, "std needs 1 value for GRAY, got 3"),
     ],
 )
@@ -479,7 +511,8 @@ def test_options_that_do_not_fit_the_model_are_errors(shape: tuple, options: dic
 def test_unknown_preset_lists_the_presets() -> None:
     with pytest.raises(QuantbenchError) as exc:
         resolve_preprocessing("resnet", image_spec())
-    assert one_line(exc) == "unknown preset 'resnet'; use one of: imagenet, inception, yolo, raw"
+    presets = "imagenet, inception, yolo, ppocr-det, ppocr-rec, raw"
+    assert one_line(exc) == f"unknown preset 'resnet'; use one of: {presets}"
 
 
 # --- tensor files ----------------------------------------------------------------------------------
@@ -552,15 +585,28 @@ def test_bad_npz_is_a_one_line_error(tmp_path: Path, arrays: dict, fragment: str
         assert "expects ['n', 4]" in message
 
 
-def test_samples_of_different_shapes_cannot_share_a_batch(tmp_path: Path) -> None:
-    np.save(tmp_path / "a.npy", np.zeros((2, 5), np.float32))
-    np.save(tmp_path / "b.npy", np.zeros((2, 7), np.float32))
+def test_samples_of_different_shapes_go_in_batches_of_one_shape_in_order(tmp_path: Path) -> None:
+    widths = {"a": 5, "b": 5, "c": 7, "d": 5, "e": 7, "f": 7, "g": 7, "h": 7}
+    for name, width in widths.items():
+        np.save(tmp_path / f"{name}.npy", np.full((1, width), ord(name), np.float32))
     dataset = open_dataset(tmp_path, [InputSpec("tokens", ("n", "t"), np.dtype(np.float32))])
-    with pytest.raises(QuantbenchError) as exc:
-        list(dataset.batches(None, 0, 3))
-    assert "cannot batch input 'tokens': " in one_line(exc)
-    shapes = [b.inputs["tokens"].shape for b in dataset.batches(None, 0, 1)]
-    assert sorted(shapes) == [(1, 5), (1, 5), (1, 7), (1, 7)]
+    stream = dataset.batches(None, 3, 3)
+    batches = list(stream)
+    # the samples and their order are those of batches of one, whatever the batching
+    one_by_one = [b.names[0] for b in dataset.batches(None, 3, 1)]
+    assert [name for batch in batches for name in batch.names] == one_by_one
+    for batch in batches:
+        values = batch.inputs["tokens"]
+        assert 1 <= values.shape[0] <= 3
+        # every row of a batch is the sample its name says, all of one width
+        for row, name in zip(values, batch.names):
+            letter = name.split("/")[-1][0]
+            assert row.shape == (widths[letter],) and np.all(row == ord(letter))
+    # a batch closes early only where the next sample's shape differs
+    for before, after in itertools.pairwise(batches):
+        if before.inputs["tokens"].shape[0] < 3:
+            assert before.inputs["tokens"].shape[1:] != after.inputs["tokens"].shape[1:]
+    assert stream.report.shapes == {"tokens": {(5,): 3, (7,): 5}}
 
 
 def test_sources_that_do_not_fit_the_model(tmp_path: Path) -> None:

@@ -69,3 +69,12 @@ def test_emulated_latency_is_not_ranked_and_a_missing_headline_never_qualifies()
     assert verdict.within == ["fp32", "fp16"] and math.isinf(verdict.shortfall(None))
     assert "fp16 is within it, but timed on an emulation" in verdict.reason
     assert verdict.closest is not None and verdict.closest["variant"] == "int8-a"  # no headline: never within
+
+
+def test_variants_that_were_not_timed_are_said_to_be_so() -> None:
+    values = {"fp32": None, "int8-a": 1.0}
+    result = comparison("classes", "top1_agreement", True, values, {"fp32": 1.0, "int8-a": 1.0}, ("int8-a",))
+    result.latency["int8-a"] = []  # built, never run here (an engine for another GPU)
+    verdict = decide(result)
+    assert verdict is not None and verdict.recommended == "fp32"
+    assert "int8-a is within it, but not timed here" in verdict.reason

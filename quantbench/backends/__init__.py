@@ -8,6 +8,7 @@ name           what                                                             
 =============  ===============================================================  ========================
 onnxruntime    ONNX Runtime: the CPU everywhere, CUDA/TensorRT providers         otherwise
 tensorrt       TensorRT 10 or 11 engines on an NVIDIA GPU; ``trt-*`` calibrators  where it can run
+tensorrt-rtx   TensorRT for RTX engines, built on any machine, run on RTX GPUs   never
 =============  ===============================================================  ========================
 """
 
@@ -20,6 +21,12 @@ def _tensorrt_usable() -> bool:
     from quantbench.backends import tensorrt
 
     return tensorrt.usable()
+
+
+def _tensorrt_rtx_installed() -> bool:
+    from quantbench.backends import tensorrt_rtx
+
+    return tensorrt_rtx.installed()
 
 
 register(
@@ -39,5 +46,12 @@ register(
         method_prefix="trt-",
         refusal="is TensorRT's own calibrator and runs only with --backend tensorrt on TensorRT 10; with "
         "{backend} use entropy (EntropyCalibration2), minmax, percentile or mse",
+    )
+)
+register(
+    BackendEntry(
+        "tensorrt-rtx",
+        "quantbench.backends.tensorrt_rtx.backend:TensorRTRtxBackend",
+        available=_tensorrt_rtx_installed,
     )
 )

@@ -62,6 +62,8 @@ class RunPlan:
         eval_batch: the evaluation batch.
         batch: the calibration batch asked for (None: automatic).
         imported: label -> ranges read from a file (``--ranges``).
+        sample_shapes: input name -> the shapes its samples take, batch excluded, where the run knows
+            them (the sizes of dynamic dimensions other than the batch, for optimisation profiles).
     """
 
     model: Path
@@ -72,6 +74,7 @@ class RunPlan:
     eval_batch: int = 8
     batch: int | None = None
     imported: Mapping[str, DynamicRanges] = field(default_factory=dict)
+    sample_shapes: Mapping[str, Sequence[tuple[int, ...]]] = field(default_factory=dict)
 
 
 class Runner(ABC):
@@ -79,6 +82,10 @@ class Runner(ABC):
 
     representative: bool = True
     """False where the latency says little about the target (e.g. emulated float16 kernels)."""
+
+    timed: bool = True
+    """False where the runner stands in for what could not run here (an engine built for GPUs other than
+    this machine's): its outputs are those of the model that ships, and no latency is reported for it."""
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantbench.backends.base import Backend, Runner
-from quantbench.errors import QuantbenchError
+from quantbench.errors import QuantbenchError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -49,12 +49,6 @@ class SessionSettings:
     spinning: bool = True
     optimized_model: Path | None = None
     external: Mapping[str, Any] | None = None
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message, or its type where the message is empty."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def make_session(model: onnx.ModelProto | bytes | Path, settings: SessionSettings, what: str) -> Any:

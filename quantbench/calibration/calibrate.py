@@ -64,6 +64,7 @@ class CalibrationResult:
         warnings: degenerate tensors and other notes, one line each.
         next_start: position in the shuffled file order after the last file used,
             where held-out samples begin (``Dataset.batches(start=...)``).
+        shapes: the sample shapes seen per input (``LoadReport.shapes_seen``).
     """
 
     out_dir: Path
@@ -81,6 +82,13 @@ class CalibrationResult:
     absmax: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     next_start: int = 0
+    shapes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"CalibrationResult(out_dir={str(self.out_dir)!r}, methods={list(self.ranges)!r}, "
+            f"tensors={self.tensors}, images={len(self.images_used)}, reused={self.reused})"
+        )
 
 
 def peak_memory_mb() -> float:
@@ -239,6 +247,7 @@ def calibrate_dataset(
         absmax={name: acc.absmax for name, acc in hists.items()},
         warnings=warnings,
         next_start=int(sidecar.get("next_start") or 0),
+        shapes=dict(sidecar.get("shapes") or {}),
     )
 
 
@@ -283,6 +292,7 @@ def _collect(
         "skipped": [list(item) for item in report.skipped],
         "converted": [list(item) for item in report.converted],
         "next_start": report.next_start,
+        "shapes": report.shapes_seen(),
         "collect_seconds": collection.seconds,
         "non_float_tensors": collection.skipped_tensors,
         "quantbench_version": __version__,

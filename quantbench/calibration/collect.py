@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from quantbench.calibration.histograms import TensorHistogram
-from quantbench.errors import QuantbenchError
+from quantbench.errors import QuantbenchError, first_line
 
 Progress = Callable[[int], None]
 """Called with the number of samples just processed."""
@@ -135,8 +135,9 @@ def collect_histograms(
                 ort_feed = {name: OrtValue.ortvalue_from_numpy(array) for name, array in feed.items()}
                 outputs = session.run_with_ort_values(fetched, ort_feed)
             except Exception as exc:
-                message = str(exc).strip().splitlines()[0]
-                raise QuantbenchError(f"ONNX Runtime failed on a calibration batch: {message}") from None
+                raise QuantbenchError(
+                    f"ONNX Runtime failed on a calibration batch: {first_line(exc)}"
+                ) from None
             values = {name: value.numpy() for name, value in zip(fetched, outputs)}
             for name in tensors:
                 if name in graph_inputs:  # a copy: folding overwrites its input

@@ -83,6 +83,22 @@ def _parse_params(spec_text: str, raw: list[str]) -> tuple[float, ...]:
         ) from None
 
 
+def _try_parameters(text: str, function: Method, params: tuple[float, ...]) -> None:
+    """Run a built-in method with ``params`` on a small histogram, so that a parameter it refuses
+    (``percentile:200``) fails before any work rather than after the collection pass.
+
+    Raises:
+        QuantbenchError: the method refuses the parameters.
+    """
+    import numpy as np
+
+    trial = Histogram(np.ones(16), top=16.0, absmax=16.0)
+    try:
+        function(trial, *params)
+    except (ValueError, ArithmeticError) as exc:
+        raise QuantbenchError(f"method {text!r}: {exc}") from None
+
+
 def parse_method(spec_text: str) -> MethodSpec:
     """Turn ``name[:param...]`` or ``file.py:function[:param...]`` into a :class:`MethodSpec`.
 
@@ -120,6 +136,8 @@ def parse_method(spec_text: str) -> MethodSpec:
         raise QuantbenchError(f"method {text!r}: {base} does not take {len(params)} parameter(s)") from None
     except ValueError:  # builtins without a signature: let the call decide
         pass
+    if params and BUILTIN_METHODS.get(base) is function:
+        _try_parameters(text, function, params)
     label = "-".join([base, *(f"{p:g}" for p in params)])
     return MethodSpec(text, label, function, params)
 

@@ -12,14 +12,19 @@ from quantbench.cli.options import (
     CALIBRATION,
     DATA,
     OUTPUT,
-    Bars,
     Batch,
     Channels,
     Interpolation,
     Layout,
+    MaxSide,
     Mean,
+    MinSide,
     Model,
+    Multiple,
+    PadPosition,
+    PadValue,
     Preset,
+    Resize,
     Seed,
     Size,
     Std,
@@ -27,6 +32,7 @@ from quantbench.cli.options import (
     Workers,
     api_keywords,
     make_console,
+    progress_bars,
 )
 
 
@@ -47,6 +53,12 @@ def calibrate(
     channels: Channels = None,
     layout: Layout = None,
     interpolation: Interpolation = None,
+    resize: Resize = None,
+    pad_value: PadValue = None,
+    pad_position: PadPosition = None,
+    min_side: MinSide = None,
+    max_side: MaxSide = None,
+    multiple: Multiple = None,
     method: Annotated[
         str,
         typer.Option(
@@ -72,11 +84,8 @@ def calibrate(
 
     del keywords["command"]  # calibrate records no command line
     console = make_console()
-    bars = Bars(console)
-    try:
+    with progress_bars(console) as bars:
         result = run_calibration(progress=bars, **keywords)
-    finally:
-        bars.close()
     from quantbench.cli.summary import print_calibration_summary
 
     print_calibration_summary(console, result)
@@ -89,4 +98,14 @@ def list_methods() -> None:
 
     for name, function in available_methods().items():
         doc = (function.__doc__ or "").strip().splitlines()
-        print(f"{name:12s} {doc[0] if doc else ''}")
+        print(f"{name:12s} {plain_text(doc[0]) if doc else ''}")
+
+
+def plain_text(text: str) -> str:
+    """A line of a docstring without its reStructuredText markup: ``:func:`f``` -> ``f``,
+    ````percent```` -> ``percent``, ``*word*`` -> ``word``."""
+    import re
+
+    text = re.sub(r":[a-z:]+:`~?([^`]+)`", r"\1", text)  # roles
+    text = re.sub(r"`{1,2}([^`]+)`{1,2}", r"\1", text)  # literals and references
+    return re.sub(r"\*{1,2}(\S[^*]*?)\*{1,2}", r"\1", text)  # emphasis

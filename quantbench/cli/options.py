@@ -3,13 +3,15 @@ the console and the progress bars."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from quantbench.errors import QuantbenchError
+from quantbench.errors import Interrupted, QuantbenchError
 
 DATA = "Data"
 PREPROCESS = "Preprocessing (defaults: the preset, then the model's static input shape)"
@@ -45,10 +47,19 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return (values[0], values[-1])
 
 
+WIDE = 100_000
+"""The width of output that does not go to a terminal: nothing is wrapped, so each line reads whole."""
+
+
 def make_console():  # type: ignore[no-untyped-def]
+    """The console of a command. On a terminal, text wraps at its width; piped or redirected, nothing
+    wraps (a path in the last line is whole for ``tail -1``)."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, soft_wrap=True, width=WIDE)
+    return console
 
 
 TaskOption = Annotated[
@@ -72,7 +83,12 @@ TaskSettingOption = Annotated[
 ]
 Model = Annotated[Path, typer.Option(help="FP32 ONNX model.", rich_help_panel=DATA)]
 Seed = Annotated[int, typer.Option(help="Picks and orders the samples.", rich_help_panel=DATA)]
-Preset = Annotated[str, typer.Option(help="imagenet | inception | yolo | raw.", rich_help_panel=PREPROCESS)]
+Preset = Annotated[
+    str,
+    typer.Option(
+        help="imagenet | inception | yolo | ppocr-det | ppocr-rec | raw.", rich_help_panel=PREPROCESS
+    ),
+]
 Size = Annotated[str | None, typer.Option(help="SIZE or HEIGHTxWIDTH.", rich_help_panel=PREPROCESS)]
 Mean = Annotated[
     str | None, typer.Option(help="Per-channel mean, e.g. 0.485,0.456,0.406.", rich_help_panel=PREPROCESS)
@@ -83,10 +99,37 @@ Layout = Annotated[str | None, typer.Option(help="NCHW | NHWC.", rich_help_panel
 Interpolation = Annotated[
     str | None, typer.Option(help="linear | nearest | area | cubic | lanczos.", rich_help_panel=PREPROCESS)
 ]
+Resize = Annotated[
+    str | None,
+    typer.Option(
+        help="shorter (cover, centre crop) | stretch | letterbox | keep-ratio (--min-side/--max-side, "
+        "sides to --multiple) | fixed-height (height of --size, at least its width, padded right).",
+        rich_help_panel=PREPROCESS,
+    ),
+]
+PadValue = Annotated[
+    float | None, typer.Option(help="Padding, 0..255 before normalization.", rich_help_panel=PREPROCESS)
+]
+PadPosition = Annotated[
+    str | None, typer.Option(help="letterbox: centre | top-left.", rich_help_panel=PREPROCESS)
+]
+MinSide = Annotated[
+    int | None,
+    typer.Option(help="keep-ratio: scale the shorter side up to this.", rich_help_panel=PREPROCESS),
+]
+MaxSide = Annotated[
+    int | None,
+    typer.Option(help="keep-ratio: scale the longer side down to this.", rich_help_panel=PREPROCESS),
+]
+Multiple = Annotated[
+    int | None,
+    typer.Option(help="keep-ratio: round sides to a multiple of this.", rich_help_panel=PREPROCESS),
+]
 Batch = Annotated[
     int | None,
     typer.Option(
-        help="Batch for a dynamic batch dim (default: 128 MiB of activations); ranges stay the same.",
+        help="Batch for a dynamic batch dim: calibration (default: 128 MiB of activations), bias correction "
+        "(default 16) and evaluation (default 8); ranges stay the same.",
         rich_help_panel=CALIBRATION,
     ),
 ]
@@ -112,6 +155,14 @@ RangesFile = Annotated[
         rich_help_panel=CALIBRATION,
     ),
 ]
+ForceRanges = Annotated[
+    bool,
+    typer.Option(
+        "--force-ranges",
+        help="Use --ranges even where its file says it was made for another model or preprocessing.",
+        rich_help_panel=CALIBRATION,
+    ),
+]
 RunFolder = Annotated[
     Path, typer.Option(help="Folder for the run folder <model>-<timestamp>.", rich_help_panel=OUTPUT)
 ]
@@ -120,7 +171,8 @@ RunFolder = Annotated[
 def api_keywords(options: dict[str, Any]) -> dict[str, Any]:
     """A command's options (its parameters by name) as the keywords of the Python API
     (:mod:`quantbench.config`): comma-separated lists split, numbers and sizes parsed, ``method`` as
-    ``methods``, ``view`` as ``views``; the command line recorded as ``command``.
+    ``methods``, ``view`` as ``views`` (``both``: only and without); the command line recorded as
+    ``command``.
 
     Raises:
         QuantbenchError: a list or size option that does not parse (one line naming it).
@@ -132,7 +184,8 @@ def api_keywords(options: dict[str, Any]) -> dict[str, Any]:
     if "method" in keywords:
         keywords["methods"] = split_list(keywords.pop("method"))
     if "view" in keywords:
-        keywords["views"] = split_list(keywords.pop("view"))
+        views = split_list(keywords.pop("view"))
+        keywords["views"] = ["only", "without"] if views == ["both"] else views
     if "precisions" in keywords:
         keywords["precisions"] = split_list(keywords["precisions"])
     for name in ("exclude", "plugins", "task", "task_option", "metric"):
@@ -151,7 +204,9 @@ def api_keywords(options: dict[str, Any]) -> dict[str, Any]:
 
 
 class Bars:
-    """Progress bars for the steps of a command (see ``quantbench.progress.Progress``)."""
+    """Progress bars for the steps of a command (see ``quantbench.progress.Progress``), drawn only on an
+    interactive terminal. :attr:`step` is the last step started (still set when it ends: a step ends in a
+    ``finally`` as an interrupt passes), for the message of an interrupt."""
 
     def __init__(self, console: Any) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -164,12 +219,15 @@ class Bars:
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=not console.is_interactive,  # else stopping prints an empty line
         )
         self._task: Any = None
         self._started = False
+        self.step: str | None = None
 
     def start(self, step: str, total: int | None) -> None:
         self.finish()
+        self.step = step
         if not self._started:
             self._progress.start()
             self._started = True
@@ -190,4 +248,20 @@ class Bars:
 
     def close(self) -> None:
         self.finish()
-        self._progress.stop()
+        if self._started:
+            self._progress.stop()
+            self._started = False
+
+
+@contextlib.contextmanager
+def progress_bars(console: Any) -> Iterator[Bars]:
+    """:class:`Bars` on ``console`` for the body, closed after it; an interrupt of the body learns the
+    step it stopped (see :class:`quantbench.errors.Interrupted`)."""
+    bars = Bars(console)
+    try:
+        yield bars
+    except Interrupted as exc:
+        exc.step = exc.step or bars.step
+        raise
+    finally:
+        bars.close()

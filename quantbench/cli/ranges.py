@@ -40,6 +40,7 @@ def ranges_convert(
     algorithm: Annotated[str | None, typer.Option(help="Calibration algorithm in cache headers.")] = None,
 ) -> None:
     """Convert a range table to another format."""
+    from quantbench.fileio import make_folders, remove_empty_folders
     from quantbench.ranges import read_ranges, write_ranges
     from quantbench.ranges.formats import format_named, registered
 
@@ -62,7 +63,15 @@ def ranges_convert(
     destination = out or file.with_suffix(fmt.suffixes[0])
     if destination.resolve() == file.resolve():
         raise QuantbenchError(f"{file} is already a {fmt.suffixes[0]} file; pass --out to write elsewhere")
-    write_ranges(table, destination, fmt.name)
+    if destination.is_dir():
+        example = destination / f"ranges{fmt.suffixes[0]}"
+        raise QuantbenchError(f"--out {destination} is a folder; give the file to write, e.g. {example}")
+    created = make_folders(destination.parent, "--out")
+    try:
+        write_ranges(table, destination, fmt.name)
+    except BaseException:
+        remove_empty_folders(created)
+        raise
     print(f"wrote {destination} ({len(table.amax)} tensors)")
 
 

@@ -13,18 +13,24 @@ from quantbench.cli.options import (
     DATA,
     EVALUATION,
     VARIANTS,
-    Bars,
     Batch,
     CalibN,
     Channels,
     EvalImages,
+    ForceRanges,
     Images,
     Interpolation,
     Layout,
+    MaxSide,
     Mean,
+    MinSide,
     Model,
+    Multiple,
+    PadPosition,
+    PadValue,
     Preset,
     RangesFile,
+    Resize,
     RunFolder,
     Seed,
     Size,
@@ -35,6 +41,7 @@ from quantbench.cli.options import (
     Workers,
     api_keywords,
     make_console,
+    progress_bars,
 )
 from quantbench.cli.sensitivity import SensitivityN, TargetAgreement, TargetHeadline, TargetRelL2
 
@@ -71,7 +78,9 @@ BiasCorrectionImagesOption = Annotated[
     int,
     typer.Option(help="First calibration images the bias correction runs on.", rich_help_panel=VARIANTS),
 ]
-BackendOption = Annotated[str, typer.Option(help="auto | onnxruntime | tensorrt.", rich_help_panel=VARIANTS)]
+BackendOption = Annotated[
+    str, typer.Option(help="auto | onnxruntime | tensorrt | tensorrt-rtx.", rich_help_panel=VARIANTS)
+]
 PluginsOption = Annotated[
     list[Path] | None,
     typer.Option(
@@ -83,6 +92,14 @@ CudaGraphOption = Annotated[
     bool,
     typer.Option(
         help="Also time TensorRT engines replayed from a CUDA graph (--backend tensorrt).",
+        rich_help_panel=EVALUATION,
+    ),
+]
+ComputeCapabilityOption = Annotated[
+    str | None,
+    typer.Option(
+        help="--backend tensorrt-rtx: GPU architectures to build for, e.g. 8.6,8.9, portable or current "
+        "(default: the GPU present, else portable).",
         rich_help_panel=EVALUATION,
     ),
 ]
@@ -128,8 +145,15 @@ def run_command(
     channels: Channels = None,
     layout: Layout = None,
     interpolation: Interpolation = None,
+    resize: Resize = None,
+    pad_value: PadValue = None,
+    pad_position: PadPosition = None,
+    min_side: MinSide = None,
+    max_side: MaxSide = None,
+    multiple: Multiple = None,
     method: MethodOption = "entropy,minmax,percentile,mse",
     ranges: RangesFile = None,
+    force_ranges: ForceRanges = False,
     batch: Batch = None,
     workers: Workers = 2,
     precisions: PrecisionsOption = "fp32,fp16,int8",
@@ -144,6 +168,7 @@ def run_command(
     threads: Threads = 0,
     plugins: PluginsOption = None,
     cuda_graph: CudaGraphOption = False,
+    compute_capability: ComputeCapabilityOption = None,
     bench_batch: BenchBatchOption = "1",
     bench_runs: Annotated[int, typer.Option(help="Fewest timed runs.", rich_help_panel=EVALUATION)] = 50,
     bench_seconds: BenchSecondsOption = 2.0,
@@ -158,11 +183,8 @@ def run_command(
     from quantbench.flows.run import run
 
     console = make_console()
-    bars = Bars(console)
-    try:
+    with progress_bars(console) as bars:
         result = run(progress=bars, **keywords)
-    finally:
-        bars.close()
     from quantbench.cli.summary import print_run_summary
 
     print_run_summary(console, result)

@@ -12,18 +12,24 @@ from quantbench.cli.options import (
     CALIBRATION,
     DATA,
     OUTPUT,
-    Bars,
     Batch,
     CalibN,
     Channels,
     EvalImages,
+    ForceRanges,
     Images,
     Interpolation,
     Layout,
+    MaxSide,
     Mean,
+    MinSide,
     Model,
+    Multiple,
+    PadPosition,
+    PadValue,
     Preset,
     RangesFile,
+    Resize,
     RunFolder,
     Seed,
     Size,
@@ -34,6 +40,7 @@ from quantbench.cli.options import (
     Workers,
     api_keywords,
     make_console,
+    progress_bars,
 )
 
 if TYPE_CHECKING:
@@ -84,13 +91,15 @@ def print_sensitivity(console: Any, result: SensitivityRun, top: int = 20) -> No
     """Per-tensor fidelity in graph order, the ranked nodes, and the ``--exclude`` options for the first."""
     from rich.table import Table
 
+    from quantbench.cli.summary import counted
     from quantbench.search.mixed_precision import replay_arguments
 
     res = result.results
     cost = res["cost"]
     console.print(
-        f"[bold]analysed[/bold] {len(res['ranking'])} quantized nodes of {res['model']['name']} with the "
-        f"{res['method']} ranges on {res['data']['samples']} held-out samples from {res['data']['root']} "
+        f"[bold]analysed[/bold] {counted(len(res['ranking']), 'quantized node')} of {res['model']['name']} "
+        f"with the {res['method']} ranges on {counted(res['data']['samples'], 'held-out sample')} from "
+        f"{res['data']['root']} "
         f"(output {res['output']!r}): {cost['sensitivity_models']} models built and run, "
         f"{cost['seconds']['total']:.1f} s",
         highlight=False,
@@ -159,10 +168,17 @@ def sensitivity_command(
     channels: Channels = None,
     layout: Layout = None,
     interpolation: Interpolation = None,
+    resize: Resize = None,
+    pad_value: PadValue = None,
+    pad_position: PadPosition = None,
+    min_side: MinSide = None,
+    max_side: MaxSide = None,
+    multiple: Multiple = None,
     method: Annotated[
         str, typer.Option(help="One calibration method.", rich_help_panel=CALIBRATION)
     ] = "entropy",
     ranges: RangesFile = None,
+    force_ranges: ForceRanges = False,
     batch: Batch = None,
     workers: Workers = 2,
     threads: Threads = 0,
@@ -194,9 +210,6 @@ def sensitivity_command(
 
     del keywords["top"]
     console = make_console()
-    bars = Bars(console)
-    try:
+    with progress_bars(console) as bars:
         result = run_sensitivity(progress=bars, **keywords)
-    finally:
-        bars.close()
     print_sensitivity(console, result, top)

@@ -16,6 +16,11 @@ LISTED = 10
 """Skipped files and warnings listed by name before the rest are only counted."""
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 variant``, ``3 variants``: a count with its noun in the right number (nouns taking -s)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _listed(console: Console, title: str, lines: list[str]) -> None:
     if not lines:
         return
@@ -33,7 +38,8 @@ def print_calibration_summary(console: Console, result: CalibrationResult) -> No
     how = "reused stored histograms" if result.reused else f"collected in {result.collect_seconds:.1f} s"
     rate = len(result.images_used) / result.collect_seconds if result.collect_seconds > 0 else 0.0
     console.print(
-        f"[bold]calibrated[/bold] {result.tensors} tensors on {len(result.images_used)} images "
+        f"[bold]calibrated[/bold] {counted(result.tensors, 'tensor')} on "
+        f"{counted(len(result.images_used), 'image')} "
         f"({how}{f', {rate:.1f} images/s' if rate else ''}); "
         f"total {result.total_seconds:.1f} s, peak memory {result.peak_memory_mb:.0f} MiB"
     )
@@ -54,7 +60,11 @@ def print_calibration_summary(console: Console, result: CalibrationResult) -> No
         names = ", ".join(path.name for path in result.files[label])
         table.add_row(label, ratio, names)
     console.print(table)
-    console.print(f"ranges in {result.out_dir / 'ranges'}; histograms in {result.histogram_file}")
+    console.print(
+        f"ranges in {result.out_dir / 'ranges'}; histograms in {result.histogram_file}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def print_ranges(console: Console, ranges: DynamicRanges, limit: int = 0) -> None:
@@ -181,13 +191,16 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     evaluation = results["data"]["evaluation"]
     verdict = results.get("verdict")
     output = verdict["output"] if verdict else main_output(results)
+    from rich.markup import escape
+
     console.print(
-        f"[bold]compared[/bold] {len(results['variants'])} variants of {results['model']['name']} on "
-        f"{evaluation['samples']} held-out samples from {evaluation['root']} "
-        f"(output {output!r}, backend {results['manifest']['backend']['name']})"
+        f"[bold]compared[/bold] {counted(len(results['variants']), 'variant')} of "
+        f"{escape(results['model']['name'])} on {counted(evaluation['samples'], 'held-out sample')} from "
+        f"{escape(evaluation['root'])} (output {escape(repr(output))}, backend "
+        f"{results['manifest']['backend']['name']})"
     )
     for note in results["notes"]:
-        console.print(f"[bold yellow]{note}[/bold yellow]", markup=True, highlight=False)
+        console.print(f"[bold yellow]{escape(note)}[/bold yellow]", markup=True, highlight=False)
     _listed(console, "held-out files skipped", [f"{n}: {r}" for n, r in evaluation["skipped"]])
     for label, info in results["ranges"].items():
         if info.get("unknown") or info.get("missing"):
@@ -207,7 +220,7 @@ def print_run_summary(console: Console, result: RunResult) -> None:
         table.add_column(column, justify="left" if column == "variant" else "right")
     footnote = False
     for row in result.summary():
-        mark = "" if row["representative"] else " *"
+        mark = "" if row["representative"] or row["ms"] is None else " *"  # no latency: nothing to mark
         footnote = footnote or bool(mark)
         ms = "-" if row["ms"] is None else f"{row['ms']:.2f} (b{row['batch']}){mark}"
         first = _figure(row["top1_agreement"], ".1f") + ("%" if row["top1_agreement"] is not None else "")
@@ -233,7 +246,11 @@ def print_run_summary(console: Console, result: RunResult) -> None:
 
         for line in summary_lines(results):
             console.print(line, markup=False, highlight=False)
-    console.print(f"results in {result.run_dir} (results.json, metrics.csv, models/, ranges/)")
+    console.print(
+        f"results in {result.run_dir} (results.json, metrics.csv, models/, ranges/)",
+        markup=False,
+        soft_wrap=True,
+    )
     report = result.run_dir / "report.html"
     if report.is_file():
-        console.print(f"report: {report}", markup=False, highlight=False)
+        console.print(f"report: {report}", markup=False, highlight=False, soft_wrap=True)

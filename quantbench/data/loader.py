@@ -50,12 +50,31 @@ class LoadReport:
         converted: (relative path, what was converted) for each conversion made.
         next_start: position in the shuffled file order just after the last
             file consumed; pass it as ``start`` to continue with unseen files.
+        shapes: input name -> each sample shape seen (batch axis excluded) -> how many samples had it.
     """
 
     used: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     converted: list[tuple[str, str]] = field(default_factory=list)
     next_start: int = 0
+    shapes: dict[str, dict[tuple[int, ...], int]] = field(default_factory=dict)
+
+    def shapes_seen(self) -> dict[str, list[dict[str, Any]]]:
+        """:attr:`shapes` as ``results.json`` records them: input -> ``{"shape", "samples"}`` per shape,
+        the most frequent first."""
+        return {
+            name: [
+                {"shape": list(shape), "samples": count}
+                for shape, count in sorted(seen.items(), key=lambda x: -x[1])
+            ]
+            for name, seen in self.shapes.items()
+        }
+
+    def count_shapes(self, sample: Sample) -> None:
+        """Count the shape of each input of one sample."""
+        for name, array in sample.items():
+            seen = self.shapes.setdefault(name, {})
+            seen[array.shape] = seen.get(array.shape, 0) + 1
 
 
 class Dataset:
@@ -169,6 +188,11 @@ class Dataset:
 class BatchStream(Iterator[Batch]):
     """Batches from a dataset, produced in order while worker threads load ahead.
 
+    Samples of different shapes (pages of their own size, text lines of their own width) do not share a
+    batch: a sample whose shapes differ from those of the batch being filled closes that batch early,
+    so a batch may hold fewer than ``batch_size`` samples, and memory stays that of one batch whatever
+    the number of shapes.
+
     At most ``batch_size + 2 * workers`` image files (``2 * workers`` tensor
     files) are loaded ahead of the batch being filled, so memory does not
     grow with ``n``. To stop early, call ``close()`` (or use the stream in a
@@ -214,21 +238,10 @@ class BatchStream(Iterator[Batch]):
         self.close()
 
     def _stack(self, names: list[str], samples: list[Sample]) -> Batch:
-        """Stack samples into a batch.
-
-        Raises:
-            QuantbenchError: samples of one input differ in shape (possible with dynamic dims).
-        """
-        inputs = {}
-        for spec in self._dataset.inputs:
-            arrays = [sample[spec.name] for sample in samples]
-            odd = next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)
-            if odd is not None:
-                raise QuantbenchError(
-                    f"cannot batch input '{spec.name}': {names[0]} has shape {list(arrays[0].shape)} but "
-                    f"{names[odd]} has {list(arrays[odd].shape)}; use batch size 1 or give samples one shape"
-                )
-            inputs[spec.name] = np.stack(arrays)
+        """Stack samples of the same shapes into a batch."""
+        inputs = {
+            spec.name: np.stack([sample[spec.name] for sample in samples]) for spec in self._dataset.inputs
+        }
         return Batch(inputs=inputs, names=names)
 
     def _produce(self) -> Generator[Batch, None, None]:
@@ -259,6 +272,10 @@ class BatchStream(Iterator[Batch]):
                 for name, sample in loaded:
                     if n is not None and found >= n:
                         break
+                    if samples and not _same_shapes(samples[0], sample):
+                        yield self._stack(names, samples)
+                        names, samples = [], []
+                    report.count_shapes(sample)
                     names.append(name)
                     samples.append(sample)
                     report.used.append(name)
@@ -287,8 +304,17 @@ class BatchStream(Iterator[Batch]):
         )
 
 
+def _same_shapes(a: Sample, b: Sample) -> bool:
+    """Whether two samples have the same shape for every input."""
+    return all(a[name].shape == b[name].shape for name in a)
+
+
 def open_dataset(
-    path: str | os.PathLike[str], inputs: list[InputSpec], preprocess: PreprocessSpec | None = None
+    path: str | os.PathLike[str],
+    inputs: list[InputSpec],
+    preprocess: PreprocessSpec | None = None,
+    *,
+    stated_size: tuple[int, int] | None = None,
 ) -> Dataset:
     """Open a folder of images (for a one-input image model) or of .npy/.npz files.
 
@@ -297,6 +323,8 @@ def open_dataset(
         inputs: the model's inputs (``quantbench.model.input_specs``).
         preprocess: the preset and the options overriding it (images only; default: the
             ``imagenet`` preset); see ``resolve_preprocessing``.
+        stated_size: the image size the model's metadata states, for a dynamic height or width
+            (``quantbench.model.stated_image_size``).
 
     Returns:
         The dataset; nothing is decoded until ``batches`` is iterated.
@@ -331,5 +359,5 @@ def open_dataset(
             f"{shown(root)} holds images but the model has {len(inputs)} inputs ({input_names}); "
             "use .npz files keyed by input name"
         )
-    preprocessing = resolve_preprocessing(spec.preset, inputs[0], **spec.overrides())
+    preprocessing = resolve_preprocessing(spec.preset, inputs[0], stated_size=stated_size, **spec.overrides())
     return Dataset(root, "images", found.files, inputs, preprocessing)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -11,39 +12,60 @@ import numpy as np
 from quantbench.errors import QuantbenchError
 from quantbench.model import InputSpec
 
-ResizeMode = Literal["shorter", "stretch", "letterbox"]
+ResizeMode = Literal["shorter", "stretch", "letterbox", "keep-ratio", "fixed-height"]
 Channels = Literal["RGB", "BGR", "GRAY"]
 Layout = Literal["NCHW", "NHWC"]
 Interpolation = Literal["linear", "nearest", "area", "cubic", "lanczos"]
+PadPosition = Literal["centre", "top-left"]
 
-RESIZE_MODES = ("shorter", "stretch", "letterbox")
+RESIZE_MODES = ("shorter", "stretch", "letterbox", "keep-ratio", "fixed-height")
+VARIABLE_MODES = ("keep-ratio", "fixed-height")
+"""Resize modes whose output size follows the image (samples of different shapes)."""
 CHANNELS = ("RGB", "BGR", "GRAY")
 LAYOUTS = ("NCHW", "NHWC")
 INTERPOLATIONS = ("linear", "nearest", "area", "cubic", "lanczos")
+PAD_POSITIONS = ("centre", "top-left")
 
 
 @dataclass(frozen=True)
 class Preprocessing:
     """How one image becomes one model input sample.
 
-    Steps, in order: resize to ``size``; reorder channels; convert to float32;
-    ``(x * scale - mean) / std`` per output channel; transpose to ``layout``.
+    Steps, in order: resize (and pad) as ``resize`` says; reorder channels; convert to float32;
+    ``(x * scale - mean) / std`` per output channel (``x / (1 / scale)`` with ``divide``); transpose to
+    ``layout``.
 
     Attributes:
         preset: the preset this started from (for summaries only).
         resize: ``"shorter"`` scales the image so it covers ``size / crop_fraction``
             then centre-crops ``size``; ``"stretch"`` resizes straight to ``size``;
             ``"letterbox"`` keeps the aspect ratio, fits the image inside ``size``
-            and pads the rest with ``pad_value``, image centred.
-        size: output (height, width).
+            and pads the rest with ``pad_value``: ``centre`` resizes, then pads evenly around
+            (Ultralytics' letterbox); ``top-left`` pads on the right and bottom to the output's
+            aspect ratio, then resizes (nudenet's); ``"keep-ratio"`` scales the image by one
+            factor so that its shorter side is at least ``min_side`` and its longer side at most
+            ``max_side``, then rounds each side to a multiple of ``multiple`` (PP-OCR's text detector);
+            ``"fixed-height"`` scales the image to height ``size[0]`` keeping its aspect
+            ratio and pads it on the right with ``pad_value`` to at least ``size[1]``
+            wide (PP-OCR's text recognizer). The last two give samples of their own shapes.
+        size: output (height, width); the minimum width for ``fixed-height``; unused by
+            ``keep-ratio``.
         crop_fraction: fraction of the resized image kept by the centre crop (``"shorter"`` only).
         scale: multiplier applied to the 0..255 pixel values.
+        divide: divide by ``1 / scale`` in float32 instead of multiplying by ``scale`` (the last bit
+            differs for half of the pixel values: pipelines that divide by 255, as Ultralytics and
+            PP-OCR's recognizer do, are matched exactly this way).
         mean: subtracted after scaling; one value per output channel, or one for all.
         std: divides after subtracting the mean; same length rule as ``mean``.
         channels: output channel order, or ``"GRAY"`` for one luminance channel.
         layout: ``"NCHW"`` gives (C, H, W) samples, ``"NHWC"`` gives (H, W, C).
         interpolation: OpenCV interpolation used when resizing.
-        pad_value: the 0..255 value of letterbox padding, before normalization.
+        pad_value: the 0..255 value of padding (``letterbox``, ``fixed-height``), before
+            normalization.
+        pad_position: ``letterbox``: ``"centre"`` or ``"top-left"`` (padding right and bottom).
+        min_side: ``keep-ratio``: the shorter side is scaled up to this where it is shorter.
+        max_side: ``keep-ratio``: the longer side is scaled down to this where it is longer.
+        multiple: ``keep-ratio``: each side is rounded to a multiple of this (at least one).
     """
 
     preset: str
@@ -51,12 +73,17 @@ class Preprocessing:
     size: tuple[int, int] = (224, 224)
     crop_fraction: float = 1.0
     scale: float = 1 / 255
+    divide: bool = False
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     channels: Channels = "RGB"
     layout: Layout = "NCHW"
     interpolation: Interpolation = "linear"
-    pad_value: int = 0
+    pad_value: float = 0.0
+    pad_position: PadPosition = "centre"
+    min_side: int | None = None
+    max_side: int | None = None
+    multiple: int = 1
 
     def __post_init__(self) -> None:
         """Check the values.
@@ -64,35 +91,59 @@ class Preprocessing:
         Raises:
             QuantbenchError: a value is out of range or of an unknown kind.
         """
-        problems = []
-        if self.resize not in RESIZE_MODES:
-            problems.append(f"resize {self.resize!r} is not one of {', '.join(RESIZE_MODES)}")
-        if self.channels not in CHANNELS:
-            problems.append(f"channels {self.channels!r} is not one of {', '.join(CHANNELS)}")
-        if self.layout not in LAYOUTS:
-            problems.append(f"layout {self.layout!r} is not one of {', '.join(LAYOUTS)}")
-        if self.interpolation not in INTERPOLATIONS:
-            problems.append(f"interpolation {self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
-        if len(self.size) != 2 or min(self.size) < 1:
-            problems.append(f"size {self.size} must be two positive integers (height, width)")
-        if not 0.0 < self.crop_fraction <= 1.0:
-            problems.append(f"crop fraction {self.crop_fraction} must be in (0, 1]")
+        problems = [*self._choice_problems(), *self._number_problems()]
         count = self.channel_count
         for label, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, count):
                 need = "1 value" if count == 1 else f"1 or {count} values"
                 problems.append(f"{label} needs {need} for {self.channels}, got {len(values)}")
+        if problems:
+            raise QuantbenchError(f"bad preprocessing: {'; '.join(problems)}")
+
+    def _choice_problems(self) -> list[str]:
+        choices = (
+            ("resize", self.resize, RESIZE_MODES),
+            ("channels", self.channels, CHANNELS),
+            ("layout", self.layout, LAYOUTS),
+            ("interpolation", self.interpolation, INTERPOLATIONS),
+            ("pad position", self.pad_position, PAD_POSITIONS),
+        )
+        return [
+            f"{label} {value!r} is not one of {', '.join(known)}"
+            for label, value, known in choices
+            if value not in known
+        ]
+
+    def _number_problems(self) -> list[str]:
+        problems = []
+        if len(self.size) != 2 or min(self.size) < 1:
+            problems.append(f"size {self.size} must be two positive integers (height, width)")
+        if not 0.0 < self.crop_fraction <= 1.0:
+            problems.append(f"crop fraction {self.crop_fraction} must be in (0, 1]")
         if any(value == 0 for value in self.std):
             problems.append("std values must not be 0")
         if not 0 <= self.pad_value <= 255:
-            problems.append(f"pad value {self.pad_value} must be in 0..255")
-        if problems:
-            raise QuantbenchError(f"bad preprocessing: {'; '.join(problems)}")
+            problems.append(f"pad value {self.pad_value:g} must be in 0..255")
+        for label, side in (("min side", self.min_side), ("max side", self.max_side)):
+            if side is not None and side < 1:
+                problems.append(f"{label} {side} must be at least 1")
+        if self.min_side is not None and self.max_side is not None and self.min_side > self.max_side:
+            problems.append(f"min side {self.min_side} is above max side {self.max_side}")
+        if self.multiple < 1:
+            problems.append(f"multiple {self.multiple} must be at least 1")
+        if self.resize == "keep-ratio" and self.min_side is None and self.max_side is None:
+            problems.append("keep-ratio needs --min-side or --max-side (or both)")
+        return problems
 
     @property
     def channel_count(self) -> int:
         """1 for ``"GRAY"``, else 3."""
         return 1 if self.channels == "GRAY" else 3
+
+    @property
+    def variable(self) -> bool:
+        """Whether the output size follows the image (:data:`VARIABLE_MODES`)."""
+        return self.resize in VARIABLE_MODES
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """Preprocess one image.
@@ -112,44 +163,79 @@ class Preprocessing:
             resized = cv2.cvtColor(resized, cv2.COLOR_BGR2GRAY)[:, :, np.newaxis]
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
-        sample = (resized.astype(np.float32) * np.float32(self.scale) - mean) / std
+        pixels = resized.astype(np.float32)
+        scaled = pixels / np.float32(1.0 / self.scale) if self.divide else pixels * np.float32(self.scale)
+        sample = (scaled - mean) / std
         if self.layout == "NCHW":
             sample = sample.transpose(2, 0, 1)
         return np.ascontiguousarray(sample, dtype=np.float32)
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
-        import cv2
+        """The image resized (and padded) to the output's geometry, still uint8 (float32 where padded
+        with a fractional value)."""
+        if self.resize == "stretch":
+            return _resize_to(image, self.size, self.interpolation)
+        if self.resize == "shorter":
+            return self._shorter(image)
+        if self.resize == "keep-ratio":
+            return _resize_to(
+                image,
+                keep_ratio_size(image.shape[:2], self.min_side, self.max_side, self.multiple),
+                self.interpolation,
+            )
+        if self.resize == "fixed-height":
+            return self._fixed_height(image)
+        return self._letterbox(image)
 
-        flag = {
-            "linear": cv2.INTER_LINEAR,
-            "nearest": cv2.INTER_NEAREST,
-            "area": cv2.INTER_AREA,
-            "cubic": cv2.INTER_CUBIC,
-            "lanczos": cv2.INTER_LANCZOS4,
-        }[self.interpolation]
+    def _shorter(self, image: np.ndarray) -> np.ndarray:
         out_h, out_w = self.size
         in_h, in_w = image.shape[:2]
+        factor = max(out_h / in_h, out_w / in_w) / self.crop_fraction
+        height = max(out_h, round(in_h * factor))
+        width = max(out_w, round(in_w * factor))
+        top, left = (height - out_h) // 2, (width - out_w) // 2
+        return _resize_to(image, (height, width), self.interpolation)[top : top + out_h, left : left + out_w]
 
-        def resize_to(height: int, width: int) -> np.ndarray:
-            if (height, width) == (in_h, in_w):
-                return image
-            return cv2.resize(image, (width, height), interpolation=flag)
-
-        if self.resize == "stretch":
-            return resize_to(out_h, out_w)
-        if self.resize == "shorter":
-            factor = max(out_h / in_h, out_w / in_w) / self.crop_fraction
-            height = max(out_h, round(in_h * factor))
-            width = max(out_w, round(in_w * factor))
-            top, left = (height - out_h) // 2, (width - out_w) // 2
-            return resize_to(height, width)[top : top + out_h, left : left + out_w]
+    def _letterbox(self, image: np.ndarray) -> np.ndarray:
+        """Fit inside ``size`` keeping the aspect ratio (sides rounded half to even), then pad; or, at
+        the top left, pad to the output's aspect ratio, then resize."""
+        out_h, out_w = self.size
+        in_h, in_w = image.shape[:2]
+        if self.pad_position == "top-left":
+            height, width = (
+                max(in_h, math.ceil(in_w * out_h / out_w)),
+                max(in_w, math.ceil(in_h * out_w / out_h)),
+            )
+            padded = self._canvas(height, width, image.shape[2])
+            padded[:in_h, :in_w] = image
+            return _resize_to(padded, (out_h, out_w), self.interpolation)
         factor = min(out_h / in_h, out_w / in_w)
         height = min(out_h, max(1, round(in_h * factor)))
         width = min(out_w, max(1, round(in_w * factor)))
         top, left = (out_h - height) // 2, (out_w - width) // 2
-        canvas = np.full((out_h, out_w, 3), self.pad_value, dtype=np.uint8)
-        canvas[top : top + height, left : left + width] = resize_to(height, width)
+        canvas = self._canvas(out_h, out_w, image.shape[2])
+        canvas[top : top + height, left : left + width] = _resize_to(
+            image, (height, width), self.interpolation
+        )
         return canvas
+
+    def _fixed_height(self, image: np.ndarray) -> np.ndarray:
+        """Height ``size[0]``, the width following the aspect ratio, padded on the right to at least
+        ``size[1]`` (as PP-OCR's recognizer: the canvas is ``int(H * max(W_min / H, w / h))`` wide and
+        the image ``ceil(H * w / h)`` wide, at most the canvas)."""
+        out_h, min_w = self.size
+        in_h, in_w = image.shape[:2]
+        ratio = in_w / float(in_h)
+        width = int(out_h * max(min_w / out_h, ratio))
+        resized_w = min(width, math.ceil(out_h * ratio))
+        canvas = self._canvas(out_h, width, image.shape[2])
+        canvas[:, :resized_w] = _resize_to(image, (out_h, resized_w), self.interpolation)
+        return canvas
+
+    def _canvas(self, height: int, width: int, channels: int) -> np.ndarray:
+        """An image of padding: uint8, or float32 where the pad value is not a whole number."""
+        whole = float(self.pad_value).is_integer()
+        return np.full((height, width, channels), self.pad_value, dtype=np.uint8 if whole else np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as a JSON-able dict (tuples become lists)."""
@@ -157,22 +243,69 @@ class Preprocessing:
 
     def describe(self) -> str:
         """One short line for summaries: preset, geometry, channel order, normalization, layout."""
-        height, width = self.size
-        if self.resize == "shorter":
-            geometry = f"resize to cover {height / self.crop_fraction:g}x{width / self.crop_fraction:g}"
-            geometry += f", centre crop {height}x{width}"
-        elif self.resize == "letterbox":
-            geometry = f"letterbox {height}x{width} pad {self.pad_value}"
-        else:
-            geometry = f"stretch {height}x{width}"
 
         def numbers(values: tuple[float, ...]) -> str:
             return ",".join(f"{v:g}" for v in values)
 
+        scaling = f"x/{1 / self.scale:.6g}" if self.divide else f"x*{self.scale:.6g}"
         return (
-            f"{self.preset}: {geometry} ({self.interpolation}), {self.channels}, "
-            f"x*{self.scale:.6g} mean {numbers(self.mean)} std {numbers(self.std)}, {self.layout}"
+            f"{self.preset}: {self._geometry()} ({self.interpolation}), {self.channels}, "
+            f"{scaling} mean {numbers(self.mean)} std {numbers(self.std)}, {self.layout}"
         )
+
+    def _geometry(self) -> str:
+        height, width = self.size
+        if self.resize == "shorter":
+            return (
+                f"resize to cover {height / self.crop_fraction:g}x{width / self.crop_fraction:g}, "
+                f"centre crop {height}x{width}"
+            )
+        if self.resize == "letterbox":
+            return f"letterbox {height}x{width} pad {self.pad_value:g} {self.pad_position}"
+        if self.resize == "keep-ratio":
+            limits = [
+                f"{label} {side}"
+                for label, side in (("min side", self.min_side), ("max side", self.max_side))
+                if side
+            ]
+            return f"keep ratio, {', '.join(limits)}, sides to multiples of {self.multiple}"
+        if self.resize == "fixed-height":
+            return f"height {height}, width at least {width} (pad {self.pad_value:g} on the right)"
+        return f"stretch {height}x{width}"
+
+
+_FLAGS = {"linear": 1, "nearest": 0, "area": 3, "cubic": 2, "lanczos": 4}
+"""OpenCV's interpolation flags (cv2.INTER_*), so that cv2 is imported only when an image is resized."""
+
+
+def _resize_to(image: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
+    """``image`` resized to (height, width) with OpenCV, or itself where it has that size already."""
+    import cv2
+
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=_FLAGS[interpolation])
+
+
+def keep_ratio_size(
+    shape: tuple[int, ...], min_side: int | None, max_side: int | None, multiple: int
+) -> tuple[int, int]:
+    """The (height, width) of the ``keep-ratio`` mode for an image of (height, width) ``shape``.
+
+    One factor for both sides: ``min_side / shorter`` where the shorter side is below ``min_side``,
+    else ``max_side / longer`` where the longer side is above ``max_side``, else 1 (with both limits,
+    the longer side's wins where they conflict). Each side is then truncated to a whole number and rounded
+    half to even to a multiple of ``multiple``, at least ``multiple``: PP-OCR's detector resize.
+    """
+    height, width = shape[0], shape[1]
+    ratio = 1.0
+    if min_side is not None and min(height, width) < min_side:
+        ratio = float(min_side) / min(height, width)
+    if max_side is not None and max(height, width) * ratio > max_side:
+        ratio = float(max_side) / max(height, width)
+    sides = (int(height * ratio), int(width * ratio))
+    return tuple(max(multiple, int(round(side / multiple) * multiple)) for side in sides)  # type: ignore[return-value]
 
 
 PRESETS: dict[str, Preprocessing] = {
@@ -182,10 +315,27 @@ PRESETS: dict[str, Preprocessing] = {
     "inception": Preprocessing(
         "inception", "shorter", crop_fraction=0.875, scale=1 / 127.5, mean=(1.0, 1.0, 1.0)
     ),
-    "yolo": Preprocessing("yolo", "letterbox", size=(640, 640), pad_value=114),
+    "yolo": Preprocessing("yolo", "letterbox", size=(640, 640), pad_value=114, divide=True),
+    "ppocr-det": Preprocessing(
+        "ppocr-det", "keep-ratio", mean=(0.5,), std=(0.5,), channels="BGR", min_side=736, multiple=32
+    ),
+    "ppocr-rec": Preprocessing(
+        "ppocr-rec",
+        "fixed-height",
+        size=(48, 320),
+        divide=True,
+        mean=(0.5,),
+        std=(0.5,),
+        channels="BGR",
+        pad_value=127.5,
+    ),
     "raw": Preprocessing("raw", "stretch"),
 }
-"""The named presets; size and layout are defaults that a static model input overrides."""
+"""The named presets. ``yolo``: Ultralytics' letterbox (centred, pad 114, ``x / 255``, RGB), at the size
+the model fixes or states; ``ppocr-det``: PP-OCR's text detector as rapidocr feeds it (shorter side up to
+736, sides to multiples of 32, BGR, ``(x / 255 - 0.5) / 0.5``); ``ppocr-rec``: its recognizer (height 48,
+at least 320 wide, padded on the right with 0 after normalization). Size and layout are defaults that a
+static model input overrides."""
 
 
 def _model_geometry(spec: InputSpec) -> tuple[str | None, int | None, int | None, int | None]:
@@ -226,6 +376,8 @@ def resolve_preprocessing(
     channels: str | None = None,
     layout: str | None = None,
     interpolation: str | None = None,
+    stated_size: tuple[int, int] | None = None,
+    **geometry: Any,
 ) -> Preprocessing:
     """The preprocessing for one image input: a preset, adjusted to the model and the user's options.
 
@@ -234,6 +386,8 @@ def resolve_preprocessing(
     here override the preset. A model input with one channel gets ``"GRAY"``
     and the preset's mean/std averaged to one value. An input with an integer
     dtype takes raw pixels: scale 1, mean 0, std 1 unless mean/std are given.
+    Where the height or width is dynamic, the size is ``size``, else the one the
+    model states (``stated_size``); never the preset's by default.
 
     Args:
         preset: one of ``PRESETS``.
@@ -244,49 +398,32 @@ def resolve_preprocessing(
         channels: ``"RGB"``, ``"BGR"`` or ``"GRAY"``.
         layout: ``"NCHW"`` or ``"NHWC"``.
         interpolation: one of ``INTERPOLATIONS``.
+        geometry: ``resize``, ``pad_value``, ``pad_position``, ``min_side``, ``max_side``,
+            ``multiple``: the :class:`Preprocessing` fields of those names, over the preset's.
+        stated_size: the (height, width) the model's metadata states it was made for
+            (:func:`quantbench.model.stated_image_size`), if any.
 
     Returns:
         The resolved, validated preprocessing.
 
     Raises:
-        QuantbenchError: unknown preset; an option that contradicts the model
-            input's static shape; the input is not shaped like images; a bad value.
+        QuantbenchError: unknown preset; an option that contradicts the model input's
+            static shape; a dynamic height or width with no size given or stated; the
+            input is not shaped like images; a bad value.
     """
     key = preset.strip().lower()
     if key not in PRESETS:
         raise QuantbenchError(f"unknown preset {preset!r}; use one of: {', '.join(PRESETS)}")
-    base = PRESETS[key]
+    base = _with_geometry(PRESETS[key], geometry)
     model_layout, model_channels, model_h, model_w = _model_geometry(spec)
     where = f"model input '{spec.name}' (shape {list(spec.shape)})"
-
-    if layout is not None:
-        layout = layout.upper()
-        if model_layout is not None and layout != model_layout:
-            raise QuantbenchError(f"--layout {layout} contradicts {where}, which is {model_layout}")
-    chosen_layout = layout or model_layout or base.layout
-
-    if channels is not None:
-        channels = channels.upper()
-        wanted = 1 if channels == "GRAY" else 3
-        if model_channels is not None and wanted != model_channels:
-            raise QuantbenchError(
-                f"--channels {channels} contradicts {where}, which takes {model_channels} channel(s)"
-            )
-    gray = channels == "GRAY" or (channels is None and model_channels == 1)
-    chosen_channels = "GRAY" if gray else (channels or base.channels)
-
+    chosen_layout = _choose_layout(layout, model_layout, where) or base.layout
+    gray, chosen_channels = _choose_channels(channels, model_channels, where)
     requested = (size, size) if isinstance(size, int) else size
-    height, width = base.size
-    if requested is not None:
-        height, width = requested
-        for label, asked, fixed in (("height", height, model_h), ("width", width, model_w)):
-            if fixed is not None and asked != fixed:
-                raise QuantbenchError(
-                    f"--size {height}x{width} contradicts {where}, whose {label} is fixed at {fixed}; "
-                    "drop --size or export the model with that size"
-                )
-    height, width = model_h or height, model_w or width
-
+    if base.variable:
+        height, width = _variable_size(base, requested, (model_h, model_w), where)
+    else:
+        height, width = _choose_size(requested, (model_h, model_w), stated_size, where)
     count = 1 if gray else 3
     integer_input = not spec.is_float
     base_mean = (0.0,) if integer_input else _fit_length(base.mean, count)
@@ -299,7 +436,116 @@ def resolve_preprocessing(
         mean=tuple(float(v) for v in mean) if mean is not None else base_mean,
         std=tuple(float(v) for v in std) if std is not None else base_std,
         # Strings from the command line are checked by Preprocessing.__post_init__.
-        channels=cast(Channels, chosen_channels),
+        channels=cast(Channels, chosen_channels or base.channels),
         layout=cast(Layout, chosen_layout),
         interpolation=cast(Interpolation, interpolation.lower() if interpolation else base.interpolation),
+    )
+
+
+GEOMETRY = ("resize", "pad_value", "pad_position", "min_side", "max_side", "multiple")
+"""The :class:`Preprocessing` fields an option may set directly."""
+
+
+def _with_geometry(base: Preprocessing, geometry: dict[str, Any]) -> Preprocessing:
+    """``base`` with the geometry options given (lower-cased choices).
+
+    Raises:
+        QuantbenchError: an option that is not a geometry field, or a bad value.
+    """
+    unknown = sorted(set(geometry) - set(GEOMETRY))
+    if unknown:
+        raise QuantbenchError(f"unknown preprocessing option {unknown[0]!r}")
+    given = {name: value for name, value in geometry.items() if value is not None}
+    for name in ("resize", "pad_position"):
+        if isinstance(given.get(name), str):
+            given[name] = given[name].strip().lower()
+    return dataclasses.replace(base, **given) if given else base
+
+
+def _variable_size(
+    base: Preprocessing, requested: tuple[int, int] | None, fixed: tuple[int | None, int | None], where: str
+) -> tuple[int, int]:
+    """The ``size`` of a mode whose output follows the image: ``fixed-height`` takes its height from
+    the model where it fixes one; a fixed side the mode cannot keep is an error.
+
+    Raises:
+        QuantbenchError: the model fixes a side the mode varies, or ``--size`` contradicts its height.
+    """
+    model_h, model_w = fixed
+    varied = ("height", "width") if base.resize == "keep-ratio" else ("width",)
+    pinned = [
+        label
+        for label, side in (("height", model_h), ("width", model_w))
+        if side is not None and label in varied
+    ]
+    if pinned:
+        raise QuantbenchError(
+            f"--resize {base.resize} gives images of their own {' and '.join(varied)}, but {where} fixes its "
+            f"{' and '.join(pinned)}; use --resize letterbox or stretch"
+        )
+    height, width = requested or base.size
+    if model_h is not None and base.resize == "fixed-height":
+        if requested is not None and height != model_h:
+            raise QuantbenchError(
+                f"--size {height}x{width} contradicts {where}, whose height is fixed at {model_h}"
+            )
+        height = model_h
+    return height, width
+
+
+def _choose_layout(layout: str | None, model_layout: str | None, where: str) -> str | None:
+    """``--layout`` checked against the model's, else the model's (None: neither says)."""
+    if layout is None:
+        return model_layout
+    layout = layout.upper()
+    if model_layout is not None and layout != model_layout:
+        raise QuantbenchError(f"--layout {layout} contradicts {where}, which is {model_layout}")
+    return layout
+
+
+def _choose_channels(channels: str | None, model_channels: int | None, where: str) -> tuple[bool, str | None]:
+    """(gray, channel order) from ``--channels`` checked against the model's channel count; the order is
+    None where neither says (the preset's)."""
+    if channels is not None:
+        channels = channels.upper()
+        wanted = 1 if channels == "GRAY" else 3
+        if model_channels is not None and wanted != model_channels:
+            raise QuantbenchError(
+                f"--channels {channels} contradicts {where}, which takes {model_channels} channel(s)"
+            )
+    gray = channels == "GRAY" or (channels is None and model_channels == 1)
+    return gray, "GRAY" if gray else channels
+
+
+def _choose_size(
+    requested: tuple[int, int] | None,
+    fixed: tuple[int | None, int | None],
+    stated: tuple[int, int] | None,
+    where: str,
+) -> tuple[int, int]:
+    """The (height, width) to feed: the model's fixed sides; for dynamic ones ``--size``, else the size
+    the model states.
+
+    Raises:
+        QuantbenchError: ``--size`` contradicts a fixed side, or a side is dynamic and no size is given
+            or stated.
+    """
+    model_h, model_w = fixed
+    if requested is not None:
+        height, width = requested
+        for label, asked, side in (("height", height, model_h), ("width", width, model_w)):
+            if side is not None and asked != side:
+                raise QuantbenchError(
+                    f"--size {height}x{width} contradicts {where}, whose {label} is fixed at {side}; "
+                    "drop --size or export the model with that size"
+                )
+        return height, width
+    if model_h is not None and model_w is not None:
+        return model_h, model_w
+    if stated is not None:
+        return model_h or stated[0], model_w or stated[1]
+    dynamic = " and ".join(label for label, side in (("height", model_h), ("width", model_w)) if side is None)
+    raise QuantbenchError(
+        f"{where} has a dynamic {dynamic} and states no image size; give the size it runs at with "
+        "--size HEIGHTxWIDTH (e.g. --size 640x640)"
     )

@@ -50,6 +50,7 @@ class Comparison:
         samples: held-out samples evaluated.
         names: their file names, in order.
         skipped: (file, reason) of the held-out files left out.
+        shapes: the sample shapes seen per input (``LoadReport.shapes_seen``).
     """
 
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -60,6 +61,7 @@ class Comparison:
     samples: int = 0
     names: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    shapes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,7 @@ def compare_variants(
     report = getattr(batches, "report", None)
     if report is not None:
         result.skipped = list(report.skipped)
+        result.shapes = report.shapes_seen()
     if first_feeds is None:
         raise QuantbenchError("no held-out sample could be evaluated")
     for name in runners:

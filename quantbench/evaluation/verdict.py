@@ -159,8 +159,7 @@ def _recommend(verdict: Verdict, comparison: Comparison, shown: Callable[[float]
     bound = f"within {verdict.tolerance:g} of FP32's {shown(verdict.reference)}"
     untimed = [name for name in verdict.within if name not in timed]
     aside = (
-        f"; {', '.join(untimed)} {'is' if len(untimed) == 1 else 'are'} within it too, but timed on an "
-        "emulation that says nothing of the target"
+        f"; {_untimed_text(untimed)} within it too, but {_why_untimed(untimed, comparison)}"
         if untimed
         else ""
     )
@@ -194,8 +193,18 @@ def _recommend(verdict: Verdict, comparison: Comparison, shown: Callable[[float]
             f"{best}, has {figure}, {beyond:.3g} beyond the tolerance"
         )
     if untimed:
-        are = "is" if len(untimed) == 1 else "are"
-        parts.append(
-            f"{', '.join(untimed)} {are} within it, but timed on an emulation that says nothing of the target"
-        )
+        parts.append(f"{_untimed_text(untimed)} within it, but {_why_untimed(untimed, comparison)}")
     verdict.reason = "; ".join(parts)
+
+
+def _untimed_text(names: list[str]) -> str:
+    """``a, b are`` (``a is``)."""
+    return f"{', '.join(names)} {'is' if len(names) == 1 else 'are'}"
+
+
+def _why_untimed(names: list[str], comparison: Comparison) -> str:
+    """Why variants within the tolerance are not ranked by speed: not timed at all, or timed on an
+    emulation."""
+    if all(not comparison.latency.get(name) for name in names):
+        return "not timed here"
+    return "timed on an emulation that says nothing of the target"

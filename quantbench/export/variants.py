@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from quantbench.errors import QuantbenchError
+from quantbench.errors import QuantbenchError, first_line
 from quantbench.fileio import write_bytes_atomic
 from quantbench.ranges import DynamicRanges
 from quantbench.variant import Variant
@@ -51,8 +51,9 @@ def _save(model: onnx.ModelProto, path: Path, check: bool = True) -> Path:
         try:
             onnx.checker.check_model(model, full_check=True)
         except Exception as exc:  # a bug here must not leave a model that TensorRT rejects later
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise QuantbenchError(f"the model built for {path.name} fails onnx.checker: {first}") from None
+            raise QuantbenchError(
+                f"the model built for {path.name} fails onnx.checker: {first_line(exc)}"
+            ) from None
     write_bytes_atomic(path, model.SerializeToString())
     return path
 

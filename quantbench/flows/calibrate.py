@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quantbench.errors import QuantbenchError
+from quantbench.errors import Interrupted, QuantbenchError
+from quantbench.fileio import make_folders, remove_empty_folders
 from quantbench.flows.context import api_signature
 
 if TYPE_CHECKING:
@@ -38,17 +39,37 @@ def calibrate_flow(settings: Settings, progress: Progress | None = None) -> Cali
     from quantbench.calibration.calibrate import calibrate_dataset
     from quantbench.calibration.registry import parse_method
     from quantbench.data import open_dataset
+    from quantbench.flows.checks import check_counts, check_file, sample_files
     from quantbench.model import LoadedModel
 
     for text in settings.calib.methods:  # a bad method fails before the model is read
         parse_method(text)
     if settings.data.images is None:
         raise QuantbenchError("give --images, the folder of samples to calibrate on")
+    check_counts(settings.data)
+    check_file(settings.model, "--model", "model file")
+    sample_files(settings.data.images, "--images")
     model = LoadedModel(settings.model, "calibration")
-    dataset = open_dataset(settings.data.images, model.inputs, settings.preprocess)
-    out = settings.output.out if settings.output.out is not None else Path("reports") / model.path.stem
+    dataset = open_dataset(
+        settings.data.images, model.inputs, settings.preprocess, stated_size=model.stated_size
+    )
+    out = output_folder(settings.output.out, model.path)
+    created = make_folders(out, "--out")  # a folder that cannot be written to fails before the pass
     threads = settings.backend.threads
-    return calibrate_dataset(model, dataset, settings.data, settings.calib, out, threads, progress)
+    try:
+        return calibrate_dataset(model, dataset, settings.data, settings.calib, out, threads, progress)
+    except BaseException as exc:
+        for folder in (out / "histograms", out / "ranges"):  # left empty by a failed step
+            remove_empty_folders([folder])
+        remove_empty_folders(created)
+        if isinstance(exc, Interrupted) and out.is_dir() and any(out.iterdir()):
+            exc.kept.append(f"{out} (every file in it is complete; stored histograms are reused)")
+        raise
+
+
+def output_folder(out: Path | None, model: Path) -> Path:
+    """Where ``calibrate`` writes: ``out``, else ``reports/<model name>``."""
+    return out if out is not None else Path("reports") / model.stem
 
 
 def calibrate(model: Any, images: Any, **keywords: Any) -> CalibrationResult:

@@ -4,9 +4,12 @@ the backend, progress and notes. Every step of a flow reads what it needs from h
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import itertools
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +28,8 @@ from quantbench.config import (
     from_keywords,
     signature,
 )
-from quantbench.errors import QuantbenchError
+from quantbench.errors import Interrupted, QuantbenchError
+from quantbench.fileio import make_folders, remove_empty_folders
 from quantbench.progress import Progress, QuietProgress
 
 if TYPE_CHECKING:
@@ -99,13 +103,28 @@ def api_signature(
 
 
 def new_run_folder(out: Path, model: Path) -> Path:
-    """``out/<model name>-<timestamp>``, with ``-1``, ``-2``... when that exists already (not created)."""
+    """Create ``out/<model name>-<timestamp>`` (``out`` must exist), with ``-1``, ``-2``... when that name
+    is taken. Each name is claimed with one ``mkdir``, which fails where the folder exists, so two runs
+    started in the same second never share a folder.
+
+    Raises:
+        QuantbenchError: the folder cannot be created (naming ``--out``).
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = out / f"{model.stem}-{stamp}"
-    path, k = base, 1
-    while path.exists():
-        path, k = Path(f"{base}-{k}"), k + 1
-    return path
+    for k in itertools.count():
+        path = base if k == 0 else Path(f"{base}-{k}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise QuantbenchError(
+                f"--out {out}: cannot create the run folder {path.name} ({exc.strerror}); "
+                "give a folder you can write to"
+            ) from None
+        return path
+    raise AssertionError("unreachable")  # itertools.count() does not end
 
 
 class RunContext:
@@ -135,26 +154,64 @@ class RunContext:
         """What the outputs hold and how they are judged (``--task``, ``--task-option``)."""
         self._datasets: dict[Path, Dataset] = {}
         self._backend: Backend | None = None
+        self.created: list[Path] = []
+        """The folders :meth:`open` created, outermost first: the output folder's missing parents, then
+        the run folder."""
 
     @classmethod
     def open(cls, settings: Settings, what: str, progress: Progress | None = None) -> RunContext:
-        """Load the model, check ``--task`` against its outputs, and name a new run folder under
-        ``settings.output.out`` (created on first write).
+        """Load the model, check ``--task`` against its outputs, then create ``settings.output.out`` (checked
+        for writing) and a new run folder in it. Run the steps after this under :meth:`finishing`.
 
         Args:
             settings: the command's settings.
             what: the command's need, for the error on a model without float inputs.
             progress: receives progress of the long steps.
+
+        Raises:
+            QuantbenchError: a bad model or ``--task``, or an output folder that cannot be written to;
+                nothing is left on disk then.
         """
         from quantbench.evaluation.kinds import parse_task
+        from quantbench.evaluation.tasks import Task
         from quantbench.model import LoadedModel
 
         model = LoadedModel(settings.model, what)
-        out = settings.output.out if settings.output.out is not None else Path("reports")
-        context = cls(settings, model, new_run_folder(out, model.path), progress)
+        task = Task.parse(settings.verdict.task, settings.verdict.task_option)
         # a bad --task fails before any work, not at the comparison
-        parse_task(context.task.kinds, [output.name for output in model.proto.graph.output])
+        parse_task(task.kinds, [output.name for output in model.proto.graph.output])
+        out = settings.output.out if settings.output.out is not None else Path("reports")
+        created = make_folders(out, "--out")
+        try:
+            run_dir = new_run_folder(out, model.path)
+        except QuantbenchError:
+            remove_empty_folders(created)
+            raise
+        context = cls(settings, model, run_dir, progress)
+        context.created = [*created, run_dir]
         return context
+
+    @contextlib.contextmanager
+    def finishing(self, result: str = "results.json") -> Iterator[RunContext]:
+        """Run the command's steps: when one fails, the run folder goes (unless its ``result`` file made it
+        there), with the folders made for it, so a failed command leaves nothing half-written; when the
+        command is interrupted, a run folder that holds anything stays, and the interrupt says so."""
+        try:
+            yield self
+        except Exception:
+            if not (self.run_dir / result).is_file():
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+                remove_empty_folders(self.created)
+            raise
+        except BaseException as exc:  # KeyboardInterrupt, Interrupted
+            if self.run_dir.is_dir() and any(self.run_dir.iterdir()):
+                if isinstance(exc, Interrupted):
+                    exc.kept.append(
+                        f"the unfinished run folder {self.run_dir} (every file in it is complete)"
+                    )
+            else:
+                remove_empty_folders(self.created)
+            raise
 
     @property
     def backend(self) -> Backend:
@@ -172,8 +229,9 @@ class RunContext:
 
     @property
     def eval_batch(self) -> int:
-        """The batch held-out samples are run in: the model's fixed batch, else :data:`EVAL_BATCH`."""
-        return self.model.fixed_batch or EVAL_BATCH
+        """The batch held-out samples are run in: the model's fixed batch, else ``--batch``, else
+        :data:`EVAL_BATCH`."""
+        return self.model.fixed_batch or self.settings.calib.batch or EVAL_BATCH
 
     @property
     def threads(self) -> int:
@@ -185,7 +243,8 @@ class RunContext:
         if root not in self._datasets:
             from quantbench.data import open_dataset
 
-            self._datasets[root] = open_dataset(root, self.model.inputs, self.settings.preprocess)
+            model, preprocess = self.model, self.settings.preprocess
+            self._datasets[root] = open_dataset(root, model.inputs, preprocess, stated_size=model.stated_size)
         return self._datasets[root]
 
     @property

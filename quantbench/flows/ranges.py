@@ -69,18 +69,23 @@ def header_warnings(ranges: DynamicRanges) -> list[str]:
     return problems
 
 
-def imported_ranges(path: Path, tensors: list[str]) -> tuple[DynamicRanges, dict[str, Any]]:
-    """Read a range file and compare its names with the model's tensors.
+def imported_ranges(path: Path, ctx: RunContext) -> tuple[DynamicRanges, dict[str, Any]]:
+    """Read a range file, check it was made for this model and preprocessing (:func:`check_made_for`)
+    and compare its names with the model's tensors.
 
     Returns:
         The ranges, and their file, unknown names, tensors without a range and header warnings.
 
     Raises:
-        QuantbenchError: an unreadable or empty file, or one none of whose names is in the model.
+        QuantbenchError: an unreadable or empty file, one made for another model or preprocessing
+            (without ``--force-ranges``), or one none of whose names is in the model.
     """
     from quantbench.ranges import read_ranges
 
+    tensors = ctx.model.tensors
     table = read_ranges(path)
+    if not ctx.settings.calib.force_ranges:
+        check_made_for(table, path, ctx)
     if not table.amax:
         raise QuantbenchError(f"{path}: no ranges in the file")
     known = set(tensors)
@@ -90,6 +95,34 @@ def imported_ranges(path: Path, tensors: list[str]) -> tuple[DynamicRanges, dict
             f"(e.g. {next(iter(table.amax))!r}); were the ranges made for another model?"
         )
     return table, _info(str(path), table, tensors, header_warnings(table))
+
+
+def check_made_for(table: DynamicRanges, path: Path, ctx: RunContext) -> None:
+    """Refuse ranges whose file says they were made for another model file, or from images preprocessed
+    otherwise than this run's images are (files that do not say, as TensorRT caches, pass).
+
+    Raises:
+        QuantbenchError: one line naming the difference and ``--force-ranges``.
+    """
+    force = "; pass --force-ranges to use them anyway"
+    if table.model_hash and table.model_hash != ctx.model.sha256:
+        raise QuantbenchError(
+            f"--ranges {path}: made for another model file (SHA-256 {table.model_hash[:12]}..., "
+            f"{ctx.model.path.name} has {ctx.model.sha256[:12]}...){force}"
+        )
+    data = ctx.settings.data
+    root = data.images if data.images is not None else data.eval_images
+    ours = ctx.dataset(root).preprocessing if root is not None else None
+    if not table.preprocessing or ours is None:
+        return
+    theirs, mine = table.preprocessing, ours.to_dict()
+    differ = [key for key in mine if key != "preset" and key in theirs and theirs[key] != mine[key]]
+    if differ:
+        shown = ", ".join(f"{key} {theirs[key]} there, {mine[key]} here" for key in differ[:3])
+        raise QuantbenchError(
+            f"--ranges {path}: made from images preprocessed otherwise ({theirs.get('preset')} preset; "
+            f"{shown}){force}"
+        )
 
 
 def _info(file: str, table: DynamicRanges, tensors: list[str], warnings: list[str]) -> dict[str, Any]:
@@ -139,7 +172,7 @@ def gather_ranges(ctx: RunContext) -> RunRanges:
     out = RunRanges()
     out.own_methods, out.native_methods = split_methods(settings.calib.methods, ctx.backend)
     if ranges is not None:
-        table, info = imported_ranges(ranges, ctx.model.tensors)
+        table, info = imported_ranges(ranges, ctx)
         out.range_sets[imported_label(ranges)] = table
         out.range_info[imported_label(ranges)] = info
         out.absmax = dict(table.amax)
@@ -152,9 +185,11 @@ def gather_ranges(ctx: RunContext) -> RunRanges:
             for label, files in out.calibration.files.items():
                 out.range_info[label] = {"file": str(files[0]), "unknown": [], "missing": [], "warnings": []}
     imported = out.range_sets if ranges is not None else {}
+    seen = out.calibration.shapes if out.calibration is not None else {}
+    samples = {name: [tuple(s["shape"]) for s in shapes] for name, shapes in seen.items()}
     plan = RunPlan(
         ctx.model.path, ctx.model.inputs, ctx.run_dir, ctx.model.sha256, settings.bench.batch,
-        ctx.eval_batch, settings.calib.batch, dict(imported),
+        ctx.eval_batch, settings.calib.batch, dict(imported), samples,
     )  # fmt: skip
     ctx.backend.begin(plan)
     if out.native_methods and "int8" in wanted and settings.data.images is not None and ranges is None:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 RUN_GROUPS = (
     "data",
     "preprocess",
-    "calib[methods,ranges,batch]",
+    "calib[methods,ranges,force_ranges,batch]",
     "variants",
     "backend",
     "bench",
@@ -56,6 +56,10 @@ class RunResult:
     run_dir: Path
     results: dict[str, Any]
     variants: list[Variant] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        names = [variant.name for variant in self.variants]
+        return f"RunResult(run_dir={str(self.run_dir)!r}, variants={names!r})"
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per variant: top-1 agreement, relative L2, ms per batch, speed-up over FP32."""
@@ -100,21 +104,64 @@ def run_flow(settings: Settings, progress: Progress | None = None) -> RunResult:
     """
     import dataclasses
 
-    from quantbench.evaluation.metrics import read_labels
     from quantbench.export.variants import parse_precisions
-    from quantbench.flows import evaluate
     from quantbench.flows.context import RunContext
-    from quantbench.flows.ranges import gather_ranges
-    from quantbench.flows.variants import build_variants, correction_feeds
-    from quantbench.search.mixed_precision import HeldOut
 
     check_settings(settings)
+    labels = check_inputs(settings)
     precisions = tuple(parse_precisions(settings.variants.precisions))
     settings = dataclasses.replace(
         settings, variants=dataclasses.replace(settings.variants, precisions=precisions)
     )
-    ctx = RunContext.open(settings, "quantbench", progress)
-    labels = read_labels(settings.data.labels) if settings.data.labels is not None else None
+    with RunContext.open(settings, "quantbench", progress).finishing() as ctx:
+        return _run_steps(ctx, labels)
+
+
+def check_inputs(settings: Settings) -> dict[str, int] | None:
+    """Check every file and folder the run reads, before any work: the model, the sample folders, the
+    range file, plugin libraries, and the labels (read, and matched against the held-out folder).
+
+    Returns:
+        The labels (image name -> class index), or None without ``--labels``.
+
+    Raises:
+        QuantbenchError: one line naming the file or folder and its option.
+    """
+    from quantbench.evaluation.metrics import read_labels
+    from quantbench.flows.checks import check_counts, check_file, check_files, check_labels, sample_files
+    from quantbench.ranges import read_ranges
+
+    data, calib = settings.data, settings.calib
+    check_counts(data)
+    check_file(settings.model, "--model", "model file")
+    pools = {}
+    for option, root in (("--images", data.images), ("--eval-images", data.eval_images)):
+        if root is not None:
+            pools[root] = sample_files(root, option)
+    check_file(calib.ranges, "--ranges", "range file")
+    if calib.ranges is not None:
+        read_ranges(calib.ranges)  # a bad range file fails now, not after the model is loaded
+    check_files(settings.backend.plugins, "--plugins", "plugin library")
+    if data.labels is None:
+        return None
+    check_file(data.labels, "--labels", "labels file")
+    labels = read_labels(data.labels)
+    root = data.eval_images if data.eval_images is not None else data.images
+    if root is not None:
+        check_labels(labels, data.labels, pools[root], root)
+    return labels
+
+
+def _run_steps(ctx: RunContext, labels: dict[str, int] | None) -> RunResult:
+    """The steps of :func:`run_flow` once the run folder exists: ranges -> variants -> held-out ->
+    [search] -> compare -> write."""
+    from quantbench.flows import evaluate
+    from quantbench.flows.checks import unlabelled_note
+    from quantbench.flows.ranges import gather_ranges
+    from quantbench.flows.variants import build_variants, correction_feeds
+    from quantbench.search.mixed_precision import HeldOut
+
+    settings = ctx.settings
     ctx.backend  # noqa: B018  (made now: a backend that cannot run here fails before any work)
     ranges = gather_ranges(ctx)
     feeds = correction_feeds(ctx, ranges)
@@ -127,6 +174,10 @@ def run_flow(settings: Settings, progress: Progress | None = None) -> RunResult:
         search, mixed = evaluate.mixed_search(ctx, ranges, batches, feeds)
         variants.append(mixed)
     comparison = evaluate.compare(ctx, variants, batches, labels)
+    if labels is not None and settings.data.labels is not None:
+        note = unlabelled_note(labels, settings.data.labels, comparison.names)
+        if note is not None:
+            ctx.notes.append(note)
     evaluation = {"root": str(ctx.eval_root), "start": start, **ctx.dataset(ctx.eval_root).describe()}
     results = write_run(ctx, ranges, variants, comparison, evaluation, search)
     return RunResult(ctx.run_dir, results, variants)
@@ -161,6 +212,7 @@ def arguments(settings: Settings, ranges: RunRanges) -> dict[str, Any]:
         "backend": backend.name,
         "plugins": [str(p) for p in backend.plugins],
         "cuda_graph": backend.cuda_graph,
+        "compute_capability": backend.compute_capability,
         "bench_batch": list(bench.batch),
         "bench_runs": bench.runs,
         "bench_seconds": bench.seconds,

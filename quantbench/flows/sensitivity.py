@@ -53,6 +53,11 @@ class SensitivityRun:
     tensors: list[TensorFidelity]
     ranking: list[NodeSensitivity]
 
+    def __repr__(self) -> str:
+        first = [node.node for node in self.ranking[:3]]
+        where = str(self.run_dir)
+        return f"SensitivityRun(run_dir={where!r}, nodes={len(self.ranking)}, most_harmful={first!r})"
+
 
 def _ranking_row(node: NodeSensitivity) -> dict[str, Any]:
     row: dict[str, Any] = {"node": node.node, "op_type": node.op_type}
@@ -93,7 +98,7 @@ def sensitivity_ranges(ctx: RunContext) -> tuple[str, DynamicRanges, str, float 
 
     path = ctx.settings.calib.ranges
     if path is not None:
-        table, _ = imported_ranges(path, ctx.model.tensors)
+        table, _ = imported_ranges(path, ctx)
         return imported_label(path), table, str(path), None
     calibration = ctx.calibration = calibrate_run(ctx, list(ctx.settings.calib.methods))
     label, table = next(iter(calibration.ranges.items()))
@@ -162,14 +167,23 @@ def sensitivity_flow(settings: Settings, progress: Progress | None = None) -> Se
         QuantbenchError: bad model, images, method, ranges or options; no held-out image.
     """
     from quantbench.flows.context import RunContext
-    from quantbench.search.sensitivity import rank
+    from quantbench.flows.run import check_inputs
 
     check_settings(settings)
     if settings.calib.ranges is None and settings.data.images is None:
         raise QuantbenchError("give --images to calibrate on, or --ranges FILE")
     if settings.data.images is None and settings.data.eval_images is None:
         raise QuantbenchError("give --eval-images (held-out images to analyse on)")
-    ctx = RunContext.open(settings, "quantbench", progress)
+    check_inputs(settings)
+    with RunContext.open(settings, "quantbench", progress).finishing("sensitivity.json") as ctx:
+        return _sensitivity_steps(ctx)
+
+
+def _sensitivity_steps(ctx: RunContext) -> SensitivityRun:
+    """The steps of :func:`sensitivity_flow` once the run folder exists: ranges -> held-out -> analysis
+    -> ``sensitivity.json``."""
+    from quantbench.search.sensitivity import rank
+
     started, seconds = time.perf_counter(), {}
     label, table, range_file, calibration_seconds = sensitivity_ranges(ctx)
     if calibration_seconds is not None:
@@ -241,7 +255,7 @@ def _results(
 GROUPS = (
     "data",
     "preprocess",
-    "calib[methods,ranges,batch]",
+    "calib[methods,ranges,force_ranges,batch]",
     "variants[exclude]",
     "backend[threads]",
     "output",

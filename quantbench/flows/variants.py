@@ -61,14 +61,21 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | Non
 
 def _batches(ctx: RunContext, count: int, start: int) -> tuple[list[dict[str, np.ndarray]], int]:
     """``count`` calibration samples from position ``start`` of the calibration order, in batches (of the
-    model's fixed batch, rounded to whole batches), and the position after them."""
+    model's fixed batch, rounded to whole batches, else of ``--batch``, else :data:`CORRECTION_BATCH`), and
+    the position after them."""
     data = ctx.settings.data
     dataset = ctx.calibration_data
     assert dataset is not None
     fixed = ctx.model.fixed_batch
     if fixed:
         count = max(fixed, count - count % fixed)
-    stream = dataset.batches(count, data.seed, fixed or CORRECTION_BATCH, start=start, workers=data.workers)
+    stream = dataset.batches(
+        count,
+        data.seed,
+        fixed or ctx.settings.calib.batch or CORRECTION_BATCH,
+        start=start,
+        workers=data.workers,
+    )
     batches = [batch.inputs for batch in stream]
     return batches, stream.report.next_start
 

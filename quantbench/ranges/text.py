@@ -15,6 +15,8 @@ from quantbench.ranges.table import DynamicRanges, PathLike, checked_entries
 from quantbench.ranges.textfile import add_entry, read_text, split_entry
 
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_HEX_SCALE = re.compile(r"[0-9a-fA-F]{8}")
+"""What a TensorRT cache holds per tensor: 8 hex digits (a line format without its header reads as text)."""
 
 
 def read_range_text(path: PathLike) -> DynamicRanges:
@@ -32,6 +34,11 @@ def read_range_text(path: PathLike) -> DynamicRanges:
             continue
         name, value = split_entry(line, path, lineno)
         if _DECIMAL.fullmatch(value) is None:
+            if _HEX_SCALE.fullmatch(value):
+                raise QuantbenchError(
+                    f"{path}:{lineno}: {value!r} is a TensorRT cache scale, not an amax, but the file has no "
+                    "cache header; add one as its first line, e.g. TRT-100300-EntropyCalibration2"
+                )
             raise QuantbenchError(f"{path}:{lineno}: amax {value[:30]!r} is not a decimal number")
         number = float(value)
         if not (math.isfinite(number) and number > 0):

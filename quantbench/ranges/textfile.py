@@ -21,12 +21,16 @@ def read_text(path: PathLike) -> str:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise QuantbenchError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise QuantbenchError(
+            f"{path}: cannot read: {exc.strerror or exc}; give a range file (.cache, .txt or .json)"
+        ) from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise QuantbenchError(f"{path}:{line}: not UTF-8 text") from exc
+        raise QuantbenchError(
+            f"{path}:{line}: not UTF-8 text; give a range file (.cache, .txt or .json)"
+        ) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

@@ -5,7 +5,8 @@
 * ``manifest``: quantbench / ONNX Runtime / TensorRT versions, Python, platform, CPU and GPU, the
   arguments and command line, SHA-256 of the input files and of every model written, date, duration;
 * ``model``: name, path, hash, inputs, outputs, number of float tensors;
-* ``data``: calibration images used / skipped / converted, held-out images evaluated / skipped;
+* ``data``: calibration images used / skipped / converted, held-out images evaluated / skipped, and
+  the sample shapes each saw per input;
 * ``calibration``: methods, time, peak memory, warnings, each tensor's absmax (null with ``--ranges``);
   ``histograms``: for the ``HISTOGRAMS_KEPT`` tensors where the methods disagree most
   (:func:`range_spread`), the |x| histogram summed into at most ``HISTOGRAM_BINS`` bins over
@@ -216,6 +217,7 @@ def _data_and_calibration(record: RunRecord) -> tuple[dict[str, Any], dict[str, 
             "samples": comparison.samples,
             "names": comparison.names,
             "skipped": [list(item) for item in comparison.skipped],
+            "shapes": comparison.shapes,
         }
     }
     if calibration is None:
@@ -224,6 +226,7 @@ def _data_and_calibration(record: RunRecord) -> tuple[dict[str, Any], dict[str, 
         "used": calibration.images_used,
         "skipped": [list(item) for item in calibration.skipped],
         "converted": [list(item) for item in calibration.converted],
+        "shapes": calibration.shapes,
     }
     calib = {
         "methods": list(calibration.ranges),

@@ -213,7 +213,7 @@ def accuracy_table(results: dict[str, Any], pts: list[Point], front: list[str]) 
         if p.reference and output is not None:
             metrics.update(fp32_values)
         speedup = ref.ms / p.ms if ref and ref.ms and p.ms else None
-        notes = [] if p.representative else ["latency emulated"]
+        notes = [] if p.representative or p.ms is None else ["latency emulated"]
         if p.reference:
             notes.insert(0, "reference")
         record: dict[str, Any] = {"variant": p.variant, head.label: head.value(variant)}
@@ -337,7 +337,7 @@ def verdict_table(results: dict[str, Any], head: Headline, pts: list[Point]) -> 
         value = head.value(variant)
         notes = ["reference"] if p.reference else []
         notes += ["recommended"] if p.variant == recommended else []
-        notes += [] if p.representative else ["latency emulated"]
+        notes += [] if p.representative or p.ms is None else ["latency emulated"]
         timed = variant.get("timed_model")
         if isinstance(timed, dict) and timed.get("within_bound") is False:
             notes.append("timed model beyond its bound")

@@ -12,7 +12,8 @@ library                :class:`~library.TrtLibrary` (module, name, supported and
 builder                networks, flags, profiles, dynamic ranges, timing cache, plugins, logger
 engine_file            engine files and their sidecars (library version, GPU)
 runner                 running an engine; CUDA-event timing; CUDA graphs
-inspector              per-layer name, type and precision from the engine inspector
+inspector              per-layer name, type and precision from the engine inspector or the build log
+precision              which layers run INT8 for the nodes quantbench quantized; the lint
 backend                :class:`~backend.TrtFamilyBackend`: which engine each variant becomes
 =====================  ================================================================
 

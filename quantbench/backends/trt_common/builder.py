@@ -15,8 +15,14 @@ Where the library has implicit quantization (TensorRT 10):
 Without it (TensorRT 11, TensorRT for RTX): strongly typed networks from the FP32, FP16-typed or Q/DQ
 model; no flags.
 
-Every build attaches the same timing cache (``engines/timing.cache``) and, for a dynamic batch, one
-optimisation profile (:class:`BatchProfile`).
+Every build attaches the same timing cache (``engines/timing.cache``) and, for a model with dynamic
+dimensions, one optimisation profile (:func:`profile_shapes`): fixed dimensions as the model fixes them,
+the batch from :class:`BatchProfile`, other dynamic dimensions from the sample shapes the run feeds.
+Dynamic input dimensions the model leaves unnamed are named before parsing (:func:`name_dynamic_dims`),
+so that the library does not take two of them for one. Where the library builds for chosen GPU
+architectures (TensorRT for RTX), the builder sets them (``compute_capabilities``). The library's
+layer information, logged at the end of a build with detailed profiling verbosity, comes back with the
+engine (:attr:`BuildResult.layer_log`).
 """
 
 from __future__ import annotations
@@ -55,6 +61,93 @@ class BatchProfile:
         opt = max(bench_batch) if bench_batch else 1
         largest = max([opt, eval_batch, batch or 1])
         return cls(1, opt, largest)
+
+
+ProfileShapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+"""Input name -> its (min, opt, max) shape in an optimisation profile."""
+
+
+def profile_shapes(
+    inputs: Sequence[tuple[str, tuple[int, ...]]],
+    batch: BatchProfile,
+    samples: Mapping[str, Sequence[tuple[int, ...]]],
+    library: str,
+) -> ProfileShapes | None:
+    """The optimisation profile of a network's inputs, or None where every dimension is fixed.
+
+    A dimension the model fixes stays fixed; a dynamic first dimension is the batch (``batch``); any
+    other dynamic dimension spans the sizes the run's samples have there (``samples``: input name -> the
+    shapes of its samples, batch excluded): their smallest, most frequent and largest.
+
+    Args:
+        inputs: (name, shape) of each network input, -1 where dynamic.
+        batch: the batch sizes of the run.
+        samples: the sample shapes of each input, batch excluded (empty where unknown).
+        library: the library's name in messages.
+
+    Raises:
+        QuantbenchError: a dynamic dimension other than the batch whose size no sample gives.
+    """
+    if not any(d < 0 for _, shape in inputs for d in shape):
+        return None
+    shapes: ProfileShapes = {}
+    for name, shape in inputs:
+        low, opt, high = [], [], []
+        for axis, size in enumerate(shape):
+            if size >= 0:
+                sizes = (size, size, size)
+            elif axis == 0:
+                sizes = (batch.min, batch.opt, batch.max)
+            else:
+                sizes = _sample_sizes(name, shape, axis, samples.get(name, ()), library)
+            low.append(sizes[0])
+            opt.append(sizes[1])
+            high.append(sizes[2])
+        shapes[name] = (tuple(low), tuple(opt), tuple(high))
+    return shapes
+
+
+def _sample_sizes(
+    name: str, shape: tuple[int, ...], axis: int, seen: Sequence[tuple[int, ...]], library: str
+) -> tuple[int, int, int]:
+    """(smallest, most frequent, largest) size of ``axis`` (batch included) among the sample shapes."""
+    sizes = [int(s[axis - 1]) for s in seen if len(s) == len(shape) - 1]
+    if not sizes:
+        raise QuantbenchError(
+            f"input {name!r} has shape {shape}: its dimension {axis} is dynamic and no sample shape gives "
+            f"its size for {library}'s optimisation profile; export the model with it fixed, or calibrate "
+            "on samples (--images) whose shapes give it"
+        )
+    return min(sizes), max(set(sizes), key=sizes.count), max(sizes)
+
+
+def name_dynamic_dims(path: Path) -> bytes | None:
+    """The model at ``path`` with a name (``<input>_dim<axis>``) on every dynamic input dimension it
+    leaves unnamed (no name, ``?``, or a negative size), serialized (its external data stays where it
+    is); None where none is unnamed.
+
+    TensorRT-family parsers take unnamed dynamic dimensions for one symbol, so two of them (the height and
+    width of an image input) could never differ.
+
+    Raises:
+        QuantbenchError: the model cannot be read.
+    """
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise QuantbenchError(f"cannot read {path}: {exc}") from None
+    initializers = {i.name for i in model.graph.initializer}
+    changed = False
+    for value in model.graph.input:
+        if value.name in initializers or not value.type.tensor_type.HasField("shape"):
+            continue
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.dim_value < 0 or (not dim.HasField("dim_value") and dim.dim_param in ("", "?")):
+                dim.dim_param = f"{value.name}_dim{axis}"  # clears a negative dim_value (one of the two)
+                changed = True
+    return model.SerializeToString() if changed else None
 
 
 class Calibration(Protocol):
@@ -106,10 +199,13 @@ class BuildRequest:
 
 @dataclass
 class BuildResult:
-    """A serialized engine and what the build did."""
+    """A serialized engine, what the build did, and the library's layer information of it (the text of
+    its ``Layers:`` log message, see :func:`quantbench.backends.trt_common.inspector.parse_layer_log`;
+    None where the library logged none)."""
 
     data: bytes
     details: dict[str, Any] = field(default_factory=dict)
+    layer_log: str | None = None
 
 
 class LogSink:
@@ -123,6 +219,8 @@ class LogSink:
         self.name = name
         self.errors: list[str] = []
         self.warnings: list[str] = []
+        self.layer_log: str | None = None
+        """The last layer information the library logged (a verbose message starting ``Layers:``)."""
 
     def add(self, severity: int, message: str) -> None:
         """Record one message; ``severity`` as TensorRT numbers it (0 internal error ... 4 verbose)."""
@@ -130,6 +228,8 @@ class LogSink:
             self.errors.append(message.strip())
         elif severity == 2:
             self.warnings.append(message.strip())
+        elif message.startswith("Layers:"):
+            self.layer_log = message
 
     def last_error(self) -> str:
         """The last error the library logged, or a placeholder."""
@@ -187,8 +287,12 @@ class EngineBuilder:
         lib: the TensorRT-family library to build with.
         logger: its logger (see :func:`make_logger`).
         sink: where that logger records.
-        timing_cache: the timing cache file shared by the builds (read when present, rewritten after each).
+        timing_cache: the timing cache file shared by the builds (read when present, rewritten after each);
+            None: no timing cache (TensorRT for RTX, where timing cache operations do nothing).
         profile: the batch profile for models with a dynamic batch dimension.
+        samples: input name -> the shapes of its samples (batch excluded), for other dynamic dimensions.
+        compute_capabilities: ``ComputeCapability`` member names to build for (``SM86`` ...; TensorRT for
+            RTX); empty: the library's default.
     """
 
     def __init__(
@@ -196,14 +300,19 @@ class EngineBuilder:
         lib: LoadedLibrary,
         logger: tensorrt.ILogger,
         sink: LogSink,
-        timing_cache: Path,
+        timing_cache: Path | None,
         profile: BatchProfile,
+        *,
+        samples: Mapping[str, Sequence[tuple[int, ...]]] | None = None,
+        compute_capabilities: Sequence[str] = (),
     ) -> None:
         self.lib = lib
         self.logger = logger
         self.sink = sink
         self.timing_cache_path = timing_cache
         self.profile = profile
+        self.samples = dict(samples or {})
+        self.compute_capabilities = tuple(compute_capabilities)
         self._builder: tensorrt.Builder = lib.module.Builder(logger)
         self._timing_cache: tensorrt.ITimingCache | None = None
 
@@ -211,22 +320,20 @@ class EngineBuilder:
         """Parse ``request.onnx`` and build its engine.
 
         Raises:
-            QuantbenchError: the model does not parse, a flag is unknown to this library version, an input
-                has a dynamic dimension other than the batch, or the build fails; an error raised inside
-                the calibrator is re-raised here as it was.
+            QuantbenchError: the model does not parse, a flag or target is unknown to this library
+                version, a dynamic dimension other than the batch has no sample size, or the build fails;
+                an error raised inside the calibrator is re-raised here as it was.
         """
         trt, name = self.lib.module, self.lib.name
         started = time.perf_counter()
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if request.strongly_typed else 0
         network = self._builder.create_network(flags)
-        parser: tensorrt.OnnxParser = trt.OnnxParser(network, self.logger)
-        if not parser.parse_from_file(str(request.onnx)):
-            errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-            first = errors[0] if errors else self.sink.last_error()
-            raise QuantbenchError(f"{name} cannot parse {request.onnx}: {first}")
+        parser = self._parse(network, request.onnx)  # noqa: F841  (the network's weights live in the parser)
         config = self._builder.create_builder_config()
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
         self._attach_timing_cache(config)
+        self._set_targets(config)
+        self.sink.layer_log = None
         for flag in request.flags:
             config.set_flag(self._flag(flag))
         for flag in request.clear_flags:
@@ -236,11 +343,12 @@ class EngineBuilder:
             "strongly_typed": request.strongly_typed,
             "flags": list(request.flags),
         }
-        dynamic = self._add_profile(network, config)
-        if dynamic:
-            details["profile"] = {"min": self.profile.min, "opt": self.profile.opt, "max": self.profile.max}
+        if self.compute_capabilities:
+            details["compute_capabilities"] = list(self.compute_capabilities)
+        shapes = self._add_profile(network, config)
+        details.update(self._profile_details(network, shapes))
         if request.calibrator is not None:
-            self._attach_calibrator(network, config, request, dynamic)
+            self._attach_calibrator(network, config, request, shapes)
         if request.dynamic_ranges is not None:
             applied, missing = apply_dynamic_ranges(self.lib, network, request.dynamic_ranges)
             details["dynamic_ranges_set"] = applied
@@ -258,7 +366,45 @@ class EngineBuilder:
             )
         self._save_timing_cache()
         details["build_seconds"] = round(time.perf_counter() - started, 3)
-        return BuildResult(bytes(memoryview(serialized)), details)
+        data = bytes(memoryview(serialized))
+        details["engine_bytes"] = len(data)
+        return BuildResult(data, details, self.sink.layer_log)
+
+    def _parse(self, network: tensorrt.INetworkDefinition, onnx_path: Path) -> tensorrt.OnnxParser:
+        """Parse the model into ``network`` (with its unnamed dynamic dimensions named); returns the parser,
+        which must live until the engine is built."""
+        parser: tensorrt.OnnxParser = self.lib.module.OnnxParser(network, self.logger)
+        named = name_dynamic_dims(onnx_path)
+        if named is None:
+            parsed = parser.parse_from_file(str(onnx_path))
+        else:
+            parsed = parser.parse(named, str(onnx_path))
+        if not parsed:
+            errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+            first = errors[0] if errors else self.sink.last_error()
+            raise QuantbenchError(f"{self.lib.name} cannot parse {onnx_path}: {first}")
+        return parser
+
+    def _set_targets(self, config: tensorrt.IBuilderConfig) -> None:
+        """Set the GPU architectures to build for, where any are asked for."""
+        if not self.compute_capabilities:
+            return
+        lib = self.lib
+        members = getattr(lib.module, "ComputeCapability", None)
+        if members is None:
+            raise QuantbenchError(
+                f"--compute-capability: {lib.name} {lib.info.version} builds only for the GPU it runs on; "
+                "drop the option"
+            )
+        settable: Any = config  # TensorRT 10's API (and its stubs) has no compute capabilities
+        settable.num_compute_capabilities = len(self.compute_capabilities)
+        for index, target in enumerate(self.compute_capabilities):
+            member = getattr(members, target, None)
+            if member is None or not settable.set_compute_capability(member, index):
+                raise QuantbenchError(
+                    f"--compute-capability: {lib.name} {lib.info.version} refused {target}: "
+                    f"{self.sink.last_error()}"
+                )
 
     def _flag(self, name: str) -> tensorrt.BuilderFlag:
         flag: tensorrt.BuilderFlag | None = getattr(self.lib.module.BuilderFlag, name, None)
@@ -269,66 +415,72 @@ class EngineBuilder:
         return flag
 
     def _attach_timing_cache(self, config: tensorrt.IBuilderConfig) -> None:
+        path = self.timing_cache_path
+        if path is None:
+            return
         if self._timing_cache is None:
-            path = self.timing_cache_path
             data = path.read_bytes() if path.is_file() else b""
             self._timing_cache = config.create_timing_cache(data)
         if not config.set_timing_cache(self._timing_cache, False):
-            raise QuantbenchError(
-                f"{self.lib.name} refused the timing cache {self.timing_cache_path}; delete it"
-            )
+            raise QuantbenchError(f"{self.lib.name} refused the timing cache {path}; delete it")
 
     def _save_timing_cache(self) -> None:
-        if self._timing_cache is not None:
+        if self._timing_cache is not None and self.timing_cache_path is not None:
             data = self._timing_cache.serialize()
             write_bytes_atomic(self.timing_cache_path, bytes(memoryview(data)))
 
     def _inputs(self, network: tensorrt.INetworkDefinition) -> list[tuple[str, tuple[int, ...]]]:
-        inputs = []
-        for index in range(network.num_inputs):
-            tensor = network.get_input(index)
-            shape = _shape(tensor.shape)
-            if any(d < 0 for d in shape[1:]):
-                raise QuantbenchError(
-                    f"input {tensor.name!r} has shape {shape}: quantbench's {self.lib.name} backend lets "
-                    "only the batch dimension vary; export the model with the other dimensions fixed"
-                )
-            inputs.append((tensor.name, shape))
-        return inputs
+        tensors = [network.get_input(index) for index in range(network.num_inputs)]
+        return [(tensor.name, _shape(tensor.shape)) for tensor in tensors]
 
-    def _add_profile(self, network: tensorrt.INetworkDefinition, config: tensorrt.IBuilderConfig) -> bool:
-        inputs = self._inputs(network)
-        if not any(shape and shape[0] < 0 for _, shape in inputs):
-            return False
+    def _add_profile(
+        self, network: tensorrt.INetworkDefinition, config: tensorrt.IBuilderConfig
+    ) -> ProfileShapes | None:
+        """Add the optimisation profile of a network with dynamic dimensions (see :func:`profile_shapes`);
+        returns its shapes, or None where every dimension is fixed."""
+        shapes = profile_shapes(self._inputs(network), self.profile, self.samples, self.lib.name)
+        if shapes is None:
+            return None
         dims = self.lib.module.Dims
         profile = self._builder.create_optimization_profile()
-        for name, shape in inputs:
-            rest = list(shape[1:])
-            if shape and shape[0] < 0:
-                low, opt, high = (
-                    [size, *rest] for size in (self.profile.min, self.profile.opt, self.profile.max)
-                )
-                profile.set_shape(name, dims(low), dims(opt), dims(high))
-            else:
-                profile.set_shape(name, dims(list(shape)), dims(list(shape)), dims(list(shape)))
+        for name, (low, opt, high) in shapes.items():
+            profile.set_shape(name, dims(list(low)), dims(list(opt)), dims(list(high)))
         config.add_optimization_profile(profile)
-        return True
+        return shapes
+
+    def _profile_details(
+        self, network: tensorrt.INetworkDefinition, shapes: ProfileShapes | None
+    ) -> dict[str, Any]:
+        """What the build details say of the profile: the batch sizes (``profile``) where the batch is
+        dynamic, and each input's shapes (``profile_shapes``)."""
+        if shapes is None:
+            return {}
+        details: dict[str, Any] = {
+            "profile_shapes": {
+                name: {"min": list(low), "opt": list(opt), "max": list(high)}
+                for name, (low, opt, high) in shapes.items()
+            }
+        }
+        if any(shape and shape[0] < 0 for _, shape in self._inputs(network)):
+            details["profile"] = {"min": self.profile.min, "opt": self.profile.opt, "max": self.profile.max}
+        return details
 
     def _attach_calibrator(
         self,
         network: tensorrt.INetworkDefinition,
         config: tensorrt.IBuilderConfig,
         request: BuildRequest,
-        dynamic: bool,
+        shapes: ProfileShapes | None,
     ) -> None:
         assert request.calibrator is not None
         dims = self.lib.module.Dims
         config.int8_calibrator = request.calibrator.make_calibrator(self.lib.module)
-        if dynamic:
+        if shapes is not None:
             batch = request.calibration_batch or request.calibrator.batch_size
             profile = self._builder.create_optimization_profile()
             for name, shape in self._inputs(network):
-                fixed = [batch, *shape[1:]] if shape and shape[0] < 0 else list(shape)
+                opt = shapes[name][1]
+                fixed = [batch if axis == 0 and size < 0 else opt[axis] for axis, size in enumerate(shape)]
                 profile.set_shape(name, dims(fixed), dims(fixed), dims(fixed))
             if not config.set_calibration_profile(profile):
                 raise QuantbenchError(f"{self.lib.name} refused the calibration profile (batch {batch})")

@@ -4,7 +4,8 @@ An engine (``engines/<variant>.engine``) runs only on the version of the TensorR
 the GPU it was built for. Its sidecar (``<variant>.engine.json``) records them (the library's version
 under its module name, e.g. ``tensorrt``), with the precision, the build path and the quantbench
 version; :func:`check_engine` refuses an engine whose sidecar is missing or names another library
-version, GPU or compute capability.
+version, GPU or compute capability. An engine built ahead of time (TensorRT for RTX) records the GPU
+architectures it was built for (``targets``) instead, and is checked against those.
 """
 
 from __future__ import annotations
@@ -60,7 +61,13 @@ def save_engine(path: Path, data: bytes, record: dict[str, Any], library: TrtLib
 
 
 def check_engine(
-    path: Path, library: TrtLibrary, *, version: str, gpu: str, compute_capability: str
+    path: Path,
+    library: TrtLibrary,
+    *,
+    version: str,
+    gpu: str | None = None,
+    compute_capability: str | None = None,
+    targets: list[str] | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """An engine's bytes and sidecar when it was built for this library version and GPU.
 
@@ -68,11 +75,15 @@ def check_engine(
         path: the engine file.
         library: the library that is to run the engine.
         version: its installed version.
-        gpu, compute_capability: the GPU in use (name, ``"9.0"``).
+        gpu, compute_capability: the GPU in use (name, ``"9.0"``), for an engine built for the GPU it was
+            built on; None: not checked (an engine built ahead of time for ``targets``).
+        targets: the GPU architectures the engine must have been built for (sidecar ``targets``);
+            None: not checked.
 
     Raises:
         QuantbenchError: the engine or its sidecar is missing or unreadable, the engine's bytes do not
-            match the sidecar, or it was built for another library version, GPU or compute capability.
+            match the sidecar, or it was built for another library version, GPU, compute capability or
+            targets.
     """
     name = library.name
     side = sidecar_path(path)
@@ -93,10 +104,16 @@ def check_engine(
             f"{path}: built with {name} {record.get(library.module)}, {name} {version} is installed; "
             f"engines run only on the {name} version that built them: rebuild it"
         )
-    if record.get("gpu") != gpu or record.get("compute_capability") != compute_capability:
+    if (gpu is not None and record.get("gpu") != gpu) or (
+        compute_capability is not None and record.get("compute_capability") != compute_capability
+    ):
         raise QuantbenchError(
             f"{path}: built for {record.get('gpu')} (compute capability {record.get('compute_capability')}), "
             f"this GPU is {gpu} ({compute_capability}); rebuild it on this GPU"
+        )
+    if targets is not None and record.get("targets") != targets:
+        raise QuantbenchError(
+            f"{path}: built for {record.get('targets')}, {', '.join(targets)} asked for; rebuild it"
         )
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != record.get("sha256"):

@@ -91,7 +91,54 @@ def parse_layers(text: str, library: str) -> list[dict[str, str]]:
     return out
 
 
-def precision_counts(layers: list[dict[str, str]]) -> dict[str, int]:
+def _log_section(line: str, start: str, ends: tuple[str, ...]) -> str:
+    """The text of ``line`` after ``start`` up to the first of ``ends`` (empty where ``start`` is absent)."""
+    _, found, rest = line.partition(start)
+    if not found:
+        return ""
+    cut = min((i for i in (rest.find(end) for end in ends) if i >= 0), default=len(rest))
+    return rest[:cut]
+
+
+def _datatypes(section: str) -> list[str]:
+    return [precision_of(text) for text in re.findall(r"Datatype: (\w+)", section)]
+
+
+def parse_layer_log(text: str) -> list[dict[str, Any]]:
+    """The layer information a TensorRT-family builder logs after a build with detailed profiling
+    verbosity (its verbose ``Layers:`` message, one ``Name: ..., LayerType: ..., Inputs: [...],
+    Constants: [...], Outputs: [...], TacticName: ..., StreamId: ..., Metadata: ...`` line per layer).
+
+    Returns:
+        ``[{"name", "type", "precision", "inputs", "weights", "outputs", "onnx"}]`` in engine order:
+        ``precision`` as :func:`parse_layers` reads it (``none`` for a layer without tensors),
+        ``inputs``/``weights``/``outputs`` the precisions of its input, constant and output tensors, and
+        ``onnx`` the ONNX nodes it computes (its ``[ONNX Layer: name]`` metadata).
+    """
+    layers = []
+    for line in text.splitlines():
+        if not line.startswith("Name: "):
+            continue
+        name = _log_section(line, "Name: ", (", LayerType: ",))
+        inputs = _datatypes(_log_section(line, ", Inputs: [", ("], Constants: [", "], Outputs: [")))
+        weights = _datatypes(_log_section(line, "], Constants: [", ("], Outputs: [",)))
+        outputs = _datatypes(_log_section(line, "], Outputs: [", ("], TacticName: ", "], Metadata: ")))
+        first = inputs[:1] or outputs[:1]
+        layers.append(
+            {
+                "name": name,
+                "type": _log_section(line, ", LayerType: ", (", ",)) or "unknown",
+                "precision": first[0] if first else "none",
+                "inputs": inputs,
+                "weights": weights,
+                "outputs": outputs,
+                "onnx": re.findall(r"\[ONNX Layer: ([^\]]*)\]", _log_section(line, ", Metadata: ", ())),
+            }
+        )
+    return layers
+
+
+def precision_counts(layers: list[dict[str, Any]]) -> dict[str, int]:
     """How many layers run in each precision."""
     counts: dict[str, int] = {}
     for layer in layers:

@@ -120,6 +120,9 @@ class EngineRunner(Runner):
         self.cuda_graph = cuda_graph
         self.engine_record: dict[str, Any] = {}
         """The engine's sidecar (set by the backend), reported with the per-layer information."""
+        self.build_results: dict[str, Any] = {}
+        """What the build told of the engine (set by the backend: layers from the build log, INT8 checks);
+        it takes precedence over the inspector's layers in :meth:`extra_results`."""
         self._sink = sink
         self._engine: tensorrt.ICudaEngine | None = engine
         context = engine.create_execution_context()
@@ -304,7 +307,8 @@ class EngineRunner(Runner):
 
         Returns:
             ``engine`` (its sidecar), ``layers`` (name, type, precision per layer), ``layer_precisions``
-            (counts) and ``device_latency`` (one :meth:`device_latency` per batch size).
+            (counts) and ``device_latency`` (one :meth:`device_latency` per batch size), then
+            :attr:`build_results` over them.
         """
         from quantbench.backends.trt_common.inspector import engine_layers, precision_counts
 
@@ -318,6 +322,7 @@ class EngineRunner(Runner):
             "layers": layers,
             "layer_precisions": precision_counts(layers),
             "device_latency": timings,
+            **self.build_results,
         }
 
     def close(self) -> None:

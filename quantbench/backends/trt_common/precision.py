@@ -1,0 +1,114 @@
+"""Which precision a built engine's layers run in, checked against the nodes quantbench quantized.
+
+The layers come from the library's layer information (:func:`~.inspector.parse_layer_log`): each names
+the ONNX nodes it computes (``[ONNX Layer: name]`` metadata). The ONNX parser names a layer after its
+node, or ``node_of_<first output>`` where the node has no name; :func:`onnx_layer_names` maps the node
+labels of a variant's details (``quantized_nodes``, see :func:`quantbench.export.qdq.node_label`) to
+those names.
+
+A quantized node runs INT8 where a layer computing it takes INT8 data and INT8 weights (an INT8
+constant, or a second INT8 input for a product of two activations). The lint lists the quantized
+nodes that do not, and the layers that compute nothing but QuantizeLinear/DequantizeLinear nodes (Q/DQ
+pairs the builder left unfused, each a kernel of its own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from quantbench.backends.trt_common.inspector import precision_counts
+from quantbench.errors import QuantbenchError
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def onnx_layer_names(model: Path) -> tuple[dict[str, str], set[str]]:
+    """(node label -> the name the ONNX parser gives its layer, the names of the Q/DQ nodes).
+
+    Raises:
+        QuantbenchError: the model cannot be read.
+    """
+    import onnx
+
+    from quantbench.export.qdq import node_label
+
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception as exc:
+        raise QuantbenchError(f"cannot read {model}: {exc}") from None
+    names: dict[str, str] = {}
+    qdq: set[str] = set()
+    for index, node in enumerate(proto.graph.node):
+        layer = node.name or (f"node_of_{node.output[0]}" if node.output and node.output[0] else "")
+        if not layer:
+            continue
+        names[node_label(node, index)] = layer
+        if node.op_type in QDQ_OPS:
+            qdq.add(layer)
+    return names, qdq
+
+
+def runs_int8(layer: dict[str, Any]) -> bool:
+    """Whether a layer (as :func:`~.inspector.parse_layer_log` describes it) computes on INT8 data with
+    INT8 weights."""
+    inputs, weights = list(layer.get("inputs") or []), list(layer.get("weights") or [])
+    return inputs[:1] == ["int8"] and ("int8" in weights or inputs.count("int8") >= 2)
+
+
+def _node_entry(label: str, layer_name: str, layers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the engine does with one quantized node."""
+    mapped = [layer for layer in layers if layer_name in layer.get("onnx", ())]
+    if not mapped:
+        mapped = [layer for layer in layers if str(layer["name"]).startswith(layer_name)]
+    int8 = any(runs_int8(layer) for layer in mapped)
+    weighted = [layer for layer in mapped if layer.get("weights")] or mapped
+    precision = "int8" if int8 else (str(weighted[0]["precision"]) if weighted else "absent")
+    return {
+        "node": label,
+        "onnx_layer": layer_name,
+        "int8": int8,
+        "precision": precision,
+        "layers": [str(layer["name"]) for layer in mapped],
+    }
+
+
+def precision_report(
+    layers: list[dict[str, Any]], model: Path, quantized: Sequence[str] = ()
+) -> dict[str, Any]:
+    """What ``results.json`` records of an engine's layers: the layers, their counts by precision and,
+    for a variant with quantized nodes, whether each runs INT8 and the lint (see the module docstring).
+
+    Args:
+        layers: the engine's layers (:func:`~.inspector.parse_layer_log`).
+        model: the ONNX model the engine was built from.
+        quantized: the labels of the nodes quantbench quantized (none for FP32 and FP16).
+
+    Returns:
+        ``layers``, ``layer_precisions`` and, with ``quantized``, ``int8_nodes`` (``{"quantized", "int8",
+        "nodes": [{"node", "onnx_layer", "int8", "precision", "layers"}]}``) and ``precision_lint``
+        (``{"quantized_in_float": [node], "unfused_qdq": [{"layer", "onnx"}]}``).
+
+    Raises:
+        QuantbenchError: the model cannot be read.
+    """
+    report: dict[str, Any] = {"layers": layers, "layer_precisions": precision_counts(layers)}
+    if not quantized:
+        return report
+    names, qdq = onnx_layer_names(model)
+    nodes = [_node_entry(label, names.get(label, label), layers) for label in quantized]
+    report["int8_nodes"] = {
+        "quantized": len(nodes),
+        "int8": sum(node["int8"] for node in nodes),
+        "nodes": nodes,
+    }
+    report["precision_lint"] = {
+        "quantized_in_float": [node["node"] for node in nodes if not node["int8"]],
+        "unfused_qdq": [
+            {"layer": layer["name"], "onnx": layer["onnx"]}
+            for layer in layers
+            if layer.get("onnx") and set(layer["onnx"]) <= qdq
+        ],
+    }
+    return report
