@@ -70,9 +70,11 @@ class PreprocessSpec:
     min_side: int | None = None
     max_side: int | None = None
     multiple: int | None = None
+    function: str | None = field(default=None, metadata=_keyword("preprocess_function"))
 
     def overrides(self) -> dict[str, Any]:
-        """The options given, by name (what is recorded as the run's ``preprocess``)."""
+        """The options given, by name (what is recorded as the run's ``preprocess``); ``function`` is
+        ``--preprocess path/to/file.py:function``, which replaces the others."""
         names = [f.name for f in dataclasses.fields(self) if f.name != "preset"]
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 

@@ -238,6 +238,13 @@ def test_images_of_their_own_sizes_run_end_to_end(tmp_path: Path) -> None:
     assert sum(item["samples"] for item in results["data"]["calibration"]["shapes"]["x"]) == 12
     assert results["data"]["evaluation"]["samples"] == 8
     assert results["verdict"]["values"]["int8-minmax"] is not None
+    from quantbench.report.results import preprocessing_line
+
+    line = preprocessing_line(results["data"]["evaluation"])
+    assert line.startswith("imagenet: keep ratio, min side 32, max side 64, sides to multiples of 16")
+    assert "; shapes x 3x" in line
+    page = (Path(result.run_dir) / "report.html").read_text()
+    assert "keep ratio, min side 32, max side 64" in page
 
 
 def test_ranges_made_for_other_images_or_another_model_are_refused(tmp_path: Path) -> None:
@@ -270,3 +277,67 @@ def test_ranges_made_for_other_images_or_another_model_are_refused(tmp_path: Pat
         QuantbenchError, match=r"made for another model file \(SHA-256 [0-9a-f]{12}\.\.\., changed.onnx"
     ):
         quantbench.run(changed, images, ranges=table, preset="inception", out=tmp_path / "runs", **keywords)
+
+
+PLUGIN = '''
+import cv2
+import numpy as np
+
+
+def squares(image, path):
+    """Grey squares of 16 pixels, as many channels as the model takes, scaled to [0, 1]."""
+    grey = cv2.cvtColor(cv2.resize(image, (16, 16)), cv2.COLOR_BGR2GRAY)
+    return np.repeat(grey[None].astype(np.float64) / 255.0, 3, axis=0)
+
+
+def wrong(image, path):
+    return np.zeros((16, 16))
+
+
+def broken(image, path):
+    raise ValueError("no such camera")
+'''
+
+
+def test_a_preprocessing_function_of_your_own(tmp_path: Path) -> None:
+    import json
+
+    import quantbench
+    from quantbench.config import PreprocessSpec
+    from quantbench.data import open_dataset
+    from tests.conftest import photo_folder, tiny_conv_model
+
+    model = tiny_conv_model(tmp_path / "m.onnx")
+    images = photo_folder(tmp_path / "imgs", 8)
+    plugin = tmp_path / "mine.py"
+    plugin.write_text(PLUGIN)
+    inputs = [InputSpec("input", ("N", 3, 16, 16), np.dtype(np.float32))]
+    dataset = open_dataset(images, inputs, PreprocessSpec(function=f"{plugin}:squares"))
+    [batch] = list(dataset.batches(2, 0, 2))
+    first = cv2.imread(str(images / batch.names[0]), cv2.IMREAD_COLOR)
+    expected = cv2.cvtColor(cv2.resize(first, (16, 16)), cv2.COLOR_BGR2GRAY) / 255.0
+    assert batch.inputs["input"].dtype == np.float32
+    assert np.array_equal(batch.inputs["input"][0, 1], expected.astype(np.float32))
+    assert dataset.describe()["preprocessing"]["plugin"] == f"{plugin}:squares"
+    result = quantbench.run(
+        model, images, n=4, eval_n=4, preprocess_function=f"{plugin}:squares", methods=["minmax"],
+        bench_runs=1, bench_seconds=0, out=tmp_path / "runs",
+    )  # fmt: skip
+    results = json.loads((Path(result.run_dir) / "results.json").read_text())
+    assert results["data"]["evaluation"]["preprocessing_text"] == f"your function {plugin}:squares"
+    for spec, words in (
+        (f"{plugin}:wrong", r"on img\d+.png: input .input. has shape \[16, 16\]"),  # names the image
+        (f"{plugin}:broken", "failed: ValueError: no such camera"),
+        (f"{plugin}:nothing", f"{plugin} has no function 'nothing'"),
+        (
+            "no_such_entry_point",
+            "is neither path/to/file.py:function nor an installed preprocessing function",
+        ),
+    ):
+        with pytest.raises(QuantbenchError, match=words) as failed:
+            list(open_dataset(images, inputs, PreprocessSpec(function=spec)).batches(2, 0, 2))
+        assert str(failed.value).startswith("--preprocess") and "\n" not in str(failed.value)
+    with pytest.raises(
+        QuantbenchError, match="replaces the preprocessing options; drop --size --preset yolo"
+    ):
+        open_dataset(images, inputs, PreprocessSpec(preset="yolo", size=16, function=f"{plugin}:squares"))

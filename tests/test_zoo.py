@@ -267,3 +267,51 @@ def test_ppocr_det_mask(zoo_installed: None, tmp_path_factory: pytest.TempPathFa
         pairs += matched(want_regions, got_regions)
         total += len(want_regions) + len(got_regions)
     assert reported(run, "region_f1") == pytest.approx(2 * pairs / total, abs=1e-6)
+
+
+def test_ppocr_rec_and_det_on_samples_of_their_own_shapes(
+    zoo_installed: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Text lines of their own widths and pages of their own sizes (the packages' natural inputs) run end
+    to end: calibration, bias correction (rec), evaluation; the headline is recomputed sample by sample."""
+    import quantbench
+    from benchmarks.zoo_models import REC_SPACES, ZOO, read_samples, write_samples
+
+    work = tmp_path_factory.mktemp("zoo-shapes")
+    for name, count, bias in (("ppocr_rec", 8, True), ("ppocr_det", 3, False)):
+        model = ZOO[name]
+        folders = write_samples(
+            model, work / name, calibration=count, held_out=count, seed=1, fixed_shape=False
+        )
+        fp32 = model.locate(work)
+        result = quantbench.run(
+            fp32, folders["calibration"], n=count, eval_images=folders["held_out"], eval_n=count,
+            methods=["minmax"], precisions=["fp32", "int8"], bias_correction=bias, bias_correction_images=4,
+            bench_runs=1, bench_seconds=0, task_option=list(model.task_options), out=work / "runs",
+        )  # fmt: skip
+        results = json.loads((Path(result.run_dir) / "results.json").read_text())
+        for split in ("calibration", "evaluation"):
+            [seen] = results["data"][split]["shapes"].values()
+            assert len(seen) >= 2, (name, split, seen)  # samples of several shapes, no batching error
+        output = results["verdict"]["output"]
+        int8 = Path(result.run_dir) / "models" / "int8-minmax.onnx"
+        pairs = [
+            (
+                _run_model(fp32, array[None], output, optimize=True),
+                _run_model(int8, array[None], output, optimize=False),
+            )
+            for _, array, _ in read_samples(folders["held_out"])
+        ]
+        if name == "ppocr_rec":
+            same = [ctc_text(r[0], REC_SPACES) == ctc_text(c[0], REC_SPACES) for r, c in pairs]
+            assert reported(
+                ZooRun(results, result.run_dir, output, pairs[0][0], pairs[0][1]), "seq_agreement"
+            ) == (pytest.approx(sum(same) / len(same), abs=1e-6))
+        else:
+            found = [(regions(r[0, 0] > 0.3, 4), regions(c[0, 0] > 0.3, 4)) for r, c in pairs]
+            matched_pairs = sum(matched(want, got) for want, got in found)
+            total = sum(len(want) + len(got) for want, got in found)
+            assert results["verdict"]["metric"] == "region_f1"
+            assert results["verdict"]["values"]["int8-minmax"] == pytest.approx(
+                2 * matched_pairs / total, abs=1e-6
+            )

@@ -23,6 +23,7 @@ from quantbench.cli.options import (
     Multiple,
     PadPosition,
     PadValue,
+    PreprocessFunction,
     Preset,
     Resize,
     Seed,
@@ -59,6 +60,7 @@ def calibrate(
     min_side: MinSide = None,
     max_side: MaxSide = None,
     multiple: Multiple = None,
+    preprocess_function: PreprocessFunction = None,
     method: Annotated[
         str,
         typer.Option(

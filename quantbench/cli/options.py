@@ -99,6 +99,16 @@ Layout = Annotated[str | None, typer.Option(help="NCHW | NHWC.", rich_help_panel
 Interpolation = Annotated[
     str | None, typer.Option(help="linear | nearest | area | cubic | lanczos.", rich_help_panel=PREPROCESS)
 ]
+PreprocessFunction = Annotated[
+    str | None,
+    typer.Option(
+        "--preprocess",
+        help="Your own preprocessing instead of the options: path/to/file.py:function or an installed "
+        "quantbench.preprocess entry point; function(image BGR uint8 [H, W, 3], path) -> the input array "
+        "(no batch axis) or a dict of them by input name.",
+        rich_help_panel=PREPROCESS,
+    ),
+]
 Resize = Annotated[
     str | None,
     typer.Option(

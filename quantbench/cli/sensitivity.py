@@ -27,6 +27,7 @@ from quantbench.cli.options import (
     Multiple,
     PadPosition,
     PadValue,
+    PreprocessFunction,
     Preset,
     RangesFile,
     Resize,
@@ -174,6 +175,7 @@ def sensitivity_command(
     min_side: MinSide = None,
     max_side: MaxSide = None,
     multiple: Multiple = None,
+    preprocess_function: PreprocessFunction = None,
     method: Annotated[
         str, typer.Option(help="One calibration method.", rich_help_panel=CALIBRATION)
     ] = "entropy",

@@ -185,7 +185,7 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     from rich.table import Table
 
     from quantbench.evaluation.registry import metric_by_key
-    from quantbench.report.results import main_output
+    from quantbench.report.results import main_output, preprocessing_line
 
     results = result.results
     evaluation = results["data"]["evaluation"]
@@ -199,6 +199,7 @@ def print_run_summary(console: Console, result: RunResult) -> None:
         f"{escape(evaluation['root'])} (output {escape(repr(output))}, backend "
         f"{results['manifest']['backend']['name']})"
     )
+    console.print(f"preprocessing: {preprocessing_line(evaluation)}", markup=False, highlight=False)
     for note in results["notes"]:
         console.print(f"[bold yellow]{escape(note)}[/bold yellow]", markup=True, highlight=False)
     _listed(console, "held-out files skipped", [f"{n}: {r}" for n, r in evaluation["skipped"]])

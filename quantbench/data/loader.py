@@ -17,7 +17,7 @@ import numpy as np
 from quantbench.config import PreprocessSpec
 from quantbench.data.files import SkipSample, SourceKind, discover, shown, shuffled
 from quantbench.data.images import decode_image
-from quantbench.data.preprocess import Preprocessing, resolve_preprocessing
+from quantbench.data.preprocess import PluginPreprocessing, Preprocessing, resolve_preprocessing
 from quantbench.data.tensors import Sample, load_tensor_file
 from quantbench.errors import QuantbenchError
 from quantbench.model import InputSpec
@@ -94,7 +94,7 @@ class Dataset:
         kind: SourceKind,
         files: list[str],
         inputs: list[InputSpec],
-        preprocessing: Preprocessing | None,
+        preprocessing: Preprocessing | PluginPreprocessing | None,
     ) -> None:
         self.root = root
         self.kind: SourceKind = kind
@@ -117,12 +117,14 @@ class Dataset:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-able summary: root, kind, file count and preprocessing (None for tensors)."""
+        """A JSON-able summary: root, kind, file count, preprocessing and its one-line description (None
+        for tensors)."""
         return {
             "root": str(self.root),
             "kind": self.kind,
             "files": len(self.files),
             "preprocessing": self.preprocessing.to_dict() if self.preprocessing else None,
+            "preprocessing_text": self.preprocessing.describe() if self.preprocessing else None,
         }
 
     def batches(
@@ -180,6 +182,8 @@ class Dataset:
         if self.preprocessing is None:
             return load_tensor_file(path, rel, self.inputs), []
         image, conversions = decode_image(path)
+        if isinstance(self.preprocessing, PluginPreprocessing):
+            return [(rel, self.preprocessing.samples(image, path, self.inputs))], conversions
         spec = self.inputs[0]
         sample = self.preprocessing.apply(image).astype(spec.dtype, copy=False)
         return [(rel, {spec.name: sample})], conversions
@@ -304,6 +308,23 @@ class BatchStream(Iterator[Batch]):
         )
 
 
+def _plugin(spec: PreprocessSpec) -> PluginPreprocessing:
+    """The preprocessing function of ``--preprocess``, which no other preprocessing option may join.
+
+    Raises:
+        QuantbenchError: other preprocessing options given, or the function cannot be loaded.
+    """
+    assert spec.function is not None
+    given = [f"--{name.replace('_', '-')}" for name in spec.overrides() if name != "function"]
+    if spec.preset != PreprocessSpec().preset:
+        given.append(f"--preset {spec.preset}")
+    if given:
+        raise QuantbenchError(
+            f"--preprocess {spec.function} replaces the preprocessing options; drop {' '.join(given)}"
+        )
+    return PluginPreprocessing.load(spec.function)
+
+
 def _same_shapes(a: Sample, b: Sample) -> bool:
     """Whether two samples have the same shape for every input."""
     return all(a[name].shape == b[name].shape for name in a)
@@ -342,7 +363,9 @@ def open_dataset(
     input_names = ", ".join(spec.name for spec in inputs)
     spec = preprocess or PreprocessSpec()
     if found.kind == "tensors":
-        options = [f"--{name}" for name in spec.overrides()]
+        options = [
+            f"--{'preprocess' if name == 'function' else name.replace('_', '-')}" for name in spec.overrides()
+        ]
         if options:
             raise QuantbenchError(
                 f"{' '.join(options)} only apply to images; {shown(root)} holds .npy/.npz files, "
@@ -354,10 +377,12 @@ def open_dataset(
                 "use .npz files keyed by input name"
             )
         return Dataset(root, "tensors", found.files, inputs, None)
+    if spec.function is not None:
+        return Dataset(root, "images", found.files, inputs, _plugin(spec))
     if len(inputs) > 1:
         raise QuantbenchError(
             f"{shown(root)} holds images but the model has {len(inputs)} inputs ({input_names}); "
-            "use .npz files keyed by input name"
+            "use .npz files keyed by input name, or --preprocess with a function of your own"
         )
     preprocessing = resolve_preprocessing(spec.preset, inputs[0], stated_size=stated_size, **spec.overrides())
     return Dataset(root, "images", found.files, inputs, preprocessing)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -306,6 +308,84 @@ def keep_ratio_size(
         ratio = float(max_side) / max(height, width)
     sides = (int(height * ratio), int(width * ratio))
     return tuple(max(multiple, int(round(side / multiple) * multiple)) for side in sides)  # type: ignore[return-value]
+
+
+PREPROCESS_GROUP = "quantbench.preprocess"
+"""The entry-point group of preprocessing functions (``--preprocess NAME``)."""
+
+
+@dataclass(frozen=True)
+class PluginPreprocessing:
+    """Preprocessing by a function of your own, for pipelines no option expresses.
+
+    ``--preprocess path/to/file.py:function`` (or the name of a ``quantbench.preprocess`` entry point)
+    names ``function(image, path)``: ``image`` is the decoded picture, uint8 BGR ``[H, W, 3]``, ``path`` its
+    file; it returns the model input without a batch axis (one array for a one-input model), or a dict of
+    them by input name. Samples may differ in shape; they are cast to each input's dtype.
+
+    Attributes:
+        spec: the function as named on the command line.
+        function: the function.
+        digest: SHA-256 of its file (empty for an entry point), so that calibration caches follow edits.
+    """
+
+    spec: str
+    function: Callable[..., Any]
+    digest: str = ""
+
+    @classmethod
+    def load(cls, spec: str) -> PluginPreprocessing:
+        """The function ``spec`` names.
+
+        Raises:
+            QuantbenchError: a missing file or function, or an unknown entry point (naming --preprocess).
+        """
+        import hashlib
+
+        from quantbench.plugin_files import FILE_SPEC, load_function
+
+        function, _ = load_function(spec, "--preprocess", PREPROCESS_GROUP, "preprocessing function")
+        match = FILE_SPEC.match(spec.strip())
+        digest = hashlib.sha256(Path(match["path"]).read_bytes()).hexdigest() if match else ""
+        return cls(spec.strip(), function, digest)
+
+    def samples(self, image: np.ndarray, path: Path, inputs: list[InputSpec]) -> dict[str, np.ndarray]:
+        """The model inputs of one image, checked and cast to the inputs' dtypes.
+
+        Raises:
+            QuantbenchError: the function fails or returns something else than the inputs' arrays (one
+                line naming the image and --preprocess).
+        """
+        where = f"--preprocess {self.spec!r} on {path.name}"
+        try:
+            out = self.function(image, path)
+        except Exception as exc:
+            raise QuantbenchError(f"{where} failed: {type(exc).__name__}: {exc}") from None
+        arrays = out if isinstance(out, dict) else {inputs[0].name: out} if len(inputs) == 1 else None
+        names = [spec.name for spec in inputs]
+        if arrays is None or sorted(arrays) != sorted(names):
+            raise QuantbenchError(f"{where}: return a dict with the arrays of the inputs {', '.join(names)}")
+        samples = {}
+        for spec in inputs:
+            value = np.asarray(arrays[spec.name])
+            if value.dtype == object or not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+                raise QuantbenchError(f"{where}: input {spec.name!r} is not an array of numbers")
+            rank = len(spec.shape) - 1
+            if spec.shape and value.ndim != rank:
+                raise QuantbenchError(
+                    f"{where}: input {spec.name!r} has shape {list(value.shape)}; the model takes "
+                    f"{list(spec.shape)}, so return rank {rank} (no batch axis)"
+                )
+            samples[spec.name] = np.ascontiguousarray(value, dtype=spec.dtype)
+        return samples
+
+    def to_dict(self) -> dict[str, Any]:
+        """What identifies it: the spec and its file's digest."""
+        return {"plugin": self.spec, "sha256": self.digest}
+
+    def describe(self) -> str:
+        """One line for summaries."""
+        return f"your function {self.spec}"
 
 
 PRESETS: dict[str, Preprocessing] = {

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +50,6 @@ OPTION = "--metric"
 
 MetricFunction = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], list[str]], Mapping[str, Any]]
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-_FILE_SPEC = re.compile(r"^(?P<path>.+?\.py):(?P<func>[A-Za-z_]\w*)$")
 
 
 def metric(*, headline: str, higher_is_better: bool, reference: float | None = None) -> Callable[[_F], _F]:
@@ -222,45 +219,10 @@ def load_metric(spec: str, modules: dict[Path, ModuleType] | None = None) -> Met
         QuantbenchError: a missing file or function, an unknown entry point, or a function that does not
             declare its headline and direction (one line naming ``--metric``).
     """
-    text = spec.strip()
-    match = _FILE_SPEC.match(text)
-    if match:
-        function = _file_function(Path(match["path"]), match["func"], text, modules or {})
-        name = match["func"]
-    elif text.endswith(".py"):
-        raise QuantbenchError(f"{OPTION} {text!r}: name the function too, as path/to/file.py:function")
-    else:
-        function, name = _entry_point_function(text), text
-    return _declared(text, name, function)
+    from quantbench.plugin_files import load_function
 
-
-def _file_function(file: Path, name: str, spec: str, modules: dict[Path, ModuleType]) -> Callable[..., Any]:
-    """The function ``name`` of the Python file ``file``, importing the file once per ``modules``."""
-    from quantbench.plugin_files import function_from_file
-
-    return function_from_file(file, name, f"{OPTION} {spec!r}", modules)
-
-
-def _entry_point_function(name: str) -> Callable[..., Any]:
-    """The function the installed ``quantbench.metrics`` entry point ``name`` refers to."""
-    from importlib import metadata
-
-    found = {entry.name: entry for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    if name not in found:
-        installed = f"installed: {', '.join(sorted(found))}" if found else "none is installed"
-        raise QuantbenchError(
-            f"{OPTION} {name!r} is neither path/to/file.py:function nor an installed metric "
-            f"(entry point group {ENTRY_POINT_GROUP}; {installed})"
-        )
-    try:
-        function = found[name].load()
-    except Exception as exc:
-        raise QuantbenchError(
-            f"{OPTION} {name!r}: loading {found[name].value} failed ({type(exc).__name__}: {exc})"
-        ) from None
-    if not callable(function):
-        raise QuantbenchError(f"{OPTION} {name!r}: {found[name].value} is not a function")
-    return function  # type: ignore[no-any-return]
+    function, name = load_function(spec, OPTION, ENTRY_POINT_GROUP, "metric", modules or {})
+    return _declared(spec.strip(), name, function)
 
 
 def _declared(spec: str, name: str, function: Callable[..., Any]) -> MetricPlugin:

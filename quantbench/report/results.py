@@ -208,6 +208,18 @@ def _model(record: RunRecord) -> dict[str, Any]:
     }
 
 
+def preprocessing_line(evaluation: dict[str, Any]) -> str:
+    """The held-out samples' preprocessing in one line, with the sample shapes seen."""
+    text = evaluation.get("preprocessing_text") or "none (tensor files fed as they are)"
+    shapes = [
+        f"{name} "
+        + ", ".join("x".join(map(str, item["shape"])) + f" ({item['samples']})" for item in seen[:4])
+        + (f" and {len(seen) - 4} more" if len(seen) > 4 else "")
+        for name, seen in (evaluation.get("shapes") or {}).items()
+    ]
+    return text + (f"; shapes {'; '.join(shapes)}" if shapes else "")
+
+
 def _data_and_calibration(record: RunRecord) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The samples evaluated (and calibrated on), and quantbench's calibration when it ran."""
     comparison, calibration = record.comparison, record.calibration

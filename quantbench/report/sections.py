@@ -14,6 +14,7 @@ from typing import Any
 
 from quantbench.report import figures, tables
 from quantbench.report.analysis import Headline, finite, headline, pareto_front, points
+from quantbench.report.results import preprocessing_line
 
 LIST_ITEMS = 50
 """Most items of a listing (skipped files, warnings, tensors without a range...); the rest are counted."""
@@ -83,6 +84,7 @@ def header(results: dict[str, Any]) -> dict[str, Any]:
             f"from {evaluation.get('root', '?')}",
         )
     )
+    facts.append(("preprocessing", preprocessing_line(evaluation)))
     backend_text = str(backend.get("name", "?"))
     extra = [f"{k} {v}" for k, v in backend.items() if k != "name" and v not in (None, "", [], {})]
     facts.append(("backend", backend_text + (f" ({'; '.join(map(str, extra))})" if extra else "")))
