@@ -136,6 +136,7 @@ def test_run_writes_every_artifact_and_consistent_metrics(tiny, tmp_path):
     # the summary has one row per variant with a speed-up against FP32
     rows = result.summary()
     assert rows[0]["speedup"] == pytest.approx(1.0) and rows[2]["rel_l2"] == metrics["rel_l2"]
+    assert rows[2]["top1_agreement"] == metrics["top1_agreement"]  # a fraction, as in results.json
 
 
 def test_labels_give_accuracy_against_an_independent_fp32_pass(tiny, tmp_path):

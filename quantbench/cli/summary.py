@@ -224,7 +224,10 @@ def print_run_summary(console: Console, result: RunResult) -> None:
         mark = "" if row["representative"] or row["ms"] is None else " *"  # no latency: nothing to mark
         footnote = footnote or bool(mark)
         ms = "-" if row["ms"] is None else f"{row['ms']:.2f} (b{row['batch']}){mark}"
-        first = _figure(row["top1_agreement"], ".1f") + ("%" if row["top1_agreement"] is not None else "")
+        agreement = row["top1_agreement"]
+        first = _figure(100.0 * agreement if agreement is not None else None, ".1f") + (
+            "%" if agreement is not None else ""
+        )
         if headline is not None and verdict:
             value = verdict["values"].get(row["variant"])
             first = _headline_format(verdict)(value) if isinstance(value, float) else "-"

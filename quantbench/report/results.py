@@ -385,9 +385,9 @@ def main_output(results: dict[str, Any]) -> str | None:
 
 
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per variant: top-1 agreement (%) and relative L2 of :func:`main_output`, the verdict's headline
-    (as a fraction where it is one, NaN kept), ms per batch and speed-up over FP32 at the first bench
-    batch size; None where a figure does not apply or ``results.json`` has no verdict."""
+    """Per variant: top-1 agreement and relative L2 of :func:`main_output`, the verdict's headline (NaN
+    kept), ms per batch and speed-up over FP32 at the first bench batch size; None where a figure does not
+    apply or ``results.json`` has no verdict. Agreements are fractions, as in ``results.json``."""
 
     output = main_output(results)
     verdict = results.get("verdict")
@@ -402,7 +402,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "variant": variant["name"],
-                "top1_agreement": 100.0 * agreement if isinstance(agreement, float) else None,
+                "top1_agreement": agreement if isinstance(agreement, float) else None,
                 "rel_l2": metrics.get("rel_l2"),
                 "headline": number(headlines.get(variant["name"])),
                 "batch": latency["batch"] if latency else None,
