@@ -1,8 +1,10 @@
 """Small helpers over an ONNX graph: who produces and reads a tensor, constant values, fresh names.
 
-Every function takes an ``onnx.GraphProto`` and reads it as it is now: after changing the graph, ask
-again. Node references are indices into ``graph.node``. Subgraphs (If, Loop, Scan bodies) are not
-looked into.
+Every function takes an ``onnx.GraphProto`` (:func:`evaluate_constants` the model, for its opsets) and
+reads it as it is now: after changing the graph, ask again. Node references are indices into
+``graph.node``. Subgraphs (If, Loop, Scan bodies) are not looked into, except for what they read from
+the enclosing graph (:func:`node_reads`), which :func:`cleanup` and :func:`drop_unused_initializers`
+keep.
 """
 
 from __future__ import annotations
@@ -87,9 +89,116 @@ def unique_name(taken: set[str], name: str) -> str:
     return candidate
 
 
+def node_reads(node: onnx.NodeProto) -> list[str]:
+    """The tensors ``node`` reads: its non-empty inputs, then those its subgraphs (If, Loop, Scan
+    bodies, at any depth) read from the enclosing scope."""
+    names = [name for name in node.input if name]
+    for attribute in node.attribute:
+        for body in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+            inner = {name for n in body.node for name in n.output} | {i.name for i in body.initializer}
+            inner |= {v.name for v in body.input}
+            names += [name for n in body.node for name in node_reads(n) if name not in inner]
+    return names
+
+
+RANDOM_OPS = frozenset(
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+)
+"""Ops whose outputs change from run to run, whatever their inputs."""
+
+
+def constant_tensors(graph: onnx.GraphProto) -> set[str]:
+    """Tensors whose value depends on initializers and Constant nodes only, through any chain of nodes.
+
+    The initializers (also those that older exporters list as graph inputs too: quantbench treats every
+    initializer as a weight) and the outputs of Constant nodes, then the outputs of every node of the
+    default domain that reads at least one tensor and only such tensors. Nodes of :data:`RANDOM_OPS`,
+    of other domains or with subgraphs are never constant. The graph must be in topological order.
+    """
+    constant = {init.name for init in graph.initializer}
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type in RANDOM_OPS:
+            continue
+        if any(a.HasField("g") or a.graphs for a in node.attribute):
+            continue
+        reads = [name for name in node.input if name]
+        if node.op_type == "Constant" or (reads and all(name in constant for name in reads)):
+            constant.update(name for name in node.output if name)
+    return constant
+
+
+def evaluate_constants(model: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]:
+    """Values of ``names``, tensors of :func:`constant_tensors` of ``model``'s graph, computed with
+    ONNX's reference evaluator from the nodes and initializers they depend on.
+
+    Returns:
+        name -> value; empty when the evaluator cannot run those nodes (an op it lacks, a bad graph).
+    """
+    import numpy as np
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    producer = producers(graph)
+    needed: set[int] = set()
+    stack = [name for name in names if name in producer]
+    while stack:
+        index = producer[stack.pop()]
+        if index not in needed:
+            needed.add(index)
+            stack.extend(name for name in node_reads(graph.node[index]) if name in producer)
+    nodes = [graph.node[i] for i in sorted(needed)]
+    read = {name for node in nodes for name in node_reads(node)} | set(names)
+    part = helper.make_graph(
+        nodes,
+        "constants",
+        [],
+        [helper.make_empty_tensor_value_info(name) for name in names],
+        [init for init in graph.initializer if init.name in read],
+    )
+    part_model = helper.make_model(part, opset_imports=model.opset_import, functions=model.functions)
+    try:
+        values = ReferenceEvaluator(part_model).run(None, {})
+    except Exception:  # an op the evaluator lacks, or a graph it cannot run: the caller does without
+        return {}
+    return dict(zip(names, (np.asarray(value) for value in values), strict=True))
+
+
+def cleanup(graph: onnx.GraphProto) -> None:
+    """Remove what computes nothing the graph needs: nodes of the default domain none of whose outputs
+    is read (by a node, a subgraph or as a graph output), and so the nodes only they read (one backward
+    pass over a graph in topological order, as ONNX requires), then unused initializers
+    (:func:`drop_unused_initializers`) and the value infos of tensors no longer in the graph."""
+    outputs = {o.name for o in graph.output}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node_reads(node):
+            uses[name] = uses.get(name, 0) + 1
+    dead: set[int] = set()
+    for i in reversed(range(len(graph.node))):  # readers come after producers: one backward pass
+        node = graph.node[i]
+        outs = [name for name in node.output if name]
+        if node.domain not in ("", "ai.onnx") or not outs:
+            continue
+        if all(uses.get(name, 0) == 0 and name not in outputs for name in outs):
+            dead.add(i)
+            for name in node_reads(node):
+                uses[name] -= 1
+    if dead:
+        kept = [node for i, node in enumerate(graph.node) if i not in dead]
+        del graph.node[:]
+        graph.node.extend(kept)
+    drop_unused_initializers(graph)
+    present = tensor_names(graph)
+    infos = [v for v in graph.value_info if v.name in present]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
+
+
 def drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    """Remove initializers (and their graph inputs) that no node or graph output reads."""
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    """Remove initializers (and their graph inputs) that no node (subgraphs included) or graph output
+    reads."""
+    used = {name for node in graph.node for name in node_reads(node)} | {o.name for o in graph.output}
     dropped = {init.name for init in graph.initializer if init.name not in used}
     keep = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]

@@ -148,19 +148,22 @@ def elements_per_sample(model: onnx.ModelProto, names: list[str]) -> int | None:
 def float_activations(model: onnx.ModelProto) -> list[str]:
     """Names of every float activation tensor, in graph order.
 
-    Graph inputs come first, then node outputs in node order. Initializers and
-    the outputs of ``Constant`` nodes are weights, not activations, and are left
-    out. A tensor whose type shape inference cannot tell is kept: the collector
-    skips it at run time if it turns out not to be float.
+    Graph inputs come first, then node outputs in node order. Tensors computed
+    from constants alone (initializers, ``Constant`` nodes and any chain of nodes
+    reading only those: :func:`quantbench.graph.constant_tensors`) are weights,
+    not activations, and are left out: the INT8 export quantizes them as the
+    weights of the node that reads them, or leaves them in float
+    (:mod:`quantbench.export.qdq`). A tensor whose type shape inference cannot
+    tell is kept: the collector skips it at run time if it turns out not to be
+    float.
     """
+    from quantbench.graph import constant_tensors
+
     graph = _inferred(model).graph
     types: dict[str, int] = {}
     for value in [*graph.input, *graph.value_info, *graph.output]:
         types[value.name] = value.type.tensor_type.elem_type
-    weights = {init.name for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            weights.update(node.output)
+    weights = constant_tensors(graph)
 
     names: list[str] = []
     seen: set[str] = set()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from quantbench.backends.base import Runner
 from quantbench.config import BenchSpec
 from quantbench.data.loader import Batch
 from quantbench.errors import QuantbenchError
@@ -546,7 +547,7 @@ def test_reference_values_are_fp32_against_itself_and_higher_is_better_points_aw
             assert worse[metric.key] > metric.reference_value, metric.key
 
 
-class _Linear:
+class _Linear(Runner):
     """A runner whose outputs are 12 class scores and 2 regression values, plus a fixed offset."""
 
     representative = True
@@ -631,3 +632,16 @@ def test_a_chosen_headline_decides_the_verdict_of_a_comparison() -> None:
     wrong = Task(options=TaskOptions(headline="det_f1"))
     with pytest.raises(QuantbenchError, match="headline=det_f1: the main output 'scores' is classes"):
         compare_variants(runners, batches, BenchSpec(runs=1, seconds=0.0), judging=Judging(task=wrong))
+
+
+def test_an_onnx_runtime_runner_judges_as_it_runs(tmp_path) -> None:
+    """judge() gives the session's arena back after the run; the outputs are those of run()."""
+    from quantbench.backends.onnxruntime import OnnxRuntimeRunner, SessionSettings, make_session
+    from tests.conftest import tiny_conv_model
+
+    model = tiny_conv_model(tmp_path / "m.onnx")
+    runner = OnnxRuntimeRunner(make_session(model, SessionSettings(threads=1), "the model"), True)
+    feeds = {"input": np.random.default_rng(4).normal(size=(8, 3, 16, 16)).astype(np.float32)}
+    ran, judged = runner.run(feeds), runner.judge(feeds)
+    assert list(ran) == list(judged) and all(np.array_equal(ran[k], judged[k]) for k in ran)
+    assert np.array_equal(runner.run(feeds)[next(iter(ran))], ran[next(iter(ran))])  # still runs after

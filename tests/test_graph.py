@@ -15,10 +15,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantbench.evaluation.errors import CHUNK, ErrorEnergy, relative_l2, snr_db, sum_squares_float32
 from quantbench.graph import (
+    cleanup,
+    constant_tensors,
     constant_values,
     consumers,
     drop_unused_initializers,
     initializers,
+    node_reads,
     producers,
     reader_nodes,
     set_initializer,
@@ -111,6 +114,61 @@ def test_drop_unused_initializers_keeps_what_nodes_or_outputs_read() -> None:
     drop_unused_initializers(graph)
     assert [i.name for i in graph.initializer] == ["w", "z"]
     assert [v.name for v in graph.input] == ["x"]  # the dropped initializer's graph input goes too
+
+
+def with_if(graph: onnx.GraphProto) -> onnx.GraphProto:
+    """``graph`` plus ``If(cond)`` whose branches read the outer ``k`` (an initializer) and ``x``."""
+    branch = lambda name, op: helper.make_graph(  # noqa: E731
+        [helper.make_node(op, ["k", "x"], [f"{name}_out"])],
+        name,
+        [],
+        [helper.make_tensor_value_info(f"{name}_out", F32, [2])],
+    )
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([3.0, 4.0], np.float32), "k"),
+            numpy_helper.from_array(np.array(True), "cond"),
+        ]
+    )
+    node = helper.make_node(
+        "If", ["cond"], ["z"], then_branch=branch("then", "Add"), else_branch=branch("else", "Mul")
+    )
+    graph.node.append(node)
+    return graph
+
+
+def test_node_reads_include_what_subgraphs_read() -> None:
+    graph = with_if(small_graph())
+    assert node_reads(graph.node[-1]) == ["cond", "k", "x", "k", "x"]
+    assert node_reads(graph.node[3]) == ["sq", "hi"]  # empty optional inputs left out
+
+
+def test_constant_tensors() -> None:
+    graph = with_if(small_graph())
+    graph.node.extend(
+        [
+            helper.make_node("Neg", ["w"], ["neg_w"]),
+            helper.make_node("Mul", ["neg_w", "hi"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "x"], ["mixed"]),
+            helper.make_node("RandomNormalLike", ["w"], ["noise"]),
+            helper.make_node("Custom", ["w"], ["custom"], domain="example.ops"),
+        ]
+    )
+    # initializers (also one listed as a graph input), Constants, and what only they feed;
+    # never a random op, another domain, a node with a subgraph or anything reading x
+    assert constant_tensors(graph) == {"w", "unused", "k", "cond", "hi", "three", "neg_w", "scaled"}
+
+
+def test_cleanup_drops_unread_nodes_and_initializers_but_keeps_subgraph_reads() -> None:
+    graph = with_if(small_graph())
+    graph.output.append(helper.make_tensor_value_info("z", F32, [2]))
+    graph.node.append(helper.make_node("Neg", ["three"], ["minus_three"]))  # read by nothing
+    graph.value_info.append(helper.make_tensor_value_info("minus_three", F32, []))
+    graph.value_info.append(helper.make_tensor_value_info("sq", F32, [2]))
+    cleanup(graph)
+    assert [n.output[0] for n in graph.node] == ["sq", "hi", "c", "y", "z"]  # "three" went with its reader
+    assert [i.name for i in graph.initializer] == ["w", "k", "cond"]  # k is read inside the If only
+    assert [v.name for v in graph.value_info] == ["sq"]
 
 
 # --- relative L2 and SNR -------------------------------------------------------------------------------

@@ -91,6 +91,11 @@ class Runner(ABC):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch; returns every model output by name."""
 
+    def judge(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch of the comparison (not timed): :meth:`run`, unless the runner frees memory after
+        it (a runner is timed on small batches but judged on larger ones)."""
+        return self.run(feeds)
+
     @abstractmethod
     def close(self) -> None:
         """Free what the runner holds."""

@@ -106,6 +106,17 @@ class OnnxRuntimeRunner(Runner):
         values = self._session.run(self._outputs, feeds)
         return dict(zip(self._outputs, values, strict=True))
 
+    def judge(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch of the comparison, then give the session's memory arena back to the system, so
+        that the sessions of every variant do not each keep a held-out batch's activations (on PP-OCRv4
+        det's 736x736 pages, 1 to 1.5 GiB a session)."""
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        values = self._session.run(self._outputs, feeds, options)
+        return dict(zip(self._outputs, values, strict=True))
+
     def close(self) -> None:
         """Drop the session."""
         self._session = None

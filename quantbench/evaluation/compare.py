@@ -243,14 +243,14 @@ def _evaluate(
     for batch in batches:
         if first_feeds is None:
             first_feeds = batch.inputs
-        reference = _judged(runners[REFERENCE]).run(batch.inputs)
+        reference = _judged(runners[REFERENCE]).judge(batch.inputs)
         labels = _accuracy_labels(judging.labels, batch)
         if not result.outputs:
             _describe_outputs(reference, judging.task, (result, accumulators))
         for name, pair in runners.items():
-            outputs = reference if name == REFERENCE else _judged(pair).run(batch.inputs)
+            outputs = reference if name == REFERENCE else _judged(pair).judge(batch.inputs)
             if pair[1] is not None:
-                accumulators.add_flavour(name, outputs, pair[0].run(batch.inputs))
+                accumulators.add_flavour(name, outputs, pair[0].judge(batch.inputs))
             for out_name, ref in reference.items():
                 if out_name not in outputs:
                     raise QuantbenchError(f"variant {name} has no output {out_name!r}")

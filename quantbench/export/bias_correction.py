@@ -29,8 +29,9 @@ import numpy as np
 from quantbench.errors import QuantbenchError
 from quantbench.evaluation.errors import ErrorEnergy
 from quantbench.graph import (
-    drop_unused_initializers,
+    cleanup,
     initializers,
+    node_reads,
     producers,
     reader_nodes,
     set_initializer,
@@ -119,17 +120,6 @@ class BiasCorrection:
 
 def _label(node: onnx.NodeProto) -> str:
     return node.name or f"{node.op_type}:{node.output[0]}"
-
-
-def _inputs_of(node: onnx.NodeProto) -> list[str]:
-    """The tensors ``node`` reads, including those its subgraphs read from the outer scope."""
-    names = [name for name in node.input if name]
-    for attribute in node.attribute:
-        graphs = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
-        for graph in graphs:
-            inner = {name for n in graph.node for name in n.output} | {i.name for i in graph.initializer}
-            names += [name for n in graph.node for name in _inputs_of(n) if name not in inner]
-    return names
 
 
 def _session(model: onnx.ModelProto, threads: int, what: str, as_written: bool = False) -> Any:
@@ -288,7 +278,7 @@ def _private_biases(
     inits = initializers(graph)
     uses: dict[str, int] = {}
     for node in graph.node:
-        for name in _inputs_of(node):
+        for name in node_reads(node):
             uses[name] = uses.get(name, 0) + 1
     taken = tensor_names(graph)
     biases: dict[str, np.ndarray] = {}
@@ -342,7 +332,7 @@ def _layout(
     constants = {init.name for init in graph.initializer if init.name not in feed_names}
     dynamic: list[onnx.NodeProto] = []
     for node in graph.node:
-        reads = _inputs_of(node)
+        reads = node_reads(node)
         constant = all(n in constants for n in reads) and not any(a.HasField("g") for a in node.attribute)
         if constant and (reads or node.op_type == "Constant"):
             constants.update(o for o in node.output if o)
@@ -351,7 +341,7 @@ def _layout(
     made = {name: -1 for name in graph_inputs}
     last: dict[str, int] = {}
     for i, node in enumerate(dynamic):
-        for name in _inputs_of(node):
+        for name in node_reads(node):
             if name not in constants and name not in feed_names:
                 last[name] = i
         made.update((o, i) for o in node.output if o)
@@ -422,7 +412,7 @@ class _Segments:
             node = self.const_producer[stack.pop()]
             if id(node) not in needed:
                 needed.add(id(node))
-                stack.extend(n for n in _inputs_of(node) if n in self.const_producer)
+                stack.extend(n for n in node_reads(node) if n in self.const_producer)
         return [n for n in self.model.graph.node if id(n) in needed]
 
     def build(self, begin: int, end: int) -> _Segment:
@@ -432,11 +422,11 @@ class _Segments:
         layout = self.layout
         part = layout.dynamic[begin:end]
         produced = {o for node in part for o in node.output if o}
-        reads = list(dict.fromkeys(n for node in part for n in _inputs_of(node)))
+        reads = list(dict.fromkeys(n for node in part for n in node_reads(node)))
         outputs = [n for n in dict.fromkeys(produced) if layout.last.get(n, -1) >= end]
         seg_targets = [o for node in part for o in node.output[:1] if o in self.corrected]
         ordered = self._constant_nodes(reads) + part
-        all_reads = {n for node in ordered for n in _inputs_of(node)}
+        all_reads = {n for node in ordered for n in node_reads(node)}
         fed = [n for n in reads if n not in produced and n not in layout.constants]
         dtype = {n: self.biases[n].dtype if n in self.biases else self.cache[0][n].dtype for n in fed}
         segment_graph = helper.make_graph(
@@ -574,7 +564,7 @@ def correct_biases(
 
     for bias, value in biases.items():
         set_initializer(graph, bias, value)
-    drop_unused_initializers(graph)  # a bias shared with an uncorrected node was copied
+    cleanup(graph)  # a bias shared with an uncorrected node was copied
     result.seconds = time.time() - started
     return result
 

@@ -13,8 +13,10 @@ Inputs that an op's schema fixes to ``tensor(float)`` stay float32 in a float16 
 and Upsample's ``scales``); inputs typed independently of the outputs (Resize's ``roi``, the
 input of Shape or Cast, BatchNormalization's parameters from opset 15) keep their own type.
 Initializers and Constant nodes follow their consumers: converted in place, or kept float32
-plus a float16 copy (a Cast for a Constant) when both types are needed. Models with
-control-flow subgraphs (If, Loop, Scan) are refused.
+plus a float16 copy (a Cast for a Constant) when both types are needed; what no node reads in
+the end, the input model's unused initializers included, is dropped
+(:func:`quantbench.graph.cleanup`). Models with control-flow subgraphs (If, Loop, Scan) are
+refused.
 
 :func:`runnable_on_cpu` makes such a model run on ONNX Runtime's CPU provider with float16
 rounding between ops. That is an emulation: its latency says nothing about a GPU.
@@ -35,7 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from quantbench.errors import QuantbenchError
-from quantbench.graph import initializers, tensor_names, unique_name
+from quantbench.graph import cleanup, initializers, tensor_names, unique_name
 
 if TYPE_CHECKING:
     from quantbench.backends.onnxruntime import SessionSettings
@@ -406,6 +408,7 @@ def convert_to_fp16(
     typing = _tensor_types(source, roles, io_type)
     _name_types(source, typing, io_type)
     _retype(source, roles, typing, io_type)
+    cleanup(model.graph)
     model = onnx.shape_inference.infer_shapes(model)
     return Fp16Model(model=model, kept_fp32=[n for n in source.ids if n in reasons], reasons=reasons)
 

@@ -38,8 +38,8 @@ from onnx import helper, numpy_helper
 
 from quantbench.export.qdq import QdqNames
 from quantbench.graph import (
+    cleanup,
     constant_values,
-    drop_unused_initializers,
     initializers,
     reader_nodes,
     set_initializer,
@@ -111,16 +111,15 @@ def _dequantizers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
 
 
 def _rebuild(graph: onnx.GraphProto, replaced: dict[int, list[onnx.NodeProto]]) -> None:
-    """Replace node i by ``replaced[i]`` (an empty list drops it); DequantizeLinear nodes and
-    initializers nothing reads any more go too."""
+    """Replace node i by ``replaced[i]`` (an empty list drops it); nodes (a weight's DequantizeLinear,
+    a float bias's Constant) and initializers nothing reads any more go too
+    (:func:`quantbench.graph.cleanup`)."""
     nodes = []
     for i, node in enumerate(graph.node):
         nodes.extend(replaced.get(i, [node]))
-    used = {name for node in nodes for name in node.input} | {o.name for o in graph.output}
-    nodes = [n for n in nodes if n.op_type != "DequantizeLinear" or any(o in used for o in n.output)]
     del graph.node[:]
     graph.node.extend(nodes)
-    drop_unused_initializers(graph)
+    cleanup(graph)
 
 
 def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> None:

@@ -6,10 +6,22 @@ Placement (TensorRT's explicit-quantization recommendations):
   DequantizeLinear pair (per-tensor, symmetric: scale = amax / 127, zero point 0);
 * their weights become per-channel symmetric int8 initializers followed by a DequantizeLinear, on
   the output-channel axis (Conv 0, ConvTranspose 1, Gemm 0 or 1 by ``transB``, MatMul the last);
+  one set per weight and axis, shared by the nodes that read it;
 * an Add fed by a quantized Conv (its only consumer) also quantizes its other, residual input, so
   TensorRT can fuse the Add into the convolution;
 * one Q/DQ pair per tensor, shared by every consumer that quantizes it; model outputs stay float;
 * a node whose activation input has no range, or that ``exclude`` names, stays entirely in float.
+
+Tensors computed from constants alone (initializers, Constant nodes and any chain of nodes reading
+only those: :func:`quantbench.graph.constant_tensors`) are never activations and never get a Q/DQ
+pair. As the second input of a Conv, ConvTranspose, Gemm or MatMul, a float32 one of two dimensions or
+more is that node's weight: quantized as above, its value evaluated first when nodes compute it. Any
+other stays in float: a bias, a constant operand of an Add (no residual fusion then), a weight of
+another type or shape or that cannot be evaluated (its node stays float), a constant first input (its
+node stays float).
+
+The built model holds nothing it does not read (:func:`quantbench.graph.cleanup`): the float originals
+of the quantized weights go, with the Constant nodes and nodes that only computed them.
 
 The TensorRT flavour is this graph with int8 activations. ONNX Runtime's flavour
 (:mod:`quantbench.export.onnxruntime_flavour`) reshapes it to run fast on the CPU with the same
@@ -28,9 +40,11 @@ from onnx import helper, numpy_helper
 
 from quantbench.errors import QuantbenchError
 from quantbench.graph import (
+    cleanup,
+    constant_tensors,
     constant_values,
     consumers,
-    drop_unused_initializers,
+    evaluate_constants,
     producers,
     tensor_names,
     unique_name,
@@ -54,10 +68,13 @@ class QdqPlan:
         residual_adds: indices of Add nodes whose residual input is quantized for fusion.
         missing: tensors that would be quantized but have no range (their consumers stay float).
         excluded: labels of the nodes kept in float by ``exclude``.
+        folded: weight -> its value, for the weights of ``weights`` that nodes compute from constants
+            (the others are initializers or Constant nodes).
     """
 
     activations: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     weights: list[tuple[int, int, int]] = field(default_factory=list)
+    folded: dict[str, np.ndarray] = field(default_factory=dict)
     quantized_nodes: list[int] = field(default_factory=list)
     residual_adds: list[int] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -121,6 +138,25 @@ def _weight_axis(node: onnx.NodeProto, input_index: int, ndim: int) -> int:
     return ndim - 1  # MatMul: output features are the last axis of B
 
 
+def _weight_value(
+    model: onnx.ModelProto, name: str, constants: Mapping[str, np.ndarray], folded: dict[str, np.ndarray]
+) -> np.ndarray | None:
+    """The value of ``name``, a tensor of :func:`quantbench.graph.constant_tensors`, when it can be a
+    quantized weight (float32, two dimensions or more), else None.
+
+    A value computed by nodes is evaluated (:func:`quantbench.graph.evaluate_constants`) and kept in
+    ``folded``; one the evaluator cannot compute is None.
+    """
+    value = constants.get(name, folded.get(name))
+    if value is None:
+        value = evaluate_constants(model, [name]).get(name)
+        if value is not None:
+            folded[name] = value
+    if value is None or value.dtype != np.float32 or value.ndim < 2:
+        return None
+    return value
+
+
 def plan_qdq(model: onnx.ModelProto, amax: Mapping[str, float], exclude: Iterable[str] = ()) -> QdqPlan:
     """Decide which tensors and weights get Q/DQ (see the module docstring).
 
@@ -132,8 +168,10 @@ def plan_qdq(model: onnx.ModelProto, amax: Mapping[str, float], exclude: Iterabl
     Raises:
         QuantbenchError: a bad ``exclude`` pattern, or an opset below 13 that cannot be converted.
     """
-    graph = at_least_opset13(model).graph
+    source = at_least_opset13(model)
+    graph = source.graph
     constants = constant_values(graph)
+    fixed = constant_tensors(graph)
     uses = consumers(graph)
     producer = producers(graph)
     excluded = match_excluded(graph, exclude)
@@ -154,14 +192,14 @@ def plan_qdq(model: onnx.ModelProto, amax: Mapping[str, float], exclude: Iterabl
         if node.op_type not in QUANTIZED_OPS or i in excluded or len(node.input) < 2:
             continue
         a, b = node.input[0], node.input[1]
-        b_weight = b in constants and constants[b].dtype == np.float32 and constants[b].ndim >= 2
-        if a in constants or not has_range(a):
+        if a in fixed or not has_range(a):
             continue
-        if not b_weight and not (node.op_type == "MatMul" and has_range(b)):
+        weight = _weight_value(source, b, constants, plan.folded) if b in fixed else None
+        if weight is None and (b in fixed or not (node.op_type == "MatMul" and has_range(b))):
             continue
         quantize_use(a, (i, 0))
-        if b_weight:
-            plan.weights.append((i, 1, _weight_axis(node, 1, constants[b].ndim)))
+        if weight is not None:
+            plan.weights.append((i, 1, _weight_axis(node, 1, weight.ndim)))
         else:
             quantize_use(b, (i, 1))
         plan.quantized_nodes.append(i)
@@ -181,7 +219,7 @@ def plan_qdq(model: onnx.ModelProto, amax: Mapping[str, float], exclude: Iterabl
             continue
         conv_side = max(fusable, key=lambda j: producer[node.input[j]])  # the later conv fuses
         residual = node.input[1 - conv_side]
-        if residual in constants or not has_range(residual):
+        if residual in fixed or not has_range(residual):
             continue
         quantize_use(residual, (i, 1 - conv_side))
         plan.residual_adds.append(i)
@@ -243,7 +281,7 @@ def build_qdq(
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    drop_unused_initializers(graph)
+    cleanup(graph)  # the float originals of the quantized weights, and what only computed them
     return out, names
 
 
@@ -298,12 +336,17 @@ def _quantize_weights(
     graph: onnx.GraphProto, plan: QdqPlan, taken: set[str], inserts: dict[int, list[onnx.NodeProto]]
 ) -> None:
     """Replace every weight of ``plan.weights`` by int8 codes and per-channel scales (initializers of
-    ``graph``) and a DequantizeLinear, added to ``inserts`` under the node that reads it."""
+    ``graph``) and a DequantizeLinear, added to ``inserts`` under the first node that reads it; nodes
+    that read one weight on the same axis share its DequantizeLinear."""
     constants = constant_values(graph)
+    done: dict[tuple[str, int], str] = {}  # (weight, axis) -> its dequantized tensor
     for i, j, axis in plan.weights:
         node = graph.node[i]
         name = node.input[j]
-        q, scales = quantize_weight(constants[name], axis)
+        if (name, axis) in done:
+            node.input[j] = done[name, axis]
+            continue
+        q, scales = quantize_weight(plan.folded[name] if name in plan.folded else constants[name], axis)
         q_name = unique_name(taken, f"{name}_int8")
         s_name = unique_name(taken, f"{name}_scale")
         z_name = unique_name(taken, f"{name}_zero_point")
@@ -318,7 +361,7 @@ def _quantize_weights(
         inserts.setdefault(i, []).append(
             helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [dq_name], f"{name}_DQ", axis=axis)
         )
-        node.input[j] = dq_name
+        node.input[j] = done[name, axis] = dq_name
 
 
 def at_least_opset13(model: onnx.ModelProto) -> onnx.ModelProto:
