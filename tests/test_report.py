@@ -915,3 +915,52 @@ def test_real_run_report_in_headless_chromium(browser, tmp_path):
     assert len(seen["figures"]) == 7
     assert all(f["natural"] > 0 and f["width"] > 0 and f["height"] > 0 for f in seen["figures"])
     assert "6. Calibration details" in seen["text"] and (folder / "report.png").stat().st_size > 10_000
+
+
+def test_labels_of_close_points_cover_no_other_dot_nor_label():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from quantbench.report.plotting import dot_box, label_points, new_figure, overlap
+
+    # int8-minmax and int8-percentile 0.6 ms and 0.3 points apart, up and to the right, as on a real run:
+    # a label right above minmax's dot would sit on percentile's
+    for pts in (
+        [(20.0, 93.8, "int8-minmax"), (20.6, 94.1, "int8-percentile"), (35.0, 100.0, "fp32")],
+        [
+            (20.0, 93.8, "int8-minmax"),
+            (20.5, 94.3, "int8-percentile"),
+            (21.0, 93.4, "int8-mse"),
+            (35.0, 100.0, "fp32"),
+        ],
+    ):
+        with new_figure(7.5, 4.2) as (fig, ax):
+            FigureCanvasAgg(fig)
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts])
+            ax.set_xlim(0, 45)
+            ax.set_ylim(85, 101)
+            fig.draw_without_rendering()
+            label_points(ax, pts)
+            renderer = fig.canvas.get_renderer()
+            fig.draw(renderer)
+            drawn = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}  # as rendered
+            dots = {name: dot_box(ax, x, y) for x, y, name in pts}
+        assert sorted(drawn) == sorted(name for _, _, name in pts)
+        for name, extent in drawn.items():
+            box = (extent.x0, extent.y0, extent.x1, extent.y1)
+            assert all(overlap(box, dot) == 0.0 for other, dot in dots.items() if other != name), name
+            for other, extent2 in drawn.items():
+                if other != name:
+                    assert overlap(box, (extent2.x0, extent2.y0, extent2.x1, extent2.y1)) == 0.0, (
+                        name,
+                        other,
+                    )
+
+
+def test_one_colour_per_variant_in_every_figure():
+    from quantbench.report.plotting import color, variant_colors
+
+    colors = variant_colors(["fp32", "fp16", "int8-entropy", "int8-mse"], ["entropy", "mse", "imported"])
+    assert colors["entropy"] == colors["int8-entropy"] == color(2)
+    assert colors["mse"] == colors["int8-mse"] == color(3)
+    assert colors["imported"] == color(4)  # ranges without a variant of their own get a colour of their own
+    assert len({colors[name] for name in ("fp32", "fp16", "int8-entropy", "int8-mse", "imported")}) == 5

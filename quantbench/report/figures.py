@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from quantbench.report.analysis import Headline, Point, finite, shorten
-from quantbench.report.plotting import Figure, color, embed, label_points, legend_label, log_y, new_figure
+from quantbench.report.plotting import (
+    Figure,
+    color,
+    embed,
+    label_points,
+    legend_label,
+    log_y,
+    new_figure,
+    variant_colors,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -176,7 +185,10 @@ def _positive(table: dict[str, Any], order: Sequence[str]) -> list[float]:
 
 
 def ranges_per_tensor(
-    order: Sequence[str], amax_sets: dict[str, dict[str, Any]], absmax: dict[str, Any]
+    order: Sequence[str],
+    amax_sets: dict[str, dict[str, Any]],
+    absmax: dict[str, Any],
+    colors: Mapping[str, str] | None = None,
 ) -> Figure | None:
     """Every set's amax per tensor, in graph order, on a log scale, with absmax in grey.
 
@@ -188,12 +200,14 @@ def ranges_per_tensor(
         order: the tensors, in graph order.
         amax_sets: label -> tensor -> amax.
         absmax: tensor -> largest |x| seen (may be empty).
+        colors: label -> colour, the colour of its variant in every figure (:func:`variant_colors`).
 
     Returns:
         The figure, or None when no tensor has a range.
     """
     if not order or not amax_sets:
         return None
+    colors = colors or variant_colors([], list(amax_sets))
     named = len(order) <= NAMED_TICKS
     x = list(range(len(order)))
     top = _positive(absmax, order) if absmax else None
@@ -208,11 +222,16 @@ def ranges_per_tensor(
                 ax.plot(x, top, color="#bbb", linewidth=4 if named else 1.5, label="absmax", zorder=1)
             if named:
                 ax.plot(
-                    x, _positive(table, order), "o-", markersize=3, color=color(i), label=legend_label(label)
+                    x,
+                    _positive(table, order),
+                    "o-",
+                    markersize=3,
+                    color=colors[label],
+                    label=legend_label(label),
                 )
             else:
-                ax.plot(x, _positive(table, order), ".", markersize=2.5, color=color(i))
-                ax.set_title(shorten(label, 48), loc="left", fontsize=9, color=color(i))
+                ax.plot(x, _positive(table, order), ".", markersize=2.5, color=colors[label])
+                ax.set_title(shorten(label, 48), loc="left", fontsize=9, color=colors[label])
         for ax in axes[:, 0]:
             log_y(ax)
             ax.set_ylabel("amax (log scale)")
@@ -226,12 +245,17 @@ def ranges_per_tensor(
         return embed(fig, "amax per tensor for every set of ranges")
 
 
-def histograms(digest: Sequence[dict[str, Any]], amax_sets: dict[str, dict[str, Any]]) -> Figure | None:
+def histograms(
+    digest: Sequence[dict[str, Any]],
+    amax_sets: dict[str, dict[str, Any]],
+    colors: Mapping[str, str] | None = None,
+) -> Figure | None:
     """Small multiples: each stored |x| histogram on a log scale, with every set's threshold marked.
 
     Args:
         digest: ``calibration.histograms`` of ``results.json``.
         amax_sets: label -> tensor -> amax.
+        colors: label -> colour, the colour of its variant in every figure (:func:`variant_colors`).
 
     Returns:
         The figure, or None when there is no histogram.
@@ -239,6 +263,7 @@ def histograms(digest: Sequence[dict[str, Any]], amax_sets: dict[str, dict[str, 
     usable = [h for h in digest if isinstance(h, dict) and h.get("counts") and finite(h.get("bin_width"))]
     if not usable:
         return None
+    colors = colors or variant_colors([], list(amax_sets))
     cols = 2 if len(usable) > 1 else 1
     nrows = -(-len(usable) // cols)
     with new_figure(7.5 if cols == 2 else 5.0, 2.3 * nrows, nrows=nrows, ncols=cols, squeeze=False) as (
@@ -254,14 +279,16 @@ def histograms(digest: Sequence[dict[str, Any]], amax_sets: dict[str, dict[str, 
             log_y(ax)
             ax.set_ylim(bottom=0.5)
             name = str(hist.get("tensor", "?"))
-            for i, (label, table) in enumerate(amax_sets.items()):
+            for label, table in amax_sets.items():
                 amax = finite(table.get(name))
                 if amax is not None:
-                    ax.axvline(amax, color=color(i), linewidth=1.2, label=legend_label(label))
+                    ax.axvline(amax, color=colors[label], linewidth=1.2, label=legend_label(label))
             top = finite(hist.get("absmax"))
             if top is not None:
                 ax.axvline(top, color="#555", linestyle=":", linewidth=1, label="absmax")
             ax.set_title(shorten(name, 44), loc="left", fontsize=9)
+            ax.set_xlabel("|x|", fontsize=8)
+            ax.set_ylabel("values (log scale)", fontsize=8)
             ax.set_xlim(0, edges[-1])
             ax.grid(False)
         for ax in flat[len(usable) :]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,9 @@ STYLE: dict[Any, Any] = {
     "legend.fontsize": 8,
     "legend.frameon": False,
 }
+Box = tuple[float, float, float, float]
+"""(left, bottom, right, top) in display pixels."""
+
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 
 
@@ -61,6 +64,22 @@ class Figure:
 def color(index: int) -> str:
     """The colour of the ``index``-th series (cycles through a fixed palette)."""
     return COLORS[index % len(COLORS)]
+
+
+def variant_colors(variants: Sequence[str], labels: Sequence[str] = ()) -> dict[str, str]:
+    """One colour per variant for every figure of a report: the ``i``-th variant's is :func:`color` (i);
+    a set of ranges ``label`` takes the colour of its variant ``int8-<label>``, else one of its own after
+    the variants'."""
+    colors = {name: color(i) for i, name in enumerate(variants)}
+    extra = len(variants)
+    for label in labels:
+        if label in colors:
+            continue
+        own = colors.get(f"int8-{label}")
+        if own is None:
+            own, extra = color(extra), extra + 1
+        colors[label] = own
+    return colors
 
 
 def legend_label(text: str) -> str:
@@ -92,36 +111,70 @@ def log_y(ax: Axes) -> None:
     ax.yaxis.set_minor_locator(NullLocator())  # minor ticks of a log axis cost time and say little
 
 
-def label_points(ax: Axes, points: list[tuple[float, float, str]], fontsize: float = 8) -> None:
-    """Write a label beside each point, each placed where it overlaps no label placed before it.
+DOT_RADIUS = 6.0
+"""Half the side, in points, of the box a labelled point's marker is taken to fill."""
 
-    Tries right-above, right-below, left-above and left-below of the point in turn (estimating a label's
-    box from its length), and keeps the first free place, else the one overlapping least.
+
+def label_box(ax: Axes, x: float, y: float, offset: tuple[float, float], text: str, fontsize: float) -> Box:
+    """The box, in display pixels, of a label written at ``offset`` points from the point (x, y)
+    (its size estimated from its length)."""
+    scale = ax.figure.dpi / 72.0
+    px, py = ax.transData.transform((x, y))
+    width, height = 0.62 * fontsize * len(text) * scale, 1.3 * fontsize * scale
+    left, bottom = px + offset[0] * scale, py + offset[1] * scale
+    return (left, bottom, left + width, bottom + height)
+
+
+def dot_box(ax: Axes, x: float, y: float) -> Box:
+    """The box, in display pixels, a point's marker covers (:data:`DOT_RADIUS`)."""
+    scale = ax.figure.dpi / 72.0
+    px, py = ax.transData.transform((x, y))
+    r = DOT_RADIUS * scale
+    return (px - r, py - r, px + r, py + r)
+
+
+def overlap(a: Box, b: Box) -> float:
+    """The area two boxes share."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def label_points(ax: Axes, points: list[tuple[float, float, str]], fontsize: float = 8) -> list[Box]:
+    """Write a label beside each point, each placed where it covers no other point's marker and no label
+    placed before it, so that a label cannot be read as another point's.
+
+    Tries right-above, right-below, left-above and left-below of the point, then the same twice as far,
+    and keeps the first free place, else the one overlapping least (another's marker counts ten times a
+    label).
 
     Args:
         ax: the axes, laid out and with its limits final.
         points: (x, y, text) in data coordinates.
         fontsize: label size in points.
+
+    Returns:
+        The boxes of the labels, in display pixels, in the order of ``points``.
     """
-    scale = ax.figure.dpi / 72.0
-    placed: list[tuple[float, float, float, float]] = []
-    for x, y, text in sorted(points, key=lambda item: (item[0], item[1])):
-        px, py = ax.transData.transform((x, y))
-        width, height = 0.62 * fontsize * len(text) * scale, 1.3 * fontsize * scale
-        best, best_overlap = (6.0, 5.0), math.inf
-        for dx, dy in ((6.0, 5.0), (6.0, -14.0), (-6.0 - width / scale, 5.0), (-6.0 - width / scale, -14.0)):
-            box = (px + dx * scale, py + dy * scale, px + dx * scale + width, py + dy * scale + height)
-            overlap = sum(
-                max(0.0, min(box[2], o[2]) - max(box[0], o[0]))
-                * max(0.0, min(box[3], o[3]) - max(box[1], o[1]))
-                for o in placed
-            )
-            if overlap < best_overlap:
-                best, best_overlap, best_box = (dx, dy), overlap, box
-            if overlap == 0.0:
+    dots = [dot_box(ax, x, y) for x, y, _ in points]
+    placed: dict[int, Box] = {}
+    order = sorted(range(len(points)), key=lambda k: (points[k][0], points[k][1]))
+    for k in order:
+        x, y, text = points[k]
+        width = label_box(ax, x, y, (0.0, 0.0), text, fontsize)
+        width_pt = (width[2] - width[0]) / (ax.figure.dpi / 72.0)
+        near = [(8.0, 5.0), (8.0, -16.0), (-8.0 - width_pt, 5.0), (-8.0 - width_pt, -16.0)]
+        far = [(2 * dx if dx > 0 else dx - 8.0, 2 * dy) for dx, dy in near]
+        best, best_cost, best_box = near[0], math.inf, label_box(ax, x, y, near[0], text, fontsize)
+        for offset in near + far:
+            box = label_box(ax, x, y, offset, text, fontsize)
+            cost = sum(overlap(box, o) for o in placed.values())
+            cost += 10 * sum(overlap(box, dot) for j, dot in enumerate(dots) if j != k)
+            if cost < best_cost:
+                best, best_cost, best_box = offset, cost, box
+            if cost == 0.0:
                 break
-        placed.append(best_box)
+        placed[k] = best_box
         ax.annotate(text, (x, y), textcoords="offset points", xytext=best, fontsize=fontsize)
+    return [placed[k] for k in range(len(points))]
 
 
 @contextmanager

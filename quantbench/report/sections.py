@@ -14,6 +14,7 @@ from typing import Any
 
 from quantbench.report import figures, tables
 from quantbench.report.analysis import Headline, finite, headline, pareto_front, points
+from quantbench.report.plotting import variant_colors
 from quantbench.report.results import preprocessing_line
 
 LIST_ITEMS = 50
@@ -219,11 +220,12 @@ def ranges(results: dict[str, Any]) -> dict[str, Any]:
     ranged = {name for table in amax_sets.values() for name in table}
     order = [name for name in results["model"].get("tensor_order") or [] if name in ranged]
     digest = calibration.get("histograms") or []
+    colors = variant_colors([str(v.get("name", "?")) for v in results["variants"]], list(amax_sets))
     return {
         "sets": list(amax_sets),
-        "figure": figures.ranges_per_tensor(order, amax_sets, absmax),
+        "figure": figures.ranges_per_tensor(order, amax_sets, absmax, colors),
         "table": tables.ranges_table(results) if amax_sets else None,
-        "histograms": figures.histograms(digest, amax_sets),
+        "histograms": figures.histograms(digest, amax_sets, colors),
         "histogram_tensors": [str(h.get("tensor", "?")) for h in digest if isinstance(h, dict)],
         "calibrated": bool(calibration),
     }
