@@ -228,6 +228,49 @@ def test_truncated_jpeg_is_skipped(tmp_path: Path, cut: float) -> None:
     assert decode_image(tmp_path / "full.jpg")[0].shape == (64, 64, 3)
 
 
+def _png_chunks(data: bytes) -> list[tuple[int, bytes]]:
+    """(offset, type) of each chunk of a PNG, read with struct-free slicing (the test's own walk)."""
+    chunks, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        chunks.append((pos, data[pos + 4 : pos + 8]))
+        pos += 12 + length
+    return chunks
+
+
+def test_broken_png_is_skipped_without_a_word_on_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(5)
+    ok, encoded = cv2.imencode(".png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    assert ok
+    data = encoded.tobytes()
+    chunks = dict((kind, offset) for offset, kind in _png_chunks(data))
+    idat = chunks[b"IDAT"]
+    cases = {
+        "cut.png": (data[: len(data) // 2], "truncated PNG"),
+        "no_end.png": (data[: chunks[b"IEND"]], "truncated PNG"),
+        "flipped.png": (
+            data[: idat + 20] + bytes([data[idat + 20] ^ 0xFF]) + data[idat + 21 :],
+            "damaged PNG (bad checksum in its 'IDAT' chunk)",
+        ),
+    }
+    capfd.readouterr()
+    for name, (content, reason) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(SkipSample) as exc:
+            decode_image(tmp_path / name)
+        assert exc.value.reason == reason, name
+    assert capfd.readouterr().err == ""  # the decoder never saw them, so its library said nothing
+    # a bad checksum in an ancillary chunk is what decoders pass over: the image is still used
+    text = b"tEXt" + b"comment\x00hello"
+    chunk = len(text[4:]).to_bytes(4, "big") + text + b"\x00\x00\x00\x00"
+    (tmp_path / "note.png").write_bytes(data[:idat] + chunk + data[idat:])
+    assert decode_image(tmp_path / "note.png")[0].shape == (40, 40, 3)
+    (tmp_path / "whole.png").write_bytes(data)
+    assert decode_image(tmp_path / "whole.png")[0].shape == (40, 40, 3)
+
+
 def test_sixteen_bit_png_is_rounded_to_eight_bit(tmp_path: Path) -> None:
     image = np.zeros((8, 8, 3), dtype=np.uint16)
     image[..., 0] = 257 * 100 + 100  # 100.39 -> 100

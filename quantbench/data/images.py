@@ -26,6 +26,29 @@ def _png_has_alpha(data: bytes) -> bool:
     return data[25] in (4, 6)
 
 
+def _png_problem(data: bytes) -> str | None:
+    """Why a PNG cannot be decoded whole, found by walking its chunks (each length, type and the CRC of
+    the critical ones) up to IEND; None where they are intact. Caught here, a broken PNG never reaches the decoder, whose
+    library writes its complaints to the process's stderr."""
+    import zlib
+
+    pos = len(_PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            return "truncated PNG"
+        crc = int.from_bytes(data[end - 4 : end], "big")
+        critical = kind[:1].isupper()  # an ancillary chunk's bad checksum is only warned about
+        if critical and zlib.crc32(data[pos + 4 : end - 4]) != crc:
+            return f"damaged PNG (bad checksum in its {kind.decode('latin-1', 'replace')!r} chunk)"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "truncated PNG"
+
+
 def _jpeg_components(data: bytes) -> int | None:
     """The component count in a JPEG's start-of-frame header, or None if it cannot be found.
 
@@ -79,8 +102,9 @@ def decode_image(path: Path) -> tuple[np.ndarray, list[str]]:
         made: any of ``"16-bit"``, ``"grayscale"``, ``"alpha dropped"``, ``"CMYK"``.
 
     Raises:
-        SkipSample: the file is empty, unreadable, a truncated JPEG, not a
-            decodable image, in an unsupported pixel type, or too small.
+        SkipSample: the file is empty, unreadable, a truncated JPEG, a truncated
+            or damaged PNG, not a decodable image, in an unsupported pixel type, or
+            too small.
     """
     import cv2
 
@@ -97,8 +121,12 @@ def decode_image(path: Path) -> tuple[np.ndarray, list[str]]:
             raise SkipSample("truncated JPEG")
         if _jpeg_components(data) == 4:
             conversions.append("CMYK")
-    elif _png_has_alpha(data):
-        conversions.append("alpha dropped")
+    elif data.startswith(_PNG_SIGNATURE):
+        problem = _png_problem(data)
+        if problem is not None:
+            raise SkipSample(problem)
+        if _png_has_alpha(data):
+            conversions.append("alpha dropped")
 
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
