@@ -389,3 +389,32 @@ def test_sample_engines_run_every_quantized_conv_in_int8(sample: tuple[Path, Pat
     fp16_compute = _conv_layers(by_name["fp16"])
     assert len(fp16_compute) >= 48 and {layer["precision"] for layer in fp16_compute} == {"fp16"}
     assert {layer["precision"] for layer in by_name["fp32"]["layers"] if layer["inputs"]} == {"fp32"}
+
+
+def test_profiles_cover_the_held_out_shapes_too(tmp_path: Path) -> None:
+    """Pages of their own sizes: calibration ones small, held-out ones larger; every engine's profile
+    spans both, so the engines can run every sample they are judged on."""
+    require_trt_rtx()
+    import json
+
+    import cv2
+
+    import quantbench
+
+    model = _dynamic_model(tmp_path / "dyn.onnx")
+    rng = np.random.default_rng(6)
+    for folder, (h, w), count in (("calib", (40, 60), 6), ("held", (80, 120), 4)):
+        (tmp_path / folder).mkdir()
+        for i in range(count):
+            cv2.imwrite(str(tmp_path / folder / f"p{i}.png"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+    result = quantbench.run(
+        model, tmp_path / "calib", n=6, eval_images=tmp_path / "held", eval_n=4, backend="tensorrt-rtx",
+        compute_capability="8.6", methods=["minmax"], precisions=["fp32", "int8"], bias_correction=False,
+        resize="keep-ratio", max_side=128, multiple=8, bench_runs=1, bench_seconds=0, out=tmp_path / "runs",
+    )  # fmt: skip
+    results = json.loads((Path(result.run_dir) / "results.json").read_text())
+    assert [s["shape"] for s in results["data"]["calibration"]["shapes"]["x"]] == [[3, 40, 64]]
+    assert [s["shape"] for s in results["data"]["evaluation"]["shapes"]["x"]] == [[3, 80, 120]]
+    for variant in results["variants"]:
+        profile = variant["engine"]["build"]["profile_shapes"]["x"]
+        assert profile["min"][1:] == [3, 40, 64] and profile["max"][1:] == [3, 80, 120], variant["name"]

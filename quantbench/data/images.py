@@ -28,8 +28,8 @@ def _png_has_alpha(data: bytes) -> bool:
 
 def _png_problem(data: bytes) -> str | None:
     """Why a PNG cannot be decoded whole, found by walking its chunks (each length, type and the CRC of
-    the critical ones) up to IEND; None where they are intact. Caught here, a broken PNG never reaches the decoder, whose
-    library writes its complaints to the process's stderr."""
+    the critical ones) up to IEND; None where they are intact. Caught here, a broken PNG never reaches
+    the decoder, whose library writes its complaints to the process's stderr."""
     import zlib
 
     pos = len(_PNG_SIGNATURE)

@@ -187,6 +187,9 @@ def gather_ranges(ctx: RunContext) -> RunRanges:
     imported = out.range_sets if ranges is not None else {}
     seen = out.calibration.shapes if out.calibration is not None else {}
     samples = {name: [tuple(s["shape"]) for s in shapes] for name, shapes in seen.items()}
+    if ctx.backend.capabilities.gpu and _dynamic_beyond_batch(ctx):  # engines built for these shapes
+        for name, shapes in held_out_shapes(ctx, out.calibration).items():
+            samples[name] = [*samples.get(name, []), *(s for s in shapes if s not in samples.get(name, []))]
     plan = RunPlan(
         ctx.model.path, ctx.model.inputs, ctx.run_dir, ctx.model.sha256, settings.bench.batch,
         ctx.eval_batch, settings.calib.batch, dict(imported), samples,
@@ -195,6 +198,32 @@ def gather_ranges(ctx: RunContext) -> RunRanges:
     if out.native_methods and "int8" in wanted and settings.data.images is not None and ranges is None:
         native_ranges(ctx, out)
     return out
+
+
+def _dynamic_beyond_batch(ctx: RunContext) -> bool:
+    """Whether a model input has a dynamic dimension other than the batch."""
+    return any(not isinstance(d, int) or d < 0 for spec in ctx.model.inputs for d in spec.shape[1:])
+
+
+def held_out_shapes(
+    ctx: RunContext, calibration: CalibrationResult | None
+) -> dict[str, list[tuple[int, ...]]]:
+    """The shapes of the held-out samples by input, from a pass that only loads and preprocesses them, so
+    that engines built for a range of shapes cover the samples they are judged on too.
+
+    Raises:
+        QuantbenchError: the held-out samples cannot be loaded.
+    """
+    from quantbench.flows.evaluate import held_out
+
+    data = ctx.settings.data
+    start = 0 if data.eval_images is not None or calibration is None else calibration.next_start
+    if start >= len(ctx.dataset(ctx.eval_root).files):
+        start = 0
+    with held_out(ctx, start) as stream:
+        for _ in stream:
+            pass
+    return {name: list(seen) for name, seen in stream.report.shapes.items()}
 
 
 def calibration_batch(n: int, model_batch: int | None, requested: int | None) -> int:
