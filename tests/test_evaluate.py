@@ -645,3 +645,28 @@ def test_an_onnx_runtime_runner_judges_as_it_runs(tmp_path) -> None:
     ran, judged = runner.run(feeds), runner.judge(feeds)
     assert list(ran) == list(judged) and all(np.array_equal(ran[k], judged[k]) for k in ran)
     assert np.array_equal(runner.run(feeds)[next(iter(ran))], ran[next(iter(ran))])  # still runs after
+
+
+def test_a_stand_in_runner_is_judged_but_never_timed() -> None:
+    class StandIn(_Linear):
+        timed = False
+
+        def __init__(self, weights: np.ndarray, offset: float) -> None:
+            super().__init__(weights, offset)
+            self.calls = 0
+
+        def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            self.calls += 1
+            return super().run(feeds)
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    weights = rng.normal(size=(3, 12))
+    stand_in = StandIn(weights, 0.05)
+    batches = [Batch({"x": x[:4]}, list("abcd")), Batch({"x": x[4:]}, list("ef"))]
+    comparison = compare_variants(
+        {"fp32": _Linear(weights, 0.0), "int8": stand_in}, batches, BenchSpec(runs=5, seconds=0.0)
+    )
+    assert stand_in.calls == 2  # one judged run per batch, none timed
+    assert comparison.latency["int8"] == [] and comparison.representative["int8"] is False
+    assert comparison.latency["fp32"] and comparison.metrics["int8"]["scores"]["top1_agreement"] >= 0.0

@@ -307,11 +307,16 @@ def _time(
     bench: BenchSpec,
     into: tuple[Comparison, Progress],
 ) -> None:
-    """Time every runner at every batch size on the first held-out samples, repeated to fill a batch."""
+    """Time every runner at every batch size on the first held-out samples, repeated to fill a batch; a
+    runner that stands in for what could not run here (``timed`` False) is not timed and has no latency."""
     result, progress = into
     for name, runner in runners.items():
         result.representative[name] = bool(getattr(runner, "representative", True))
         result.latency[name] = []
+        if not getattr(runner, "timed", True):
+            result.representative[name] = False
+            progress.advance(len(sizes))
+            continue
         for size in sizes:
             feeds = stack_feeds(first_feeds, size)
             stats = measure_latency(

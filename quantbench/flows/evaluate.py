@@ -115,9 +115,6 @@ def compare(
         timed = [ctx.model.fixed_batch] if ctx.model.fixed_batch else list(dict.fromkeys(bench.batch))
         for variant in variants:
             variant.details.update(runners[variant.name].extra_results(timed, bench.runs))
-            if not runners[variant.name].timed:  # a stand-in for what could not run here: no latency
-                comparison.latency[variant.name] = []
-                comparison.representative[variant.name] = False
     finally:
         for runner in [*runners.values(), *references.values()]:
             runner.close()
