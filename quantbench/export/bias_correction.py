@@ -122,13 +122,15 @@ def _label(node: onnx.NodeProto) -> str:
     return node.name or f"{node.op_type}:{node.output[0]}"
 
 
-def _session(model: onnx.ModelProto, threads: int, what: str, as_written: bool = False) -> Any:
+def _session(
+    model: onnx.ModelProto, threads: int, what: str, as_written: bool = False, release: bool = False
+) -> Any:
     """An ONNX Runtime CPU session (see :func:`quantbench.backends.onnxruntime.make_session`);
     ``as_written`` turns graph optimizations off, so a Q/DQ model keeps its Q/DQ semantics (no pair
-    folded into a fused node, no weight re-quantized)."""
+    folded into a fused node, no weight re-quantized); ``release`` runs it without a memory arena."""
     from quantbench.backends.onnxruntime import SessionSettings, make_session
 
-    settings = SessionSettings(threads=threads, optimize=not as_written)
+    settings = SessionSettings(threads=threads, optimize=not as_written, memory_arena=not release)
     return make_session(model, settings, f"{what} for bias correction")
 
 
@@ -243,21 +245,43 @@ def _find_targets(
     return targets
 
 
+PIECE = 2
+"""Samples per run in every pass of bias correction. The passes run the model (or a segment) without a
+memory arena on pieces of the correction batches, so memory follows the piece, not the batch: the FP32
+pass returns every corrected layer's output at once, and a whole-model pass at batch 16 on PP-OCRv4 det's
+736x736 pages needs some 3 GiB. Means add up exactly over any split, and outputs are joined again."""
+
+
+def _pieces(batch: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """``batch`` in slices of :data:`PIECE` samples (every input sliced alike)."""
+    size = len(next(iter(batch.values())))
+    for start in range(0, size, PIECE):
+        yield {name: value[start : start + PIECE] for name, value in batch.items()}
+
+
+def _run_whole(session: Any, names: list[str] | None, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """``names`` (None: every output) of ``session`` for ``batch``, computed piece by piece and joined."""
+    parts = [session.run(names, piece) for piece in _pieces(batch)]
+    return [np.concatenate(values) for values in zip(*parts, strict=True)]
+
+
 def _fp32_means(
     fp32_model: onnx.ModelProto,
     targets: dict[str, _Target],
     feeds: Sequence[Mapping[str, np.ndarray]],
     threads: int,
 ) -> dict[str, np.ndarray]:
-    """Per-channel means of every target's output in the FP32 model, in one pass over ``feeds``."""
+    """Per-channel means of every target's output in the FP32 model, in one pass over ``feeds``, in runs
+    of :data:`PIECE` samples."""
     from quantbench.model import expose_tensors
 
     names = list(targets)
     means = {name: _Means() for name in names}
-    session = _session(expose_tensors(fp32_model, names), threads, "the FP32 model")
+    session = _session(expose_tensors(fp32_model, names), threads, "the FP32 model", release=True)
     for batch in feeds:
-        for name, y in zip(names, session.run(names, dict(batch))):
-            means[name].add(y, targets[name].axis)
+        for piece in _pieces(batch):
+            for name, y in zip(names, session.run(names, piece)):
+                means[name].add(y, targets[name].axis)
     return {name: m.mean() for name, m in means.items()}
 
 
@@ -445,19 +469,27 @@ class _Segments:
         """An ONNX Runtime session of ``segment``, or None when it has nothing to compute."""
         if not segment.outputs and not segment.targets:
             return None
-        return _session(segment.model, self.threads, "a segment of the model", as_written=True)
+        return _session(segment.model, self.threads, "a segment of the model", as_written=True, release=True)
+
+    def _feeds(self, segment: _Segment, values: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """The pieces of one cached batch (:func:`_pieces`), each with the biases' current values."""
+        cached = {n: values[n] for n in segment.fed if n not in self.biases}
+        for piece in _pieces(cached):
+            yield {n: self.biases[n] if n in self.biases else piece[n] for n in segment.fed}
 
     def run(self, segment: _Segment, session: Any, names: list[str]) -> Iterator[list[np.ndarray]]:
-        """``names`` computed by ``session`` for each batch, with the biases' current values."""
+        """``names`` computed by ``session`` for each piece of each batch, with the biases' current
+        values."""
         for values in self.cache:
-            feeds = {n: self.biases[n] if n in self.biases else values[n] for n in segment.fed}
-            yield session.run(names, feeds)
+            for feeds in self._feeds(segment, values):
+                yield session.run(names, feeds)
 
     def advance(self, segment: _Segment, session: Any, end: int) -> None:
         """Keep what later segments read of ``segment``'s outputs; forget what no segment reads again."""
         if segment.outputs:
-            for values, computed in zip(self.cache, self.run(segment, session, segment.outputs)):
-                values.update(zip(segment.outputs, computed))
+            for values in self.cache:
+                parts = [session.run(segment.outputs, feeds) for feeds in self._feeds(segment, values)]
+                values.update(zip(segment.outputs, (np.concatenate(p) for p in zip(*parts, strict=True))))
         for values in self.cache:
             for n in [n for n in values if self.layout.last.get(n, -1) < end]:
                 del values[n]
@@ -587,10 +619,10 @@ def output_rel_l2(
         feeds: the batches.
         threads: ONNX Runtime intra-op threads (0: every core).
     """
-    session = _session(model, threads, "a Q/DQ model", as_written=True)
+    session = _session(model, threads, "a Q/DQ model", as_written=True, release=True)
     energy = ErrorEnergy(exact=True)
     for batch, expected in zip(feeds, reference):
-        for got, want in zip(session.run(None, dict(batch)), expected):
+        for got, want in zip(_run_whole(session, None, batch), expected):
             energy.update(want, got)
     return energy.rel_l2()
 
@@ -642,9 +674,10 @@ def correct_if_better(
     if not result.nodes:
         return result
     started = time.time()
-    fp32 = _session(fp32_model, threads, "the FP32 model")
+    fp32 = _session(fp32_model, threads, "the FP32 model", release=True)
     names = [o.name for o in fp32.get_outputs()]
-    reference = [fp32.run(None, dict(batch)) for batch in data.check]
+    reference = [_run_whole(fp32, None, batch) for batch in data.check]
+    del fp32
     headline = Headline.of(dict(zip(names, reference[0], strict=True)), data.task)
     at = names.index(headline.output)
     figures = []
@@ -673,8 +706,8 @@ def _outputs(
     model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], threads: int
 ) -> list[list[np.ndarray]]:
     """Every output of a Q/DQ model, run as written, for each batch."""
-    session = _session(model, threads, "a Q/DQ model", as_written=True)
-    return [session.run(None, dict(batch)) for batch in feeds]
+    session = _session(model, threads, "a Q/DQ model", as_written=True, release=True)
+    return [_run_whole(session, None, batch) for batch in feeds]
 
 
 def _rel_l2(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]) -> float:
