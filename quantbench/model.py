@@ -54,8 +54,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Load an ONNX model with its external data.
+def load_model(path: str | os.PathLike[str], *, external_data: bool = True) -> onnx.ModelProto:
+    """Load an ONNX model with its external data (without, where ``external_data`` is False: the graph
+    alone, its large weights left where they are).
 
     Raises:
         QuantbenchError: the file is missing or is not a readable ONNX model.
@@ -66,7 +67,7 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     if not model_path.is_file():
         raise QuantbenchError(f"model file not found: {model_path}")
     try:
-        return onnx.load(str(model_path))
+        return onnx.load(str(model_path), load_external_data=external_data)
     except Exception as exc:  # onnx raises DecodeError, ValueError, OSError...
         raise QuantbenchError(f"{model_path} is not a readable ONNX model ({first_line(exc)})") from None
 

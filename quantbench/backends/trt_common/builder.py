@@ -132,12 +132,9 @@ def name_dynamic_dims(path: Path) -> bytes | None:
     Raises:
         QuantbenchError: the model cannot be read.
     """
-    import onnx
+    from quantbench.model import load_model
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise QuantbenchError(f"cannot read {path}: {exc}") from None
+    model = load_model(path, external_data=False)
     initializers = {i.name for i in model.graph.initializer}
     changed = False
     for value in model.graph.input:

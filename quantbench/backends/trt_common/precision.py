@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from quantbench.backends.trt_common.inspector import precision_counts
-from quantbench.errors import QuantbenchError
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -30,14 +29,10 @@ def onnx_layer_names(model: Path) -> tuple[dict[str, str], set[str]]:
     Raises:
         QuantbenchError: the model cannot be read.
     """
-    import onnx
-
     from quantbench.export.qdq import node_label
+    from quantbench.model import load_model
 
-    try:
-        proto = onnx.load(str(model), load_external_data=False)
-    except Exception as exc:
-        raise QuantbenchError(f"cannot read {model}: {exc}") from None
+    proto = load_model(model, external_data=False)
     names: dict[str, str] = {}
     qdq: set[str] = set()
     for index, node in enumerate(proto.graph.node):
