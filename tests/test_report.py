@@ -964,3 +964,28 @@ def test_one_colour_per_variant_in_every_figure():
     assert colors["mse"] == colors["int8-mse"] == color(3)
     assert colors["imported"] == color(4)  # ranges without a variant of their own get a colour of their own
     assert len({colors[name] for name in ("fp32", "fp16", "int8-entropy", "int8-mse", "imported")}) == 5
+
+
+def test_the_engine_s_int8_nodes_and_lint_are_tabled():
+    from quantbench.report.tables import int8_node_table
+
+    results = {
+        "variants": [
+            {"name": "fp32"},
+            {
+                "name": "int8-minmax",
+                "int8_nodes": {"quantized": 64, "int8": 62, "nodes": []},
+                "precision_lint": {
+                    "quantized_in_float": ["ConvTranspose:up1", "ConvTranspose:up2"],
+                    "unfused_qdq": [{"layer": "q1", "onnx": ["QuantizeLinear:pool_q"]}],
+                },
+            },
+        ]
+    }
+    table = int8_node_table(results)
+    assert table is not None and [row[0] for row in table.rows] == ["int8-minmax"]
+    row = dict(zip(table.columns, table.rows[0], strict=True))
+    assert (row["quantized nodes"], row["run INT8"]) == ("64", "62")
+    assert row["quantized, left in float"] == "ConvTranspose:up1, ConvTranspose:up2"
+    assert row["Q/DQ left unfused"] == "QuantizeLinear:pool_q"
+    assert int8_node_table({"variants": [{"name": "fp32"}]}) is None

@@ -280,6 +280,7 @@ def details(results: dict[str, Any]) -> dict[str, Any]:
         "facts": facts,
         "lists": [item for item in lists if item.total],
         "layers": tables.layer_table(results),
+        "int8_nodes": tables.int8_node_table(results),
     }
 
 

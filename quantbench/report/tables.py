@@ -517,6 +517,42 @@ def sensitivity_tables(sensitivity: dict[str, Any], limit: int = SENSITIVITY_ROW
     return curve_table, ranking_table
 
 
+def int8_node_table(results: dict[str, Any]) -> Table | None:
+    """Per INT8 variant built by a backend that maps layers back to ONNX nodes: how many of the nodes
+    quantbench quantized run INT8, and the lint (quantized nodes left in float, Q/DQ pairs left unfused),
+    each finding named.
+
+    Returns:
+        The table, or None when no variant carries the map.
+    """
+    import pandas as pd
+
+    rows = []
+    for variant in results["variants"]:
+        nodes, lint = variant.get("int8_nodes"), variant.get("precision_lint") or {}
+        if not isinstance(nodes, dict):
+            continue
+        in_float = [str(n) for n in lint.get("quantized_in_float") or []]
+        unfused = [
+            ", ".join(map(str, item.get("onnx") or [])) if isinstance(item, dict) else str(item)
+            for item in lint.get("unfused_qdq") or []
+        ]
+        rows.append(
+            {
+                "variant": str(variant.get("name", "?")),
+                "quantized nodes": nodes.get("quantized"),
+                "run INT8": nodes.get("int8"),
+                "quantized, left in float": ", ".join(in_float) or "none",
+                "Q/DQ left unfused": "; ".join(unfused) or "none",
+            }
+        )
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows).astype(object)
+    formats: dict[str, Callable[[Any], str]] = {c: _text for c in ("quantized nodes", "run INT8")}
+    return to_table(frame, formats, caption="nodes quantbench quantized, as the engine runs them")
+
+
 def layer_table(results: dict[str, Any]) -> Table | None:
     """Per variant, how many layers run in each precision (from a backend's per-layer data).
 
