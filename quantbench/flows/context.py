@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from quantbench.backends.base import Backend
     from quantbench.calibration.calibrate import CalibrationResult
     from quantbench.data import Dataset
+    from quantbench.evaluation.tasks import Task
     from quantbench.model import LoadedModel
 
 EVAL_BATCH = 8
@@ -138,7 +139,12 @@ class RunContext:
     """
 
     def __init__(
-        self, settings: Settings, model: LoadedModel, run_dir: Path, progress: Progress | None = None
+        self,
+        settings: Settings,
+        model: LoadedModel,
+        run_dir: Path,
+        progress: Progress | None = None,
+        task: Task | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
@@ -150,7 +156,7 @@ class RunContext:
         """quantbench's calibration of this command, once it ran."""
         from quantbench.evaluation.tasks import Task
 
-        self.task = Task.parse(settings.verdict.task, settings.verdict.task_option)
+        self.task = task or Task.parse(settings.verdict.task, settings.verdict.task_option)
         """What the outputs hold and how they are judged (``--task``, ``--task-option``)."""
         self._datasets: dict[Path, Dataset] = {}
         self._backend: Backend | None = None
@@ -187,7 +193,7 @@ class RunContext:
         except QuantbenchError:
             remove_empty_folders(created)
             raise
-        context = cls(settings, model, run_dir, progress)
+        context = cls(settings, model, run_dir, progress, task)
         context.created = [*created, run_dir]
         return context
 

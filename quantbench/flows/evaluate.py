@@ -9,6 +9,7 @@ from quantbench.errors import QuantbenchError
 
 if TYPE_CHECKING:
     from quantbench.backends.base import Runner
+    from quantbench.calibration.calibrate import CalibrationResult
     from quantbench.data import BatchStream
     from quantbench.evaluation.compare import Comparison
     from quantbench.export.bias_correction import CorrectionData
@@ -25,14 +26,20 @@ FLAVOUR_BOUND = 0.02
 run's notes say so."""
 
 
-def held_out_start(ctx: RunContext, ranges: RunRanges) -> int:
+def held_out_position(ctx: RunContext, calibration: CalibrationResult | None) -> int | None:
     """Where held-out samples begin in the shuffled order of the evaluation folder: after the calibration
-    images when they come from the same folder (with a note where none is left), else at 0."""
-    data = ctx.settings.data
-    if data.eval_images is not None or ranges.calibration is None:
+    images when they come from the same folder, else at 0; None where calibration used every image."""
+    if ctx.settings.data.eval_images is not None or calibration is None:
         return 0
-    start = ranges.calibration.next_start
-    if start >= len(ctx.dataset(ctx.eval_root).files):
+    start = calibration.next_start
+    return None if start >= len(ctx.dataset(ctx.eval_root).files) else start
+
+
+def held_out_start(ctx: RunContext, ranges: RunRanges) -> int:
+    """:func:`held_out_position`, with a note where calibration used every image (the evaluation then
+    starts at 0, on the calibration images)."""
+    start = held_out_position(ctx, ranges.calibration)
+    if start is None:
         ctx.notes.append(
             f"NOTE: every image under {ctx.eval_root} was used for calibration; the evaluation reuses the "
             "calibration images, which flatters INT8. Pass --eval-images with held-out images."

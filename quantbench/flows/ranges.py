@@ -214,13 +214,9 @@ def held_out_shapes(
     Raises:
         QuantbenchError: the held-out samples cannot be loaded.
     """
-    from quantbench.flows.evaluate import held_out
+    from quantbench.flows.evaluate import held_out, held_out_position
 
-    data = ctx.settings.data
-    start = 0 if data.eval_images is not None or calibration is None else calibration.next_start
-    if start >= len(ctx.dataset(ctx.eval_root).files):
-        start = 0
-    with held_out(ctx, start) as stream:
+    with held_out(ctx, held_out_position(ctx, calibration) or 0) as stream:
         for _ in stream:
             pass
     return {name: list(seen) for name, seen in stream.report.shapes.items()}
