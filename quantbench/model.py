@@ -67,9 +67,12 @@ def load_model(path: str | os.PathLike[str], *, external_data: bool = True) -> o
     if not model_path.is_file():
         raise QuantbenchError(f"model file not found: {model_path}")
     try:
-        return onnx.load(str(model_path), load_external_data=external_data)
+        model = onnx.load(str(model_path), load_external_data=external_data)
     except Exception as exc:  # onnx raises DecodeError, ValueError, OSError...
         raise QuantbenchError(f"{model_path} is not a readable ONNX model ({first_line(exc)})") from None
+    if not model.graph.node and not model.graph.input:  # protobuf reads many a stray file as empty
+        raise QuantbenchError(f"{model_path} is not an ONNX model (no graph in it); check --model")
+    return model
 
 
 def _elem_dtype(elem_type: int) -> np.dtype | None:

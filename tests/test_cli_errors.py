@@ -50,6 +50,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "empty").mkdir()
     (root / "notes.txt").write_text("not a folder\n")
     (root / "bad.onnx").write_bytes(b"not an ONNX model")
+    (root / "stray.onnx").write_text("x\n")  # protobuf reads it as an empty model
     table = DynamicRanges({"input": 1.0, "conv1": 2.0})
     write_trt_cache(table, root / "r.cache")
     write_range_text(table, root / "r.txt")
@@ -115,6 +116,7 @@ CASES = [
     Case("model is a folder", ("calibrate", "--model", "{in}/imgs", "--images", "{in}/imgs"),
          ("imgs is a folder", "--model")),
     Case("model not ONNX", (*RUN[:2], "{in}/bad.onnx", *RUN[3:]), ("bad.onnx", "not a readable ONNX model")),
+    Case("model read as empty", (*RUN[:2], "{in}/stray.onnx", *RUN[3:]), ("stray.onnx", "no graph in it")),
     Case("model option missing", ("run", "--images", "{in}/imgs"), ("missing option '--model'", "--help")),
     Case("unknown option", (*RUN, "--modl", "x"), ("no such option: --modl", "quantbench run --help")),
     Case("not a number", (*RUN, "--n", "abc"), ("'--n'", "integer")),
