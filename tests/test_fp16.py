@@ -323,6 +323,27 @@ def test_runnable_on_cpu_emulates_an_op_that_fails_to_load() -> None:
     np.testing.assert_allclose(out.astype(np.float32), (window * x).astype(np.float32), rtol=1e-3, atol=1e-4)
 
 
+def test_a_producer_run_in_float32_is_emulated_not_its_emulated_consumer() -> None:
+    """YOLOv8's DFL head: Softmax -> 1x1 Conv. Once the Conv is emulated (it reads float32 through a Cast),
+    ONNX Runtime runs the float16 Softmax in float32 and merges its own output Cast with that one, which
+    rewires the Conv's input: the Softmax must be emulated next, and the result keep float16 rounding."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((1, 4, 1, 1)).astype(np.float16)
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["p"], name="softmax", axis=1),
+        helper.make_node("Conv", ["p", "w"], ["y"], name="conv"),
+    ]
+    model = make_model(nodes, [("x", F16, [1, 4, 3, 5])], [("y", F16, [1, 1, 3, 5])], {"w": w}, opset=13)
+    x = rng.standard_normal((1, 4, 3, 5)).astype(np.float16)
+    out, emulated = emulate(model, x=x)
+    assert {"Conv", "Softmax"} <= set(emulated)
+    e = np.exp(x.astype(np.float64) - x.astype(np.float64).max(axis=1, keepdims=True))
+    p = h(e / e.sum(axis=1, keepdims=True)).astype(np.float64)
+    expected = h(np.einsum("nchw,oc->nohw", p, w[:, :, 0, 0].astype(np.float64)))
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float64), expected.astype(np.float64), rtol=2e-3, atol=2e-3)
+
+
 def test_runnable_on_cpu_reports_other_load_errors() -> None:
     graph = helper.make_graph(
         [helper.make_node("NoSuchOp", ["x"], ["y"])],

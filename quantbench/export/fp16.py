@@ -478,7 +478,28 @@ def _upcast_ops(model: onnx.ModelProto, settings: SessionSettings | None) -> set
     rewired = [
         n for n in seen.graph.node if n.name in wiring and (list(n.input), list(n.output)) != wiring[n.name]
     ]
-    return {n.op_type for n in rewired if n.op_type != "Cast"}
+    return {_upcast_op(probe, n, wiring[n.name][0]) for n in rewired if n.op_type != "Cast"} - {"Cast"}
+
+
+def _upcast_op(model: onnx.ModelProto, node: onnx.NodeProto, inputs: list[str]) -> str:
+    """The op type to blame for a node ONNX Runtime rewired: the node's own, unless the node already reads
+    float32 through a Cast of ours on an input ONNX Runtime replaced. Then the float16 producer behind
+    that Cast is the one it ran in float32 (its output Cast and ours merged into one), as with a Softmax
+    feeding an emulated Conv."""
+    producers = {output: n for n in model.graph.node for output in n.output}
+    for original, now in zip(inputs, node.input, strict=False):
+        cast = producers.get(original)
+        if original == now or cast is None or cast.op_type != "Cast" or _cast_to(cast) != F32:
+            continue
+        source = producers.get(cast.input[0])
+        if source is not None and source.op_type != "Cast":
+            return source.op_type
+    return node.op_type
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    """The ``to`` of a Cast node."""
+    return next((int(a.i) for a in node.attribute if a.name == "to"), None)
 
 
 def _emulate(model: onnx.ModelProto, ops: set[str]) -> onnx.ModelProto:
