@@ -977,7 +977,15 @@ def test_the_engine_s_int8_nodes_and_lint_are_tabled():
                 "int8_nodes": {"quantized": 64, "int8": 62, "nodes": []},
                 "precision_lint": {
                     "quantized_in_float": ["ConvTranspose:up1", "ConvTranspose:up2"],
+                    "known_limits": [
+                        {"node": "ConvTranspose:up1", "op": "ConvTranspose", "reason": "r"},
+                        {"node": "ConvTranspose:up2", "op": "ConvTranspose", "reason": "r"},
+                    ],
                     "unfused_qdq": [{"layer": "q1", "onnx": ["QuantizeLinear:pool_q"]}],
+                    "float_between_int8": [
+                        {"layer": "conv1", "tensor": "t1", "into": ["conv2"]},
+                        {"layer": "conv2", "tensor": "t2", "into": ["conv3"]},
+                    ],
                 },
             },
         ]
@@ -986,6 +994,9 @@ def test_the_engine_s_int8_nodes_and_lint_are_tabled():
     assert table is not None and [row[0] for row in table.rows] == ["int8-minmax"]
     row = dict(zip(table.columns, table.rows[0], strict=True))
     assert (row["quantized nodes"], row["run INT8"]) == ("64", "62")
-    assert row["quantized, left in float"] == "ConvTranspose:up1, ConvTranspose:up2"
+    assert row["quantized, left in float"] == (
+        "ConvTranspose:up1 (known ConvTranspose limit), ConvTranspose:up2 (known ConvTranspose limit)"
+    )
+    assert row["float between INT8 layers"] == "2"
     assert row["Q/DQ left unfused"] == "QuantizeLinear:pool_q"
     assert int8_node_table({"variants": [{"name": "fp32"}]}) is None

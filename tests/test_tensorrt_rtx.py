@@ -23,7 +23,7 @@ import quantbench
 from quantbench.backends.tensorrt_rtx.targets import default_targets, describe_targets, parse_targets
 from quantbench.backends.trt_common.builder import BatchProfile, name_dynamic_dims, profile_shapes
 from quantbench.backends.trt_common.inspector import parse_layer_log, precision_counts
-from quantbench.backends.trt_common.precision import precision_report
+from quantbench.backends.trt_common.precision import float_between_int8, precision_report
 from quantbench.errors import QuantbenchError
 from tests.conftest import photo_folder, tiny_conv_model
 
@@ -113,6 +113,8 @@ def test_the_build_log_gives_each_layer_its_precision_tensors_and_onnx_nodes() -
         "inputs": ["int8"],
         "weights": ["int8"],
         "outputs": ["fp32"],
+        "input_names": ["a"],
+        "output_names": ["b"],
         "onnx": ["named_conv", "input_DQ", "w1_DQ"],
     }
     assert layers[0]["precision"] == "none" and layers[0]["onnx"] == []
@@ -149,7 +151,7 @@ def _qdq_model(path: Path) -> Path:
 def test_quantized_nodes_are_mapped_to_their_layers_and_linted(tmp_path: Path) -> None:
     model = _qdq_model(tmp_path / "qdq.onnx")
     layers = parse_layer_log(LAYER_LOG)
-    report = precision_report(layers, model, ["named_conv", "Conv:out"])
+    report = precision_report(layers, model, ["named_conv", "Conv:out"], {"Conv": "why", "Gemm": "other"})
     nodes = {node["node"]: node for node in report["int8_nodes"]["nodes"]}
     assert nodes["named_conv"]["int8"] and nodes["named_conv"]["layers"] == ["q_in", "named_conv_0"]
     assert nodes["Conv:out"]["onnx_layer"] == "node_of_out"  # the parser's name of an unnamed node
@@ -157,10 +159,36 @@ def test_quantized_nodes_are_mapped_to_their_layers_and_linted(tmp_path: Path) -
     assert report["int8_nodes"]["quantized"] == 2 and report["int8_nodes"]["int8"] == 1
     assert report["precision_lint"] == {
         "quantized_in_float": ["Conv:out"],
+        "known_limits": [{"node": "Conv:out", "op": "Conv", "reason": "why"}],
         "unfused_qdq": [{"layer": "alone", "onnx": ["relu_Q"]}],
+        "float_between_int8": [],  # 'alone' requantizes b, but conv_f is not INT8 (float weights)
     }
     plain = precision_report(layers, model)
     assert set(plain) == {"layers", "layer_precisions"}
+
+
+def test_float_outputs_between_int8_layers_are_found() -> None:
+    """A -> B directly (B's residual input), B -> (scale+relu+quantize kernel) -> C, D -> E through a float16
+    tensor: findings; C -> float Add (no INT8 layer after it): none."""
+    int8_w, x8 = _tensor("w", "Int8"), _tensor("x", "Int8")
+    log = "\n".join(
+        [
+            _layer("A", "gemm", x8, int8_w, _tensor("a", "Float"), ["conv_a"]),
+            _layer("B", "gemm", f"{x8}, {_tensor('a', 'Float')}", int8_w, _tensor("b", "Float"), []),
+            _layer("epi", "kgen", _tensor("b", "Float"), _tensor("s", "Half"), _tensor("bq", "Int8"), []),
+            _layer("C", "gemm", _tensor("bq", "Int8"), int8_w, _tensor("c", "Float"), ["conv_c"]),
+            _layer("add", "kgen", _tensor("c", "Float"), "", _tensor("d", "Float"), []),
+            _layer("D", "gemm", _tensor("d", "Int8"), int8_w, _tensor("e", "Half"), []),
+            _layer("E", "gemm", _tensor("e", "Int8"), int8_w, _tensor("out", "Float"), []),
+        ]
+    )  # fmt: skip
+    layers = parse_layer_log(log)
+    assert [layer["input_names"] for layer in layers][:2] == [["x"], ["x", "a"]]
+    assert float_between_int8(layers) == [
+        {"layer": "A", "tensor": "a", "into": ["B"]},
+        {"layer": "B", "tensor": "b", "into": ["C"]},
+        {"layer": "D", "tensor": "e", "into": ["E"]},  # a float16 output read by an INT8 layer
+    ]
 
 
 # --- profiles and dynamic dimensions ----------------------------------------------------------------------
@@ -385,7 +413,9 @@ def test_sample_engines_run_every_quantized_conv_in_int8(sample: tuple[Path, Pat
     convs = [node for node in nodes if node["node"].startswith("Conv")]
     assert len(convs) == 49 and all(node["int8"] for node in convs)
     assert int8["int8_nodes"]["int8"] == int8["int8_nodes"]["quantized"] == len(nodes)
-    assert int8["precision_lint"] == {"quantized_in_float": [], "unfused_qdq": []}
+    lint = int8["precision_lint"]
+    assert lint["quantized_in_float"] == lint["known_limits"] == lint["unfused_qdq"] == []
+    assert all(finding["into"] for finding in lint["float_between_int8"])
     fp16_compute = _conv_layers(by_name["fp16"])
     assert len(fp16_compute) >= 48 and {layer["precision"] for layer in fp16_compute} == {"fp16"}
     assert {layer["precision"] for layer in by_name["fp32"]["layers"] if layer["inputs"]} == {"fp32"}

@@ -519,8 +519,9 @@ def sensitivity_tables(sensitivity: dict[str, Any], limit: int = SENSITIVITY_ROW
 
 def int8_node_table(results: dict[str, Any]) -> Table | None:
     """Per INT8 variant built by a backend that maps layers back to ONNX nodes: how many of the nodes
-    quantbench quantized run INT8, and the lint (quantized nodes left in float, Q/DQ pairs left unfused),
-    each finding named.
+    quantbench quantized run INT8, and the lint: quantized nodes left in float (those a known limit of the
+    library explains marked so) and Q/DQ pairs left unfused, each named; INT8 layers whose float output
+    reaches another INT8 layer, counted (``results.json`` names them).
 
     Returns:
         The table, or None when no variant carries the map.
@@ -532,7 +533,15 @@ def int8_node_table(results: dict[str, Any]) -> Table | None:
         nodes, lint = variant.get("int8_nodes"), variant.get("precision_lint") or {}
         if not isinstance(nodes, dict):
             continue
-        in_float = [str(n) for n in lint.get("quantized_in_float") or []]
+        known = {
+            str(item.get("node")): str(item.get("op"))
+            for item in lint.get("known_limits") or []
+            if isinstance(item, dict)
+        }
+        in_float = [
+            f"{n} (known {known[str(n)]} limit)" if str(n) in known else str(n)
+            for n in lint.get("quantized_in_float") or []
+        ]
         unfused = [
             ", ".join(map(str, item.get("onnx") or [])) if isinstance(item, dict) else str(item)
             for item in lint.get("unfused_qdq") or []
@@ -544,12 +553,14 @@ def int8_node_table(results: dict[str, Any]) -> Table | None:
                 "run INT8": nodes.get("int8"),
                 "quantized, left in float": ", ".join(in_float) or "none",
                 "Q/DQ left unfused": "; ".join(unfused) or "none",
+                "float between INT8 layers": len(lint.get("float_between_int8") or []),
             }
         )
     if not rows:
         return None
     frame = pd.DataFrame(rows).astype(object)
-    formats: dict[str, Callable[[Any], str]] = {c: _text for c in ("quantized nodes", "run INT8")}
+    counts = ("quantized nodes", "run INT8", "float between INT8 layers")
+    formats: dict[str, Callable[[Any], str]] = {c: _text for c in counts}
     return to_table(frame, formats, caption="nodes quantbench quantized, as the engine runs them")
 
 

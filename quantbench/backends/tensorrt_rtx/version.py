@@ -18,5 +18,11 @@ TENSORRT_RTX = TrtLibrary(
     name="TensorRT-RTX",
     install_hint=INSTALL_HINT,
     supported_majors=SUPPORTED_MAJORS,
+    known_limits=(
+        (
+            "ConvTranspose",
+            "TensorRT-RTX 1.7 runs ConvTranspose in float even with INT8 data and weights",
+        ),
+    ),
 )
 """NVIDIA TensorRT for RTX: module ``tensorrt_rtx``, version 1 (strongly typed only)."""

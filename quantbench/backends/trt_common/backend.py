@@ -224,7 +224,8 @@ class TrtFamilyBackend(Backend):
         if isinstance(layers, list):
             quantized = variant.details.get("quantized_nodes", []) if variant.precision == "int8" else []
             onnx = Path(str(record.get("build", {}).get("onnx", variant.model)))
-            results.update(precision_report(layers, onnx, quantized))
+            limits = dict(self.library.known_limits)
+            results.update(precision_report(layers, onnx, quantized, limits))
         return results
 
     def prepare(self, variant: Variant) -> Runner:

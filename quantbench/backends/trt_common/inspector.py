@@ -104,25 +104,32 @@ def _datatypes(section: str) -> list[str]:
     return [precision_of(text) for text in re.findall(r"Datatype: (\w+)", section)]
 
 
+def _names(section: str) -> list[str]:
+    return re.findall(r"\{ Name: ([^,]*), ", section)
+
+
 def parse_layer_log(text: str) -> list[dict[str, Any]]:
     """The layer information a TensorRT-family builder logs after a build with detailed profiling
     verbosity (its verbose ``Layers:`` message, one ``Name: ..., LayerType: ..., Inputs: [...],
     Constants: [...], Outputs: [...], TacticName: ..., StreamId: ..., Metadata: ...`` line per layer).
 
     Returns:
-        ``[{"name", "type", "precision", "inputs", "weights", "outputs", "onnx"}]`` in engine order:
-        ``precision`` as :func:`parse_layers` reads it (``none`` for a layer without tensors),
-        ``inputs``/``weights``/``outputs`` the precisions of its input, constant and output tensors, and
-        ``onnx`` the ONNX nodes it computes (its ``[ONNX Layer: name]`` metadata).
+        ``[{"name", "type", "precision", "inputs", "weights", "outputs", "input_names", "output_names",
+        "onnx"}]`` in engine order: ``precision`` as :func:`parse_layers` reads it (``none`` for a layer
+        without tensors), ``inputs``/``weights``/``outputs`` the precisions of its input, constant and
+        output tensors, ``input_names``/``output_names`` the engine's names of its input and output
+        tensors (which connect the layers), and ``onnx`` the ONNX nodes it computes (its
+        ``[ONNX Layer: name]`` metadata).
     """
     layers = []
     for line in text.splitlines():
         if not line.startswith("Name: "):
             continue
         name = _log_section(line, "Name: ", (", LayerType: ",))
-        inputs = _datatypes(_log_section(line, ", Inputs: [", ("], Constants: [", "], Outputs: [")))
+        input_section = _log_section(line, ", Inputs: [", ("], Constants: [", "], Outputs: ["))
+        output_section = _log_section(line, "], Outputs: [", ("], TacticName: ", "], Metadata: "))
+        inputs, outputs = _datatypes(input_section), _datatypes(output_section)
         weights = _datatypes(_log_section(line, "], Constants: [", ("], Outputs: [",)))
-        outputs = _datatypes(_log_section(line, "], Outputs: [", ("], TacticName: ", "], Metadata: ")))
         first = inputs[:1] or outputs[:1]
         layers.append(
             {
@@ -132,6 +139,8 @@ def parse_layer_log(text: str) -> list[dict[str, Any]]:
                 "inputs": inputs,
                 "weights": weights,
                 "outputs": outputs,
+                "input_names": _names(input_section),
+                "output_names": _names(output_section),
                 "onnx": re.findall(r"\[ONNX Layer: ([^\]]*)\]", _log_section(line, ", Metadata: ", ())),
             }
         )

@@ -55,6 +55,8 @@ class TrtLibrary:
         install_hint: how to install it, appended to the messages saying it is missing.
         supported_majors: the major versions the backend supports.
         implicit_majors: the major versions that keep implicit quantization (none: strongly typed only).
+        known_limits: (op type, why) for ops the library runs in float whatever their Q/DQ; the INT8
+            lint names the quantized nodes they explain.
     """
 
     module: str
@@ -62,6 +64,7 @@ class TrtLibrary:
     install_hint: str
     supported_majors: tuple[int, ...]
     implicit_majors: tuple[int, ...] = ()
+    known_limits: tuple[tuple[str, str], ...] = ()
 
     def parse_version(self, text: str) -> LibraryInfo:
         """``"10.13.0.35"`` -> LibraryInfo(10, 13, 0, ...).
