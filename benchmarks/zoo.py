@@ -5,7 +5,8 @@ For each model of ``benchmarks/zoo_models.py`` (EfficientNet-Lite0, nudenet's YO
 rec and cls), one sample set with one shape per model (``fixed_shape``: PP-OCR det pages 3x736x736,
 rec crops 3x48x320, cls 3x48x192):
 
-* ``quantbench.run`` twice, with and without bias correction, each with every calibration method
+* ``quantbench.run`` for each weight rounding of ``--weight-rounding`` (nearest and adaptive), with and
+  without bias correction, each with every calibration method
   (entropy, minmax, percentile, mse), on the calibration samples, judged by quantbench on the held-out
   ones; precisions FP32 and INT8 (FP16 is left out: on the CPU it is an emulation, never recommended);
 * ONNX Runtime's ``quantize_static`` (``benchmarks/zoo_peers.py``: QDQ, symmetric int8, per-channel
@@ -43,7 +44,8 @@ samples at a time into its ranges or histograms instead of keeping every sample'
 det's Percentile keeps about 0.9 GiB a sample).
 
 Usage:  python benchmarks/zoo.py WORK [--models NAME ...] [--calibration 8] [--held-out 8] [--seed 0]
-                                      [--bias-correction-images 32] [--bench-runs 5]
+                                      [--bias-correction-images 32] [--weight-rounding nearest,adaptive]
+                                      [--bench-runs 5]
                                       [--bench-seconds 0] [--threads 0] [--peer-stride 8] [--json FILE]
 writes the sample sets, quantbench's runs and ORT's models under WORK, prints the markdown tables and
 writes everything measured to ``--json`` (default ``WORK/zoo.json``).
@@ -103,6 +105,7 @@ class Options:
     held_out: int = 8
     seed: int = 0
     bias_correction_images: int = 32
+    weight_rounding: str = "nearest,adaptive"
     bench_runs: int = 5
     bench_seconds: float = 0.0
     threads: int = 0
@@ -117,10 +120,12 @@ class Row:
         model: the zoo model; tool: ``quantbench`` or ``ORT quantize_static``; variant: quantbench's
             variant name or ORT's calibration method.
         bias_correction: quantbench: ``kept``, ``not kept`` (measured, worse) or ``off``; ORT: ``-``.
+        weight_rounding: quantbench: ``nearest`` or ``adaptive``; ORT: ``-``.
         independent: the scorer's figures (``zoo_models.agreement``); headline: the one compared.
         quantbench: quantbench's own headline for the variant (None for ORT's models).
         calibration_seconds, peak_mib: the tool run's calibration time and peak memory (see the module
-            docstring); correction_seconds: quantbench's bias correction of this variant.
+            docstring); correction_seconds: quantbench's bias correction of this variant;
+            rounding_seconds: its adaptive weight rounding (one fit for every variant of the run).
         recommended: quantbench recommended this variant in its run.
         note: ORT: what was done to the model before ``quantize_static`` (opset conversion, pre-process).
         error: why the row has no figures, where a step failed.
@@ -130,11 +135,13 @@ class Row:
     tool: str
     variant: str
     bias_correction: str = "-"
+    weight_rounding: str = "-"
     independent: dict[str, float] = field(default_factory=dict)
     headline: float | None = None
     quantbench: float | None = None
     calibration_seconds: float | None = None
     correction_seconds: float | None = None
+    rounding_seconds: float | None = None
     peak_mib: float | None = None
     recommended: bool = False
     note: str = ""
@@ -181,6 +188,7 @@ def quantbench_worker(job: dict[str, Any]) -> dict[str, Any]:
         precisions=["fp32", "int8"],
         bias_correction=job["bias_correction"],
         bias_correction_images=job["bias_correction_images"],
+        weight_rounding=job["weight_rounding"],
         bench_runs=job["bench_runs"],
         bench_seconds=job["bench_seconds"],
         threads=job["threads"],
@@ -199,9 +207,15 @@ def quantbench_worker(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_quantbench(
-    model: ZooModel, fp32: Path, folders: dict[str, Path], out: Path, bias: bool, options: Options
+    model: ZooModel,
+    fp32: Path,
+    folders: dict[str, Path],
+    out: Path,
+    setup: tuple[str, bool],
+    options: Options,
 ) -> dict:
-    """``quantbench_worker`` in a fresh process; its result, with ``results.json`` read in.
+    """``quantbench_worker`` in a fresh process, with ``setup`` = (weight rounding, bias correction); its
+    result, with ``results.json`` read in.
 
     Raises:
         RuntimeError: quantbench failed; the message holds the end of its output.
@@ -213,8 +227,9 @@ def run_quantbench(
         "held_out": str(folders["held_out"]),
         "n": options.calibration,
         "eval_n": options.held_out,
-        "bias_correction": bias,
+        "bias_correction": setup[1],
         "bias_correction_images": options.bias_correction_images,
+        "weight_rounding": setup[0],
         "bench_runs": options.bench_runs,
         "bench_seconds": options.bench_seconds,
         "threads": options.threads,
@@ -259,7 +274,11 @@ def _bias_state(details: dict[str, Any], bias: bool) -> str:
 
 
 def quantbench_rows(
-    model: ZooModel, measured: dict[str, Any], bias: bool, reference: dict[str, Any], threads: int
+    model: ZooModel,
+    measured: dict[str, Any],
+    setup: tuple[str, bool],
+    reference: dict[str, Any],
+    threads: int,
 ) -> list[Row]:
     """A row per INT8 variant of one quantbench run, scored here, with quantbench's own headline."""
     results = measured["results"]
@@ -276,12 +295,14 @@ def quantbench_rows(
                 model=model.name,
                 tool="quantbench",
                 variant=variant["name"],
-                bias_correction=_bias_state(details, bias),
+                bias_correction=_bias_state(details, setup[1]),
+                weight_rounding=setup[0],
                 independent=figures,
                 headline=figures[HEADLINE[model.kind]],
                 quantbench=verdict.get("values", {}).get(variant["name"]),
                 calibration_seconds=results["calibration"]["total_seconds"],
                 correction_seconds=(details.get("bias_correction") or {}).get("seconds"),
+                rounding_seconds=(details.get("weight_rounding") or {}).get("seconds"),
                 peak_mib=measured["calibration_peak_mib"],
                 recommended=verdict.get("recommended") == variant["name"],
             )
@@ -324,6 +345,18 @@ def peer_rows(
 # --- one model -----------------------------------------------------------------------------------
 
 
+def run_setups(options: Options) -> list[tuple[str, bool]]:
+    """The quantbench runs per model: (weight rounding, bias correction) for each rounding of
+    ``--weight-rounding``, with bias correction and without."""
+    roundings = [item.strip() for item in options.weight_rounding.split(",") if item.strip()]
+    return [(rounding, bias) for rounding in roundings for bias in (True, False)]
+
+
+def run_label(setup: tuple[str, bool]) -> str:
+    """``nearest, bias correction`` ..."""
+    return f"{setup[0]}, {'bias correction' if setup[1] else 'no bias correction'}"
+
+
 def bench_model(name: str, work: Path, options: Options) -> dict[str, Any]:
     """Samples, quantbench's two runs and ORT's two models for one zoo model, every INT8 model scored.
 
@@ -344,16 +377,17 @@ def bench_model(name: str, work: Path, options: Options) -> dict[str, Any]:
         "runs": {},
     }
     rows: list[Row] = []
-    for bias in (True, False):
-        label = "bias correction" if bias else "no bias correction"
+    for setup in run_setups(options):
+        label = run_label(setup)
         try:
-            measured = run_quantbench(model, fp32, folders, work / name / "runs", bias, options)
+            measured = run_quantbench(model, fp32, folders, work / name / "runs", setup, options)
         except RuntimeError as exc:
             summary["runs"][label] = {"error": str(exc)}
             error = str(exc).strip().splitlines()[-1][:300]
-            rows.append(Row(name, "quantbench", "every method", "on" if bias else "off", error=error))
+            state = "on" if setup[1] else "off"
+            rows.append(Row(name, "quantbench", "every method", state, setup[0], error=error))
             continue
-        rows.extend(quantbench_rows(model, measured, bias, reference, options.threads))
+        rows.extend(quantbench_rows(model, measured, setup, reference, options.threads))
         summary["runs"][label] = _run_summary(measured)
     rows.extend(peer_rows(model, fp32, folders, work / name, reference, options))
     return {"summary": summary, "rows": [asdict(row) for row in rows]}
@@ -405,8 +439,8 @@ def row_text(row: dict[str, Any], summary: dict[str, Any]) -> str:
     """One markdown row of the main table."""
     kind = ZOO[row["model"]].kind
     if row["error"]:
-        cells = [row["model"], row["tool"], row["variant"], row["bias_correction"], f"failed: {row['error']}"]
-        return "| " + " | ".join(cells + [""] * 5) + " |"
+        cells = [row["model"], row["tool"], row["variant"], row["weight_rounding"], row["bias_correction"]]
+        return "| " + " | ".join([*cells, f"failed: {row['error']}"] + [""] * 6) + " |"
     first: dict[str, Any] = next(iter(summary["runs"].values()), {})
     metric = first.get("metric") or "-"
     ours = f"{metric} {_percent(row['quantbench'])}" if row["tool"] == "quantbench" else "-"
@@ -418,11 +452,13 @@ def row_text(row: dict[str, Any], summary: dict[str, Any]) -> str:
         row["model"],
         row["tool"],
         row["variant"] + (" (recommended)" if row["recommended"] else ""),
+        row["weight_rounding"],
         row["bias_correction"],
         _independent_text(kind, row["independent"]),
         ours,
         gap,
         _number(row["calibration_seconds"]),
+        _number(row["rounding_seconds"]),
         _number(row["correction_seconds"]),
         _number(row["peak_mib"], 0),
     ]
@@ -456,16 +492,17 @@ def summary_text(summary: dict[str, Any]) -> str:
 def tables(models: list[dict[str, Any]]) -> str:
     """The markdown tables: every INT8 model scored, then one line per zoo model."""
     lines = [
-        "| model | tool | variant | bias corr. | independent (vs FP32) | quantbench's headline | Δ points "
-        "| calibration s | bias corr. s | peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | tool | variant | weights | bias corr. | independent (vs FP32) | quantbench's headline "
+        "| Δ points | calibration s | rounding s | bias corr. s | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model in models:
         lines.extend(row_text(row, model["summary"]) for row in model["rows"])
+    order = " / ".join(models[0]["summary"]["runs"]) if models else ""
     lines += [
         "",
-        "| model | input | kind (quantbench) | --task-option | headline ± tolerance | INT8 within tolerance "
-        "(bias corr. / none) | recommended (bias corr. / none) | FP32 vs truth | ORT operators |",
+        f"| model | input | kind (quantbench) | --task-option | headline ± tolerance | INT8 within tolerance "
+        f"({order}) | recommended ({order}) | FP32 vs truth | ORT operators |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines.extend(summary_text(model["summary"]) for model in models)

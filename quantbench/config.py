@@ -124,13 +124,17 @@ class VariantSpec:
         exclude: node names, op types or regular expressions kept in float in INT8 models.
         bias_correction: correct the INT8 models' Conv/Gemm biases (see
             :mod:`quantbench.export.bias_correction`); needs images.
-        bias_correction_images: the first calibration images the correction runs on.
+        bias_correction_images: the first calibration images the correction and adaptive rounding
+            run on.
+        weight_rounding: how INT8 weights take their codes: ``nearest``, or ``adaptive`` (the codes that
+            minimise each layer's output error on those images, see :mod:`quantbench.export.rounding`).
     """
 
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
     exclude: tuple[str, ...] = ()
     bias_correction: bool = True
     bias_correction_images: int = 32
+    weight_rounding: str = "nearest"
 
 
 @dataclass(frozen=True)

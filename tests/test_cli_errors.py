@@ -179,6 +179,8 @@ CASES = [
          ("--target-agreement", "need int8 in --precisions")),
     Case("bias correction on no image", (*RUN, "--bias-correction-images", "0"),
          ("--bias-correction-images",)),
+    Case("weight rounding unknown", (*RUN, "--weight-rounding", "stochastic"),
+         ("--weight-rounding", "'stochastic'", "nearest, adaptive")),
     Case("backend unknown", (*RUN, "--backend", "nosuch"), ("--backend", "'nosuch'")),
     Case("metric file missing", (*RUN, "--metric", "{in}/nosuch.py:fn"), ("--metric", "nosuch.py")),
     Case("plugin library missing", (*RUN, "--plugins", "{in}/nosuch.so"),

@@ -79,6 +79,14 @@ BiasCorrectionImagesOption = Annotated[
     int,
     typer.Option(help="First calibration images the bias correction runs on.", rich_help_panel=VARIANTS),
 ]
+WeightRoundingOption = Annotated[
+    str,
+    typer.Option(
+        help="INT8 weight codes: nearest, or adaptive (those that minimise each layer's output error on "
+        "the bias-correction images).",
+        rich_help_panel=VARIANTS,
+    ),
+]
 BackendOption = Annotated[
     str, typer.Option(help="auto | onnxruntime | tensorrt | tensorrt-rtx.", rich_help_panel=VARIANTS)
 ]
@@ -166,6 +174,7 @@ def run_command(
     sensitivity_n: SensitivityN = 32,
     bias_correction: BiasCorrectionOption = True,
     bias_correction_images: BiasCorrectionImagesOption = 32,
+    weight_rounding: WeightRoundingOption = "nearest",
     backend: BackendOption = "auto",
     threads: Threads = 0,
     plugins: PluginsOption = None,

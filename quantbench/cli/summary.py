@@ -128,10 +128,40 @@ def _figure(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _rounding_lines(results: dict[str, Any]) -> list[str]:
+    """For a run that rounded weights adaptively: one line for the fit (one serves every INT8 variant:
+    layers, images, the median error ratio against nearest rounding, seconds), then one per variant
+    judged: kept or not, on which figure."""
+    lines: list[str] = []
+    for variant in results["variants"]:
+        rounding = variant.get("weight_rounding") or {}
+        if rounding.get("method") != "adaptive":
+            continue
+        if not lines:
+            ratio, skipped = rounding.get("median_error_ratio"), rounding.get("skipped") or {}
+            lines.append(
+                f"adaptive rounding: {len(rounding.get('nodes') or [])} layers' weights fitted on "
+                f"{rounding.get('images')} calibration images in {_plain(rounding.get('seconds'))} s; median "
+                f"layer output error {_figure(ratio, '.2f')}x that of nearest rounding"
+                + (f"; {len(skipped)} left to nearest rounding (listed in results.json)" if skipped else "")
+            )
+        decision = rounding.get("decision")
+        if decision:
+            kept = "kept" if rounding.get("applied") else "not kept (nearest rounding judged better)"
+            where = "held apart" if decision.get("held_apart") else "it was fitted on"
+            lines.append(
+                f"adaptive rounding of {variant['name']}: {kept}, {decision['metric']} of "
+                f"{decision['output']!r} {_plain(decision['before'])} -> {_plain(decision['after'])} on "
+                f"{decision['images']} calibration images {where}"
+            )
+    return lines
+
+
 def _correction_lines(results: dict[str, Any]) -> list[str]:
     """One line per INT8 variant whose biases were corrected: kept or not, on which figure, and how many
-    layers the correction had to leave as they were."""
-    lines = []
+    layers the correction had to leave as they were; after the adaptive rounding's line, where the run
+    rounded adaptively."""
+    lines = _rounding_lines(results)
     for variant in results["variants"]:
         correction = variant.get("bias_correction") or {}
         decision = correction.get("decision")

@@ -28,6 +28,8 @@ import numpy as np
 
 from quantbench.errors import QuantbenchError
 from quantbench.evaluation.errors import ErrorEnergy
+from quantbench.export import passes
+from quantbench.export.passes import pieces, run_whole
 from quantbench.graph import (
     cleanup,
     initializers,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     import onnx
 
     from quantbench.evaluation.tasks import Task
+    from quantbench.export.judge import CheckJudge, Figures
 
 CORRECTED_OPS = ("Conv", "ConvTranspose", "Gemm")
 MAX_LIVE = 2
@@ -120,18 +123,6 @@ class BiasCorrection:
 
 def _label(node: onnx.NodeProto) -> str:
     return node.name or f"{node.op_type}:{node.output[0]}"
-
-
-def _session(
-    model: onnx.ModelProto, threads: int, what: str, as_written: bool = False, release: bool = False
-) -> Any:
-    """An ONNX Runtime CPU session (see :func:`quantbench.backends.onnxruntime.make_session`);
-    ``as_written`` turns graph optimizations off, so a Q/DQ model keeps its Q/DQ semantics (no pair
-    folded into a fused node, no weight re-quantized); ``release`` runs it without a memory arena."""
-    from quantbench.backends.onnxruntime import SessionSettings, make_session
-
-    settings = SessionSettings(threads=threads, optimize=not as_written, memory_arena=not release)
-    return make_session(model, settings, f"{what} for bias correction")
 
 
 def _channel_sums(y: np.ndarray, axis: int) -> np.ndarray:
@@ -245,26 +236,6 @@ def _find_targets(
     return targets
 
 
-PIECE = 2
-"""Samples per run in every pass of bias correction. The passes run the model (or a segment) without a
-memory arena on pieces of the correction batches, so memory follows the piece, not the batch: the FP32
-pass returns every corrected layer's output at once, and a whole-model pass at batch 16 on PP-OCRv4 det's
-736x736 pages needs some 3 GiB. Means add up exactly over any split, and outputs are joined again."""
-
-
-def _pieces(batch: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-    """``batch`` in slices of :data:`PIECE` samples (every input sliced alike)."""
-    size = len(next(iter(batch.values())))
-    for start in range(0, size, PIECE):
-        yield {name: value[start : start + PIECE] for name, value in batch.items()}
-
-
-def _run_whole(session: Any, names: list[str] | None, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """``names`` (None: every output) of ``session`` for ``batch``, computed piece by piece and joined."""
-    parts = [session.run(names, piece) for piece in _pieces(batch)]
-    return [np.concatenate(values) for values in zip(*parts, strict=True)]
-
-
 def _fp32_means(
     fp32_model: onnx.ModelProto,
     targets: dict[str, _Target],
@@ -272,14 +243,14 @@ def _fp32_means(
     threads: int,
 ) -> dict[str, np.ndarray]:
     """Per-channel means of every target's output in the FP32 model, in one pass over ``feeds``, in runs
-    of :data:`PIECE` samples."""
+    of :data:`~quantbench.export.passes.PIECE` samples."""
     from quantbench.model import expose_tensors
 
     names = list(targets)
     means = {name: _Means() for name in names}
-    session = _session(expose_tensors(fp32_model, names), threads, "the FP32 model", release=True)
+    session = passes.session(expose_tensors(fp32_model, names), threads, "the FP32 model", release=True)
     for batch in feeds:
-        for piece in _pieces(batch):
+        for piece in pieces(batch):
             for name, y in zip(names, session.run(names, piece)):
                 means[name].add(y, targets[name].axis)
     return {name: m.mean() for name, m in means.items()}
@@ -469,12 +440,15 @@ class _Segments:
         """An ONNX Runtime session of ``segment``, or None when it has nothing to compute."""
         if not segment.outputs and not segment.targets:
             return None
-        return _session(segment.model, self.threads, "a segment of the model", as_written=True, release=True)
+        return passes.session(
+            segment.model, self.threads, "a segment of the model", as_written=True, release=True
+        )
 
     def _feeds(self, segment: _Segment, values: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        """The pieces of one cached batch (:func:`_pieces`), each with the biases' current values."""
+        """The pieces of one cached batch (:func:`~quantbench.export.passes.pieces`), each with the biases'
+        current values."""
         cached = {n: values[n] for n in segment.fed if n not in self.biases}
-        for piece in _pieces(cached):
+        for piece in pieces(cached):
             yield {n: self.biases[n] if n in self.biases else piece[n] for n in segment.fed}
 
     def run(self, segment: _Segment, session: Any, names: list[str]) -> Iterator[list[np.ndarray]]:
@@ -619,10 +593,10 @@ def output_rel_l2(
         feeds: the batches.
         threads: ONNX Runtime intra-op threads (0: every core).
     """
-    session = _session(model, threads, "a Q/DQ model", as_written=True, release=True)
+    session = passes.session(model, threads, "a Q/DQ model", as_written=True, release=True)
     energy = ErrorEnergy(exact=True)
     for batch, expected in zip(feeds, reference):
-        for got, want in zip(_run_whole(session, None, batch), expected):
+        for got, want in zip(run_whole(session, None, batch), expected):
             energy.update(want, got)
     return energy.rel_l2()
 
@@ -653,6 +627,8 @@ def correct_if_better(
     data: CorrectionData,
     *,
     threads: int = 0,
+    judge: CheckJudge | None = None,
+    before: Figures | None = None,
 ) -> BiasCorrection:
     """:func:`correct_biases` on ``data.fit``, kept only where it improves the headline on ``data.check``.
 
@@ -660,60 +636,29 @@ def correct_if_better(
     ``entropy``) can come out worse, and on a detector the correction can improve the relative L2 error
     of the whole output (dominated by box coordinates) while class scores fall and detections vanish. So
     the corrected and the uncorrected model are judged against FP32 by the headline of the main output
-    (:class:`quantbench.evaluation.headline.Headline`: top-1 agreement, detection F1, IoU, sequence
-    agreement...) on the check batches; the corrected model is kept when its headline is better, or the
-    same with a lower relative L2 error of the outputs (the finer figure breaks a tie). ``decision``
-    records both figures of both models.
+    on the check batches (:class:`quantbench.export.judge.CheckJudge`); the corrected model is kept when
+    its headline is better, or the same with a lower relative L2 error of the outputs (the finer figure
+    breaks a tie). ``decision`` records both figures of both models.
+
+    Args:
+        judge: a judge of ``data`` made before (its FP32 outputs are reused); None: one is made.
+        before: ``qdq_model``'s figures, where ``judge`` already has them.
 
     Raises:
         QuantbenchError: as :func:`correct_biases`; a bad ``--task`` item.
     """
-    from quantbench.evaluation.headline import Headline
+    from quantbench.export.judge import CheckJudge
 
     result = correct_biases(fp32_model, qdq_model, nodes, data.fit, threads=threads)
     if not result.nodes:
         return result
     started = time.time()
-    fp32 = _session(fp32_model, threads, "the FP32 model", release=True)
-    names = [o.name for o in fp32.get_outputs()]
-    reference = [_run_whole(fp32, None, batch) for batch in data.check]
-    del fp32
-    headline = Headline.of(dict(zip(names, reference[0], strict=True)), data.task)
-    at = names.index(headline.output)
-    figures = []
-    for model in (qdq_model, result.model):
-        outputs = _outputs(model, data.check, threads)
-        value = headline.score((r[at] for r in reference), (o[at] for o in outputs))
-        figures.append((value, _rel_l2(reference, outputs)))
-    (before, before_l2), (after, after_l2) = figures
-    result.output_rel_l2 = (before_l2, after_l2)
-    keep = headline.better(after, before) or (after == before and after_l2 < before_l2)
-    result.decision = {
-        "output": headline.output,
-        "metric": headline.metric,
-        "before": before,
-        "after": after,
-        "images": sum(len(next(iter(b.values()))) for b in data.check),
-        "held_apart": data.held_apart,
-    }
-    if not keep:
+    judge = judge or CheckJudge(fp32_model, data, threads)
+    before = before or judge.figures(qdq_model)
+    after = judge.figures(result.model)
+    result.output_rel_l2 = (before.rel_l2, after.rel_l2)
+    result.decision = judge.decision(before, after)
+    if not judge.prefers(after, before):
         result.model, result.rejected = qdq_model, True
     result.seconds += time.time() - started
     return result
-
-
-def _outputs(
-    model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], threads: int
-) -> list[list[np.ndarray]]:
-    """Every output of a Q/DQ model, run as written, for each batch."""
-    session = _session(model, threads, "a Q/DQ model", as_written=True, release=True)
-    return [_run_whole(session, None, batch) for batch in feeds]
-
-
-def _rel_l2(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]) -> float:
-    """Relative L2 error of every output over every batch, float64 sums (see :func:`output_rel_l2`)."""
-    energy = ErrorEnergy(exact=True)
-    for expected, got in zip(reference, outputs, strict=True):
-        for want, value in zip(expected, got, strict=True):
-            energy.update(want, value)
-    return energy.rel_l2()

@@ -1,4 +1,5 @@
-"""One INT8 model from an FP32 model and its ranges: Q/DQ placement, bias correction, ONNX Runtime flavour.
+"""One INT8 model from an FP32 model and its ranges: Q/DQ placement (with nearest or adaptive weight codes),
+bias correction, ONNX Runtime flavour.
 
 :func:`build_int8_model` is the path every INT8 model takes, in memory: the variants of a run write its
 result (:func:`quantbench.export.variants.int8_variant`) and the sensitivity analysis loads it
@@ -15,7 +16,30 @@ if TYPE_CHECKING:
     import onnx
 
     from quantbench.export.bias_correction import BiasCorrection, CorrectionData
+    from quantbench.export.judge import CheckJudge, Figures
     from quantbench.export.qdq import QdqNames, QdqPlan
+    from quantbench.export.rounding import WeightRounding
+
+
+@dataclass(frozen=True)
+class Int8Fitting:
+    """What an INT8 model is fitted with besides its ranges.
+
+    Attributes:
+        data: the batches to fit on and the batches to judge each fitted step on (None: nothing is
+            fitted).
+        bias_correction: correct the quantized nodes' biases on ``data``
+            (:func:`quantbench.export.bias_correction.correct_if_better`).
+        rounding: adaptive weight codes (:func:`quantbench.export.rounding.fit_rounding`), kept where
+            they judge better on ``data.check`` than nearest rounding; None, or a weight without codes
+            there: nearest rounding.
+        threads: ONNX Runtime threads for the fitted steps (0: every core).
+    """
+
+    data: CorrectionData | None = None
+    bias_correction: bool = True
+    rounding: WeightRounding | None = None
+    threads: int = 0
 
 
 @dataclass
@@ -32,6 +56,9 @@ class Int8Model:
         flavour_notes: where the ONNX Runtime flavour's values may differ from the TensorRT flavour's by
             more than float rounding.
         correction: what the bias correction did; None when it was not asked for or nothing was quantized.
+        rounding: the adaptive weight codes offered to the model; None: nearest rounding.
+        rounding_applied: whether the model took them (they judged better than nearest rounding).
+        rounding_decision: the judgement (:meth:`quantbench.export.judge.CheckJudge.decision`).
     """
 
     source: onnx.ModelProto
@@ -41,6 +68,9 @@ class Int8Model:
     onnxruntime: onnx.ModelProto
     flavour_notes: list[str] = field(default_factory=list)
     correction: BiasCorrection | None = None
+    rounding: WeightRounding | None = None
+    rounding_applied: bool = False
+    rounding_decision: dict[str, Any] | None = None
 
     def details(self) -> dict[str, Any]:
         """What the build did, JSON-ready: quantized tensors and nodes, fused residual Adds, tensors
@@ -55,29 +85,35 @@ class Int8Model:
             "tensors_without_range": self.plan.missing,
             "excluded_nodes": self.plan.excluded,
             "onnxruntime_flavour_notes": self.flavour_notes,
+            "weight_rounding": self._rounding_details(),
             "bias_correction": self.correction.details()
             if self.correction is not None
             else {"applied": False},
         }
+
+    def _rounding_details(self) -> dict[str, Any]:
+        if self.rounding is None:
+            return {"method": "nearest"}
+        fit = self.rounding.details()
+        return {**fit, "applied": self.rounding_applied, "decision": self.rounding_decision}
 
 
 def build_int8_model(
     model: onnx.ModelProto,
     amax: Mapping[str, float],
     exclude: Iterable[str] = (),
-    correction: CorrectionData | None = None,
-    threads: int = 0,
+    fitting: Int8Fitting | None = None,
 ) -> Int8Model:
-    """Plan and build the Q/DQ model, correct its biases when asked, and make its ONNX Runtime flavour.
+    """Plan and build the Q/DQ model (with adaptive weight codes where given), correct its biases when
+    asked, and make its ONNX Runtime flavour.
 
     Args:
         model: the FP32 model (converted to opset 13 first when older).
         amax: tensor -> calibrated amax.
         exclude: node names, op types or regular expressions of nodes to keep in float.
-        correction: the batches to correct the quantized nodes' biases on and to judge the correction
-            on; it is kept only where it improves the headline
-            (:func:`quantbench.export.bias_correction.correct_if_better`); None: no correction.
-        threads: ONNX Runtime threads for the bias correction (0: every core).
+        fitting: adaptive weight codes and the bias correction, each kept only where it improves the
+            headline on ``fitting.data.check`` (:mod:`quantbench.export.judge`); None: nearest
+            rounding, no correction.
 
     Returns:
         Both flavours with the plan; a model with nothing quantized when no node could be.
@@ -89,16 +125,51 @@ def build_int8_model(
     from quantbench.export.onnxruntime_flavour import to_onnxruntime_flavour
     from quantbench.export.qdq import at_least_opset13, build_qdq, plan_qdq
 
+    fitting = fitting or Int8Fitting()
     model = at_least_opset13(model)
     plan = plan_qdq(model, amax, exclude)
     qdq_model, names = build_qdq(model, amax, plan)
+    judged = _Judged(model, fitting)
+    applied, decision = False, None
+    if fitting.rounding is not None and plan.quantized_nodes:
+        rounded, _ = build_qdq(model, amax, plan, fitting.rounding.codes)
+        applied, decision = judged.choose(qdq_model, rounded)
+        qdq_model = rounded if applied else qdq_model
     corrected = None
-    if correction is not None and plan.quantized_nodes:
+    if fitting.bias_correction and fitting.data is not None and plan.quantized_nodes:
         from quantbench.export.bias_correction import correct_if_better
 
         targets = [model.graph.node[i].output[0] for i in plan.quantized_nodes]
-        corrected = correct_if_better(model, qdq_model, targets, correction, threads=threads)
+        corrected = correct_if_better(
+            model, qdq_model, targets, fitting.data, threads=fitting.threads, judge=judged.judge,
+            before=judged.kept,
+        )  # fmt: skip
         qdq_model = corrected.model
     notes: list[str] = []
     cpu_model = to_onnxruntime_flavour(qdq_model, names, notes)
-    return Int8Model(model, plan, names, qdq_model, cpu_model, notes, corrected)
+    built = Int8Model(model, plan, names, qdq_model, cpu_model, notes, corrected, fitting.rounding)
+    built.rounding_applied, built.rounding_decision = applied, decision
+    return built
+
+
+class _Judged:
+    """The judge of one INT8 model's fitted steps, made when the first step needs it."""
+
+    def __init__(self, model: onnx.ModelProto, fitting: Int8Fitting) -> None:
+        self.model, self.fitting = model, fitting
+        self.judge: CheckJudge | None = None
+        self.kept: Figures | None = None
+        """The figures of the model kept so far."""
+
+    def choose(self, before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[bool, dict[str, Any] | None]:
+        """Whether ``after`` (a step applied to ``before``) is kept, and the decision; without check
+        images it is kept, undecided."""
+        from quantbench.export.judge import CheckJudge
+
+        if self.fitting.data is None:
+            return True, None
+        self.judge = self.judge or CheckJudge(self.model, self.fitting.data, self.fitting.threads)
+        first, second = self.kept or self.judge.figures(before), self.judge.figures(after)
+        keep = self.judge.prefers(second, first)
+        self.kept = second if keep else first
+        return keep, self.judge.decision(first, second)

@@ -253,7 +253,10 @@ class QdqNames:
 
 
 def build_qdq(
-    model: onnx.ModelProto, amax: Mapping[str, float], plan: QdqPlan
+    model: onnx.ModelProto,
+    amax: Mapping[str, float],
+    plan: QdqPlan,
+    codes: Mapping[tuple[str, int], np.ndarray] | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, QdqNames]]:
     """The TensorRT-flavour Q/DQ model: int8 activations with zero point 0, int8 per-channel weights.
 
@@ -261,6 +264,8 @@ def build_qdq(
         model: the FP32 model (not modified).
         amax: tensor name -> amax for every tensor in ``plan.activations``.
         plan: from :func:`plan_qdq` on the same model.
+        codes: (weight, axis) -> its int8 codes, instead of rounding to nearest (the scales stay those
+            of :func:`quantize_weight`; see :mod:`quantbench.export.rounding`).
 
     Returns:
         (the new model, tensor -> names of its Q/DQ), the second for reshaping the graph further.
@@ -274,7 +279,7 @@ def build_qdq(
     taken = tensor_names(graph)
     inserts: dict[int, list[onnx.NodeProto]] = {}  # node index -> Q/DQ nodes to put before it
     names = _quantize_activations(graph, amax, plan, taken, inserts)
-    _quantize_weights(graph, plan, taken, inserts)
+    _quantize_weights(graph, plan, taken, inserts, codes or {})
     nodes = []
     for i, node in enumerate(graph.node):
         nodes.extend(inserts.get(i, []))
@@ -333,11 +338,15 @@ def _quantize_activations(
 
 
 def _quantize_weights(
-    graph: onnx.GraphProto, plan: QdqPlan, taken: set[str], inserts: dict[int, list[onnx.NodeProto]]
+    graph: onnx.GraphProto,
+    plan: QdqPlan,
+    taken: set[str],
+    inserts: dict[int, list[onnx.NodeProto]],
+    codes: Mapping[tuple[str, int], np.ndarray],
 ) -> None:
-    """Replace every weight of ``plan.weights`` by int8 codes and per-channel scales (initializers of
-    ``graph``) and a DequantizeLinear, added to ``inserts`` under the first node that reads it; nodes
-    that read one weight on the same axis share its DequantizeLinear."""
+    """Replace every weight of ``plan.weights`` by int8 codes (nearest, or those of ``codes``) and
+    per-channel scales (initializers of ``graph``) and a DequantizeLinear, added to ``inserts`` under the
+    first node that reads it; nodes that read one weight on the same axis share its DequantizeLinear."""
     constants = constant_values(graph)
     done: dict[tuple[str, int], str] = {}  # (weight, axis) -> its dequantized tensor
     for i, j, axis in plan.weights:
@@ -347,6 +356,8 @@ def _quantize_weights(
             node.input[j] = done[name, axis]
             continue
         q, scales = quantize_weight(plan.folded[name] if name in plan.folded else constants[name], axis)
+        if (name, axis) in codes and codes[name, axis].shape == q.shape:
+            q = codes[name, axis].astype(np.int8)
         q_name = unique_name(taken, f"{name}_int8")
         s_name = unique_name(taken, f"{name}_scale")
         z_name = unique_name(taken, f"{name}_zero_point")

@@ -26,7 +26,7 @@ from quantbench.ranges import DynamicRanges
 from quantbench.variant import Variant
 
 if TYPE_CHECKING:
-    from quantbench.export.bias_correction import CorrectionData
+    from quantbench.export.int8 import Int8Fitting
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -87,8 +87,7 @@ def int8_variant(
     label: str,
     exclude: Iterable[str],
     models_dir: Path,
-    correction: CorrectionData | None = None,
-    threads: int = 0,
+    fitting: Int8Fitting | None = None,
 ) -> Variant:
     """A Q/DQ INT8 model from ``ranges`` (TensorRT placement) and its ONNX Runtime flavour.
 
@@ -98,16 +97,15 @@ def int8_variant(
         label: the ranges' name (the method, or the imported file's name).
         exclude: node names, op types or regular expressions to keep in float.
         models_dir: where ``int8-<label>.onnx`` and ``int8-<label>.onnxruntime.onnx`` go.
-        correction: batches to correct the quantized nodes' biases on (see
-            :mod:`quantbench.export.bias_correction`); None leaves them as they are.
-        threads: ONNX Runtime threads for the bias correction (0: every core).
+        fitting: adaptive weight codes and the bias correction's batches (see
+            :class:`quantbench.export.int8.Int8Fitting`); None: nearest rounding, no correction.
 
     Raises:
         QuantbenchError: a bad exclude pattern, or no tensor of the model could be quantized.
     """
     from quantbench.export.int8 import build_int8_model
 
-    built = build_int8_model(model, ranges.amax, exclude, correction, threads)
+    built = build_int8_model(model, ranges.amax, exclude, fitting)
     if not built.plan.quantized_nodes:
         raise QuantbenchError(
             f"no Conv, ConvTranspose, Gemm or MatMul of the model could be quantized with the {label} ranges "

@@ -83,7 +83,14 @@ def check_settings(settings: Settings) -> None:
         raise QuantbenchError("give --images (to calibrate and evaluate) or --eval-images")
     if data.images is None and settings.calib.ranges is None and "int8" in wanted:
         raise QuantbenchError("INT8 needs --images to calibrate on, or --ranges FILE")
-    if variants.bias_correction and variants.bias_correction_images < 1:
+    from quantbench.export.rounding import ROUNDING
+
+    if variants.weight_rounding not in ROUNDING:
+        raise QuantbenchError(
+            f"--weight-rounding {variants.weight_rounding!r} is not one of {', '.join(ROUNDING)}"
+        )
+    fitted = variants.bias_correction or variants.weight_rounding == "adaptive"
+    if fitted and variants.bias_correction_images < 1:
         raise QuantbenchError("--bias-correction-images must be at least 1")
     if bench.runs < 1 or bench.seconds < 0 or not bench.batch or min(bench.batch) < 1:
         raise QuantbenchError("--bench-batch sizes and --bench-runs must be at least 1")
@@ -171,7 +178,8 @@ def _run_steps(ctx: RunContext, labels: dict[str, int] | None) -> RunResult:
     search = None
     if settings.target.given:
         batches = HeldOut(batches)
-        search, mixed = evaluate.mixed_search(ctx, ranges, batches, feeds)
+        correction = feeds if settings.variants.bias_correction else None
+        search, mixed = evaluate.mixed_search(ctx, ranges, batches, correction)
         variants.append(mixed)
     comparison = evaluate.compare(ctx, variants, batches, labels)
     if labels is not None and settings.data.labels is not None:
@@ -209,6 +217,7 @@ def arguments(settings: Settings, ranges: RunRanges) -> dict[str, Any]:
         "sensitivity_n": target.sensitivity_n,
         "bias_correction": spec.bias_correction,
         "bias_correction_images": spec.bias_correction_images,
+        "weight_rounding": spec.weight_rounding,
         "backend": backend.name,
         "plugins": [str(p) for p in backend.plugins],
         "cuda_graph": backend.cuda_graph,
@@ -269,7 +278,8 @@ def run(model: Any, images: Any = None, **keywords: Any) -> RunResult:
     Keywords are the settings of ``quantbench run`` (see :mod:`quantbench.config` for each group):
     data (``n``, ``seed``, ``eval_images``, ``eval_n``, ``labels``, ``workers``), preprocessing
     (``preset`` and its overrides, or a ``preprocess`` dict), calibration (``methods``, ``ranges``,
-    ``batch``), variants (``precisions``, ``exclude``, ``bias_correction``, ``bias_correction_images``),
+    ``batch``), variants (``precisions``, ``exclude``, ``bias_correction``, ``bias_correction_images``,
+    ``weight_rounding``),
     the backend (``backend``, ``threads``, ``plugins``, ``cuda_graph``), timing (``bench_batch``,
     ``bench_runs``, ``bench_seconds``), a mixed-precision target (``target_agreement``,
     ``target_rel_l2``, ``sensitivity_n``), output (``out``, ``command``) and ``progress`` (a

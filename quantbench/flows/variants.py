@@ -1,5 +1,5 @@
-"""The variants step of ``quantbench run``: FP32, FP16 and one INT8 model per set of ranges, with bias
-correction on the first calibration images where asked for."""
+"""The variants step of ``quantbench run``: FP32, FP16 and one INT8 model per set of ranges, with adaptive
+weight rounding and bias correction fitted on the first calibration images where asked for."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from quantbench.export.bias_correction import CorrectionData
+    from quantbench.export.rounding import WeightRounding
     from quantbench.flows.context import RunContext
     from quantbench.flows.ranges import RunRanges
     from quantbench.variant import Variant
@@ -20,27 +21,31 @@ ones, it is judged on those it was fitted on."""
 
 
 def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | None:
-    """The batches bias correction runs on: the first ``--bias-correction-images`` of the calibration
-    order to fit the correction, and the calibration images after them (as many, where ``--n`` leaves
-    that many) to judge it on; None where no INT8 model is corrected (a note says why when images are
-    lacking). With too few calibration images left, the correction is judged on the images it was
-    fitted on, and a note says so.
+    """The batches bias correction and adaptive rounding run on: the first ``--bias-correction-images``
+    of the calibration order to fit them, and the calibration images after them (as many, where ``--n``
+    leaves that many) to judge the correction on; None where neither applies to any INT8 model (a note
+    says why when images are lacking). With too few calibration images left, the correction is judged on
+    the images it was fitted on, and a note says so.
     """
     from quantbench.export.bias_correction import CorrectionData
 
     settings = ctx.settings
     spec, data = settings.variants, settings.data
     corrected = [label for label in ranges.range_sets if label not in ranges.native_labels]
-    if not (spec.bias_correction and corrected and "int8" in spec.precisions):
+    fitted = spec.bias_correction or spec.weight_rounding == "adaptive"
+    if not (fitted and corrected and "int8" in spec.precisions):
         return None
     dataset = ctx.calibration_data
     if dataset is None:
-        ctx.notes.append("bias correction skipped: --ranges without --images gives no images to correct on")
+        steps = "bias correction" if spec.bias_correction else "adaptive rounding"
+        if spec.bias_correction and spec.weight_rounding == "adaptive":
+            steps = "bias correction and adaptive rounding"
+        ctx.notes.append(f"{steps} skipped: --ranges without --images gives no images to fit on")
         return None
     if settings.calib.ranges is not None and data.eval_images is None:
         ctx.notes.append(
-            f"bias correction ran on the first images of {data.images}, which the evaluation also uses; "
-            "pass --eval-images with held-out images"
+            f"bias correction and adaptive rounding ran on the first images of {data.images}, which the "
+            "evaluation also uses; pass --eval-images with held-out images"
         )
     available = len(dataset.files) if dataset.kind == "images" else None
     if ranges.calibration is not None and data.n is not None:
@@ -80,20 +85,51 @@ def _batches(ctx: RunContext, count: int, start: int) -> tuple[list[dict[str, np
     return batches, stream.report.next_start
 
 
+def fit_rounding(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | None) -> WeightRounding | None:
+    """Adaptive weight codes for the INT8 models of quantbench's ranges, fitted once on ``feeds.fit`` (the
+    weights and their scales do not depend on the activation ranges); None with ``--weight-rounding
+    nearest`` or without fitting images.
+
+    Raises:
+        QuantbenchError: ONNX Runtime cannot run the model.
+    """
+    from quantbench.export.qdq import at_least_opset13, plan_qdq
+    from quantbench.export.rounding import fit_rounding as fit
+
+    spec = ctx.settings.variants
+    own = [table for label, table in ranges.range_sets.items() if label not in ranges.native_labels]
+    if spec.weight_rounding != "adaptive" or feeds is None or not own or "int8" not in spec.precisions:
+        return None
+    model = at_least_opset13(ctx.model.proto)
+    ctx.progress.start("adaptive rounding", 1)
+    try:
+        return fit(model, plan_qdq(model, own[0].amax, spec.exclude), feeds.fit, ctx.threads)
+    finally:
+        ctx.progress.finish()
+
+
 def build_variants(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | None) -> list[Variant]:
     """FP32, then FP16 and one INT8 variant per set of ranges, as ``--precisions`` asks, written under
-    ``<run>/models``; INT8 models of quantbench's ranges are bias-corrected on ``feeds`` (when given).
+    ``<run>/models``; INT8 models of quantbench's ranges take adaptive weight codes and are
+    bias-corrected on ``feeds`` (each where asked for and ``feeds`` are given).
 
     Raises:
         QuantbenchError: a variant cannot be built.
     """
+    from quantbench.export.int8 import Int8Fitting
     from quantbench.export.variants import fp16_variant, fp32_variant, int8_variant
 
     spec = ctx.settings.variants
+    rounding = fit_rounding(ctx, ranges, feeds)
     variants = [fp32_variant(ctx.model.path)]
     int8_sets = ranges.range_sets if "int8" in spec.precisions else {}
     steps = ("fp16" in spec.precisions) + len(int8_sets)
-    ctx.progress.start("building variants" if feeds is None else "building variants, bias correction", steps)
+    label = "building variants"
+    if rounding is not None:
+        label += ", judging adaptive rounding"
+    if feeds is not None and spec.bias_correction:
+        label += ", bias correction"
+    ctx.progress.start(label, steps)
     try:
         if "fp16" in spec.precisions:
             if not ranges.absmax:
@@ -103,10 +139,13 @@ def build_variants(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | N
             variants.append(fp16_variant(ctx.model.proto, ranges.absmax, ctx.models_dir))
             ctx.progress.advance()
         for label, table in int8_sets.items():
-            own = feeds if label not in ranges.native_labels else None
+            native = label in ranges.native_labels
             variant = int8_variant(
-                ctx.model.proto, table, label, spec.exclude, ctx.models_dir, own, ctx.threads
-            )
+                ctx.model.proto, table, label, spec.exclude, ctx.models_dir,
+                Int8Fitting(
+                    None if native else feeds, spec.bias_correction, None if native else rounding, ctx.threads
+                ),
+            )  # fmt: skip
             variants.append(variant)
             ctx.progress.advance()
     finally:

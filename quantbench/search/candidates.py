@@ -62,9 +62,9 @@ def build_int8(
     Returns:
         (the Q/DQ model, the plan it was built from).
     """
-    from quantbench.export.int8 import build_int8_model
+    from quantbench.export.int8 import Int8Fitting, build_int8_model
 
-    built = build_int8_model(model, amax, exclude, correction, threads)
+    built = build_int8_model(model, amax, exclude, Int8Fitting(correction, True, None, threads))
     return built.tensorrt, built.plan
 
 

@@ -460,6 +460,7 @@ def mixed_precision(
         QuantbenchError: no held-out sample, a target that needs class scores, or one out of reach.
     """
     from quantbench.evaluation.compare import stack_feeds
+    from quantbench.export.int8 import Int8Fitting
     from quantbench.export.qdq import at_least_opset13
     from quantbench.export.variants import int8_variant
     from quantbench.search.sensitivity import node_sensitivity, rank
@@ -487,9 +488,8 @@ def mixed_precision(
     result.seconds = time.perf_counter() - started
     result.models_evaluated = ranked.built + (candidates.built if candidates is not ranked else 0)
     kept = [*build.exclude, *result.excluded]
-    variant = int8_variant(
-        model, ranges, f"{label}-mixed", kept, build.models_dir, build.correction, build.threads
-    )
+    fitting = Int8Fitting(build.correction, True, None, build.threads)
+    variant = int8_variant(model, ranges, f"{label}-mixed", kept, build.models_dir, fitting)
     variant.method = label
     variant.details["mixed_precision"] = {
         "target": target.to_json(),
