@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from quantbench.calibration import _kernels
 from quantbench.calibration.histograms import TensorHistogram
 from quantbench.errors import QuantbenchError, first_line
 
@@ -60,28 +61,71 @@ class _Folding:
     Tasks of one batch touch distinct histograms; the caller waits for a batch's
     tasks before submitting the next batch's, so no histogram is updated by two
     threads at once. Each thread keeps its own scratch buffer for bin indices.
+    Each task holds the only reference to its tensor's memory, so a tensor is
+    returned to the system as soon as it is folded, not when its whole batch is.
     """
 
     def __init__(self, hists: dict[str, TensorHistogram], nonnegative: set[str]) -> None:
         self.hists = hists
         self.nonnegative = nonnegative
         self.not_float: set[str] = set()
+        self.values = 0
+        """Elements submitted so far."""
         self._local = threading.local()
 
-    def fold(self, name: str, value: object, owners: object) -> None:
-        """Fold ``value`` into ``name``'s histogram; ``owners`` keeps the memory it views alive."""
+    def fold(self, name: str, value: object, owner: object) -> None:
+        """Fold ``value`` into ``name``'s histogram; ``owner`` keeps the memory it views alive."""
         if not (isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)):
             self.not_float.add(name)
             return
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None or scratch.size < value.size:
-            scratch = self._local.scratch = np.empty(value.size, dtype=np.uint16)
+        scratch = None
+        if _kernels.kernel() is None:  # the numpy path's bin indices
+            scratch = getattr(self._local, "scratch", None)
+            if scratch is None or scratch.size < value.size:
+                scratch = np.empty(value.size, dtype=np.uint16)
+        self._local.scratch = scratch  # dropped once the compiled kernel takes over
         self.hists[name].update(value, scratch, nonnegative=name in self.nonnegative)
 
-    def submit(self, pool: Executor, values: dict[str, np.ndarray], owners: object) -> list[Future[None]]:
-        """Queue every tensor of one batch; returns the tasks."""
-        order = sorted(values, key=lambda name: -int(getattr(values[name], "size", 0)))
-        return [pool.submit(self.fold, name, values[name], owners) for name in order]
+    def submit(self, pool: Executor, values: dict[str, tuple[Any, object]]) -> list[Future[None]]:
+        """Queue every tensor of one batch (name -> array and the owner of its memory); returns the tasks.
+
+        ``values`` is emptied: the tasks hold the only references to the arrays.
+        """
+        order = sorted(values, key=lambda name: -int(getattr(values[name][0], "size", 0)))
+        self.values += sum(int(getattr(array, "size", 0)) for array, _ in values.values())
+        return [pool.submit(self.fold, name, *values.pop(name)) for name in order]
+
+
+OVERLAP_BYTES = 128 << 20
+"""With the compiled kernel, ONNX Runtime runs the next batch while the last one is folded only if
+two batches' activations take at most this much; else it waits (numba's libraries take ~140 MB)."""
+
+
+def _run(
+    session: Any, fetched: list[str], tensors: list[str], graph_inputs: list[str], feed: dict[str, np.ndarray]
+) -> dict[str, tuple[Any, object]]:
+    """One batch through ONNX Runtime: tensor name -> (array, the object that owns its memory).
+
+    The outputs are numpy views of ONNX Runtime's memory (no copy), each paired
+    with its OrtValue; graph inputs among ``tensors`` are float32 copies of the feed.
+
+    Raises:
+        QuantbenchError: ONNX Runtime fails on the batch.
+    """
+    from onnxruntime import OrtValue
+
+    try:
+        ort_feed = {name: OrtValue.ortvalue_from_numpy(array) for name, array in feed.items()}
+        outputs = session.run_with_ort_values(fetched, ort_feed)
+    except Exception as exc:
+        raise QuantbenchError(f"ONNX Runtime failed on a calibration batch: {first_line(exc)}") from None
+    values: dict[str, tuple[Any, object]] = {
+        name: (value.numpy(), value) for name, value in zip(fetched, outputs)
+    }
+    for name in tensors:
+        if name in graph_inputs:  # a copy: folding may overwrite its input
+            values[name] = (np.array(feed[name], dtype=np.float32), None)
+    return values
 
 
 def collect_histograms(
@@ -95,14 +139,19 @@ def collect_histograms(
 ) -> Collection:
     """Run every batch through ``session`` and histogram each tensor in ``tensors``.
 
-    Each output array is folded into its histogram (and overwritten in the
-    process) and dropped before the next batch after it runs.
+    ``workers`` threads fold each batch into the histograms, one tensor at a time,
+    largest first; each output array is dropped as soon as it is folded (and may
+    be overwritten in the process), so memory does not grow with the number of
+    samples.
 
-    While ONNX Runtime computes batch k+1, ``workers`` threads fold batch k into
-    the histograms, one tensor at a time, largest first. At most two batches of activations are
-    alive at any time, so memory does not grow with the number of samples; and
-    since histogram updates commute (see :mod:`.histograms`), the result does not
-    depend on this overlap.
+    The threads fold batch k while ONNX Runtime computes batch k+1 (two batches
+    of activations alive). Where the compiled kernel is to be used (see
+    :mod:`._kernels`), numba is loaded in a thread once ``WARM_UP_AFTER`` values
+    have been folded, the numpy path folding until then; and as its libraries
+    take some 140 MB, ONNX Runtime then waits for the folding instead (one batch
+    alive) unless two batches take at most ``OVERLAP_BYTES``. Histogram updates
+    commute and both paths count alike (see :mod:`.histograms`), so the result
+    depends on none of this.
 
     Args:
         session: an ONNX Runtime session whose outputs include ``tensors``.
@@ -113,47 +162,46 @@ def collect_histograms(
         progress: called after each batch with its sample count.
         workers: histogram threads.
         nonnegative: tensors that cannot hold a negative value (outputs of Relu,
-            say); their histograms skip the |x| pass.
+            say); the numpy path skips their |x| pass.
 
     Raises:
         QuantbenchError: ONNX Runtime fails on a batch.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from onnxruntime import OrtValue
-
     hists = {name: TensorHistogram() for name in tensors}
     fetched = [name for name in tensors if name not in graph_inputs]
     folding = _Folding(hists, set(nonnegative))
     pending: list[Future[None]] = []
+    compiled = to_load = _kernels.expected()
+    overlap = True  # until a batch shows its size
     samples = 0
     started = time.perf_counter()
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="histogram") as pool:
         for feed in batches:
-            try:
-                # OrtValues viewed as numpy arrays share ONNX Runtime's memory: no copy of the outputs
-                ort_feed = {name: OrtValue.ortvalue_from_numpy(array) for name, array in feed.items()}
-                outputs = session.run_with_ort_values(fetched, ort_feed)
-            except Exception as exc:
-                raise QuantbenchError(
-                    f"ONNX Runtime failed on a calibration batch: {first_line(exc)}"
-                ) from None
-            values = {name: value.numpy() for name, value in zip(fetched, outputs)}
-            for name in tensors:
-                if name in graph_inputs:  # a copy: folding overwrites its input
-                    values[name] = np.array(feed[name], dtype=np.float32)
-            for job in pending:
-                job.result()  # the previous batch is folded in before its histograms are touched again
-            # the arrays view the OrtValues' memory: pass those along until the folding is done
-            pending = folding.submit(pool, values, outputs)
-            del values
+            if to_load and folding.values >= _kernels.WARM_UP_AFTER:
+                to_load = False
+                pool.submit(_kernels.warm_up)
+            if not overlap:
+                _wait(pending)
+            values = _run(session, fetched, tensors, graph_inputs, feed)
+            if compiled:
+                nbytes = sum(int(getattr(array, "nbytes", 0)) for array, _ in values.values())
+                overlap = 2 * nbytes <= OVERLAP_BYTES
+            _wait(pending)  # the previous batch is folded in before its histograms are touched again
+            pending = folding.submit(pool, values)
             size = len(next(iter(feed.values()))) if feed else 0
             samples += size
             if progress is not None:
                 progress(size)
-        for job in pending:
-            job.result()
+        _wait(pending)
     skipped = sorted(folding.not_float)
     for name in skipped:
         hists.pop(name, None)
     return Collection(hists, samples, time.perf_counter() - started, skipped)
+
+
+def _wait(jobs: list[Future[None]]) -> None:
+    """Wait for every job, raising the first one's exception."""
+    for job in jobs:
+        job.result()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantbench.calibration import _kernels
 from quantbench.fileio import atomic_path
 
 FINE_BINS = 1 << 14
@@ -96,11 +97,16 @@ class Histogram:
 class TensorHistogram:
     """Accumulates the |x| histogram, absmax and counts of one tensor, batch after batch.
 
-    Bin indices are counted with OpenCV's ``calcHist`` (16-bit integers, one bin
-    per value: exact, about 3x faster than ``np.bincount``, and it releases the
-    GIL so histogram threads run in parallel). It accumulates into a float32
-    buffer, which is folded into the int64 ``counts`` before it could hold
-    2**24 in one bin.
+    Two paths give identical counts (see :mod:`._kernels`, and its
+    ``QUANTBENCH_HISTOGRAM_KERNEL`` variable to pick one):
+
+    * float32 values go through a compiled kernel when numba is installed: one
+      pass that takes |x|, the peak and the bin indices and counts them, without
+      the GIL, so histogram threads run in parallel;
+    * otherwise numpy computes |x|, the peak and 16-bit bin indices, and OpenCV's
+      ``calcHist`` counts them (exact, about 3x faster than ``np.bincount``, and
+      it releases the GIL too). It accumulates into a float32 buffer, which is
+      folded into the int64 ``counts`` before it could hold 2**24 in one bin.
 
     Attributes:
         counts: int64 counts of the ``FINE_BINS`` bins over ``[0, top)``.
@@ -126,7 +132,7 @@ class TensorHistogram:
         self.count = count
         self.nan = nan
         self.inf = inf
-        self._pending = np.zeros((FINE_BINS, 1), dtype=np.float32)
+        self._pending: np.ndarray | None = None  # OpenCV's float32 counts, made on first use
         self._pending_total = 0
 
     @property
@@ -136,10 +142,10 @@ class TensorHistogram:
         return self._counts
 
     def _flush(self) -> None:
-        if self._pending_total:
+        if self._pending is not None and self._pending_total:
             self._counts += self._pending.reshape(-1).astype(np.int64)
-            self._pending[:] = 0.0
-            self._pending_total = 0
+        self._pending = None  # made again if the numpy path runs again
+        self._pending_total = 0
 
     def _add_indices(self, index: np.ndarray) -> None:
         import cv2
@@ -148,6 +154,8 @@ class TensorHistogram:
             chunk = index[start : start + _EXACT_FLOAT32 // 2]
             if self._pending_total + chunk.size >= _EXACT_FLOAT32:
                 self._flush()
+            if self._pending is None:
+                self._pending = np.zeros((FINE_BINS, 1), dtype=np.float32)
             cv2.calcHist(
                 [chunk.reshape(-1, 1)],
                 [0],
@@ -167,11 +175,12 @@ class TensorHistogram:
         Args:
             values: the tensor; it may be overwritten (used as scratch space).
             scratch: an optional ``uint16`` buffer of at least ``values.size``
-                elements for the bin indices, reused across calls to save
-                allocations.
+                elements for the bin indices of the numpy path, reused across
+                calls to save allocations.
             nonnegative: the caller guarantees that no value is below zero (the
-                output of a Relu, say), so the |x| pass is skipped. A negative
-                value would then be binned wrongly.
+                output of a Relu, say), so the numpy path skips its |x| pass. A
+                negative value would then be binned wrongly. (The compiled path
+                takes |x| at no cost and ignores this.)
 
         NaN and infinite values are counted apart and left out of the histogram.
         """
@@ -180,6 +189,35 @@ class TensorHistogram:
             flat = flat.astype(np.float32)
         if flat.size == 0:
             return
+        compiled = _kernels.kernel() if flat.dtype == np.float32 else None
+        if compiled is not None:
+            self._update_compiled(np.ascontiguousarray(flat), compiled)
+        else:
+            self._update_numpy(flat, scratch, nonnegative)
+
+    def _update_compiled(self, flat: np.ndarray, compiled: _kernels.Fold) -> None:
+        """Add contiguous float32 values with the compiled kernel.
+
+        Values below the current ``top`` are counted at once; if the batch raises
+        ``top``, the bins are merged and only the values above the old ``top`` are
+        counted again, at the new one (the same counts as binning them all there).
+        """
+        self._flush()  # frees OpenCV's buffer, if the numpy path ran before
+        old_top = self.top
+        peak, _, nan, inf = _kernels.fold(flat, compiled, 0.0, old_top, self._counts)
+        finite = flat.size - nan - inf
+        self.nan += nan
+        self.inf += inf
+        self.count += finite
+        self.absmax = max(self.absmax, peak)
+        if peak >= self.top and peak > 0.0:
+            self._grow(peak)
+            _kernels.fold(flat, compiled, old_top, self.top, self._counts)
+        if self.top == 0.0:
+            self._counts[0] += finite  # every value so far is zero
+
+    def _update_numpy(self, flat: np.ndarray, scratch: np.ndarray | None, nonnegative: bool) -> None:
+        """Add float32 or float64 values with numpy and OpenCV (see :meth:`update`)."""
         mags = flat
         if not nonnegative:
             mags = np.abs(flat, out=flat) if flat.flags.writeable else np.abs(flat)
@@ -202,7 +240,7 @@ class TensorHistogram:
             scratch = np.empty(mags.size, dtype=np.uint16)
         index = scratch[: mags.size]
         scale = FINE_BINS / self.top  # a power of two: the product is exact, truncation is floor
-        if scale < 1e30 and mags.dtype == np.float32:
+        if scale < _kernels.FLOAT32_SCALE_LIMIT and mags.dtype == np.float32:
             np.multiply(mags, np.float32(scale), out=index, casting="unsafe")
         else:
             np.multiply(mags, scale, out=index, casting="unsafe", dtype=np.float64)
