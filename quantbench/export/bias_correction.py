@@ -459,12 +459,15 @@ class _Segments:
                 yield session.run(names, feeds)
 
     def advance(self, segment: _Segment, session: Any, end: int) -> None:
-        """Keep what later segments read of ``segment``'s outputs; forget what no segment reads again."""
-        if segment.outputs:
-            for values in self.cache:
+        """Keep what later segments read of ``segment``'s outputs; forget what no segment reads again.
+
+        Batch by batch: a batch's stale tensors go as soon as its new ones are computed, so the cache
+        holds the tensors of both cuts for one batch at a time, not for every batch."""
+        for values in self.cache:
+            if segment.outputs:
                 parts = [session.run(segment.outputs, feeds) for feeds in self._feeds(segment, values)]
                 values.update(zip(segment.outputs, (np.concatenate(p) for p in zip(*parts, strict=True))))
-        for values in self.cache:
+                del parts
             for n in [n for n in values if self.layout.last.get(n, -1) < end]:
                 del values[n]
 
