@@ -1,0 +1,114 @@
+"""Peak resident memory of ``quantbench run`` step by step, on the zoo's models.
+
+For each model of ``--models`` (``benchmarks/zoo_models.py``), the zoo's samples are written under WORK
+(``--calibration`` and ``--held-out`` of them, one shape per model) and ``quantbench.run`` runs on them in a
+fresh process, with a thread that reads the process's resident set size (``VmRSS``) every 0.1 s and
+quantbench's progress naming the step; the table gives the largest value seen in each step and the
+process's peak (``VmHWM``), with the run's wall time.
+
+Usage:  python benchmarks/memory.py WORK [--models ppocr_det ...] [--calibration 40] [--held-out 8]
+                                        [--methods minmax] [--weight-rounding nearest]
+                                        [--no-bias-correction]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _status(key: str) -> float:
+    """A ``/proc/self/status`` figure in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(job: dict[str, Any]) -> dict[str, Any]:
+    """One run in this process, sampled; per step, the largest resident size seen."""
+    import quantbench
+    from benchmarks.zoo_models import ZOO
+    from quantbench.progress import Progress
+
+    step, peaks, done = ["start"], {}, threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peaks[step[0]] = max(peaks.get(step[0], 0.0), _status("VmRSS"))
+            time.sleep(0.1)
+
+    class Steps(Progress):
+        def start(self, name: str, total: int | None = None) -> None:
+            step[0] = name
+
+        def advance(self, count: int = 1) -> None:
+            pass
+
+        def finish(self) -> None:
+            pass
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    model = ZOO[job["model"]]
+    started = time.perf_counter()
+    quantbench.run(
+        model.locate(Path(job["work"])), job["calibration"], n=job["n"], eval_images=job["held_out"],
+        eval_n=job["eval_n"], methods=job["methods"], precisions=["fp32", "int8"],
+        bias_correction=job["bias_correction"], weight_rounding=job["weight_rounding"], bench_runs=1,
+        bench_seconds=0, task_option=list(model.task_options), out=Path(job["out"]), progress=Steps(),
+    )  # fmt: skip
+    done.set()
+    thread.join()
+    return {"steps": peaks, "peak_mib": _status("VmHWM"), "seconds": time.perf_counter() - started}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from benchmarks.zoo_models import ZOO, write_samples
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("work", nargs="?", type=Path)
+    parser.add_argument("--models", nargs="*", default=["ppocr_det"], choices=list(ZOO))
+    parser.add_argument("--calibration", type=int, default=40)
+    parser.add_argument("--held-out", type=int, default=8)
+    parser.add_argument("--methods", default="minmax")
+    parser.add_argument("--weight-rounding", default="nearest")
+    parser.add_argument("--no-bias-correction", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    if args.work is None:
+        parser.error("give WORK")
+    print("| model | step | peak MiB |")
+    print("|---|---|---|")
+    for name in args.models:
+        folders = write_samples(ZOO[name], args.work / name, args.calibration, args.held_out, 0)
+        (args.work / "runs").mkdir(parents=True, exist_ok=True)
+        job = {
+            "model": name, "work": str(args.work), "calibration": str(folders["calibration"]),
+            "held_out": str(folders["held_out"]), "n": args.calibration, "eval_n": args.held_out,
+            "methods": args.methods.split(","), "bias_correction": not args.no_bias_correction,
+            "weight_rounding": args.weight_rounding, "out": str(args.work / "runs"),
+        }  # fmt: skip
+        command = [sys.executable, __file__, "--worker", json.dumps(job)]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        for step, peak in measured["steps"].items():
+            print(f"| {name} | {step} | {peak:.0f} |")
+        print(f"| {name} | **whole run** (VmHWM; {measured['seconds']:.0f} s) | {measured['peak_mib']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
