@@ -226,6 +226,7 @@ class BatchStream(Iterator[Batch]):
         self._batch_size = batch_size
         self._start = start
         self._workers = workers
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="quantbench-data")
         self._stream = self._produce()
 
     def __next__(self) -> Batch:
@@ -234,6 +235,7 @@ class BatchStream(Iterator[Batch]):
     def close(self) -> None:
         """Stop loading; waits for files already being loaded, drops the rest."""
         self._stream.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> BatchStream:
         return self
@@ -251,7 +253,7 @@ class BatchStream(Iterator[Batch]):
     def _produce(self) -> Generator[Batch, None, None]:
         dataset, report, n = self._dataset, self.report, self._n
         ahead = 2 * self._workers + (self._batch_size if dataset.kind == "images" else 0)
-        pool = ThreadPoolExecutor(self._workers, thread_name_prefix="quantbench-data")
+        pool = self._pool
         pending: deque[tuple[int, str, Future[Loaded]]] = deque()
         position = self._start
         names: list[str] = []
@@ -290,7 +292,10 @@ class BatchStream(Iterator[Batch]):
             if names:
                 yield self._stack(names, samples)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # Never wait here: a stream dropped unfinished is closed by the garbage collector, in whatever
+            # thread it runs, and joining the loading threads there can deadlock (one such thread may be
+            # starting up and hold the interpreter's thread-shutdown lock). close() waits.
+            pool.shutdown(wait=False, cancel_futures=True)
         if n is not None and found < n:
             raise QuantbenchError(self._shortfall_message(found, n))
 
