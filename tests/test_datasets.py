@@ -212,6 +212,37 @@ def test_prefetch_is_bounded_and_close_stops_early(tmp_path: Path, monkeypatch: 
         next(again)
 
 
+def test_a_stream_dropped_unfinished_is_finalized_without_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The garbage collector may finalize a stream left unfinished in any thread, even one that is starting
+    up, where waiting for the loading threads can deadlock the process: finalizing must not wait for a
+    file still loading (close() does)."""
+    import gc
+    import time
+
+    image_folder(tmp_path, 20)
+    dataset = open_dataset(tmp_path, [image_spec()], PreprocessSpec(preset="raw"))
+    release, original = threading.Event(), Dataset.load
+    loaded: list[str] = []
+
+    def slow_after_four(self: Dataset, rel: str) -> Loaded:
+        if len(loaded) >= 4:
+            release.wait(10)
+        loaded.append(rel)
+        return original(self, rel)
+
+    monkeypatch.setattr(Dataset, "load", slow_after_four)
+    stream = dataset.batches(None, 0, 4, workers=1)
+    assert len(next(stream).names) == 4  # the fifth file is now loading, held until released
+    started = time.perf_counter()
+    del stream
+    gc.collect()
+    waited = time.perf_counter() - started
+    release.set()
+    assert waited < 5
+
+
 # --- decoding and bad files ------------------------------------------------------------------------
 
 
