@@ -37,7 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from quantbench.errors import QuantbenchError
-from quantbench.graph import cleanup, initializers, tensor_names, unique_name
+from quantbench.graph import cleanup, initializers, producers, tensor_names, unique_name
 
 if TYPE_CHECKING:
     from quantbench.backends.onnxruntime import SessionSettings
@@ -478,21 +478,26 @@ def _upcast_ops(model: onnx.ModelProto, settings: SessionSettings | None) -> set
     rewired = [
         n for n in seen.graph.node if n.name in wiring and (list(n.input), list(n.output)) != wiring[n.name]
     ]
-    return {_upcast_op(probe, n, wiring[n.name][0]) for n in rewired if n.op_type != "Cast"} - {"Cast"}
+    made_by = producers(probe.graph)
+    blamed = {_upcast_op(probe.graph, made_by, n, wiring[n.name][0]) for n in rewired if n.op_type != "Cast"}
+    return blamed - {"Cast"}
 
 
-def _upcast_op(model: onnx.ModelProto, node: onnx.NodeProto, inputs: list[str]) -> str:
-    """The op type to blame for a node ONNX Runtime rewired: the node's own, unless the node already reads
-    float32 through a Cast of ours on an input ONNX Runtime replaced. Then the float16 producer behind
-    that Cast is the one it ran in float32 (its output Cast and ours merged into one), as with a Softmax
-    feeding an emulated Conv."""
-    producers = {output: n for n in model.graph.node for output in n.output}
+def _upcast_op(
+    graph: onnx.GraphProto, made_by: dict[str, int], node: onnx.NodeProto, inputs: list[str]
+) -> str:
+    """The op type to blame for a node ONNX Runtime rewired (``inputs``: its inputs in ``graph``, whose
+    producers ``made_by`` indexes): the node's own, unless the node already reads float32 through a Cast of
+    ours on an input ONNX Runtime replaced. Then the float16 producer behind that Cast is the one it ran in
+    float32 (its output Cast and ours merged into one), as with a Softmax feeding an emulated Conv."""
     for original, now in zip(inputs, node.input, strict=False):
-        cast = producers.get(original)
-        if original == now or cast is None or cast.op_type != "Cast" or _cast_to(cast) != F32:
+        if original == now or original not in made_by:
             continue
-        source = producers.get(cast.input[0])
-        if source is not None and source.op_type != "Cast":
+        cast = graph.node[made_by[original]]
+        if cast.op_type != "Cast" or _cast_to(cast) != F32 or cast.input[0] not in made_by:
+            continue
+        source = graph.node[made_by[cast.input[0]]]
+        if source.op_type != "Cast":
             return source.op_type
     return node.op_type
 
