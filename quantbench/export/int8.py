@@ -34,12 +34,15 @@ class Int8Fitting:
             they judge better on ``data.check`` than nearest rounding; None, or a weight without codes
             there: nearest rounding.
         threads: ONNX Runtime threads for the fitted steps (0: every core).
+        judge: a judge of ``data`` shared by the INT8 models of a run (FP32's outputs on the check images
+            computed once); None: one is made for this model when a step needs it.
     """
 
     data: CorrectionData | None = None
     bias_correction: bool = True
     rounding: WeightRounding | None = None
     threads: int = 0
+    judge: CheckJudge | None = None
 
 
 @dataclass
@@ -153,22 +156,21 @@ def build_int8_model(
 
 
 class _Judged:
-    """The judge of one INT8 model's fitted steps, made when the first step needs it."""
+    """The judge of one INT8 model's fitted steps (the run's, or one of its own; none without check
+    images), and the figures of the model kept so far."""
 
     def __init__(self, model: onnx.ModelProto, fitting: Int8Fitting) -> None:
-        self.model, self.fitting = model, fitting
-        self.judge: CheckJudge | None = None
+        from quantbench.export.judge import CheckJudge
+
+        data = fitting.data
+        self.judge = fitting.judge or (CheckJudge(model, data, fitting.threads) if data is not None else None)
         self.kept: Figures | None = None
-        """The figures of the model kept so far."""
 
     def choose(self, before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[bool, dict[str, Any] | None]:
         """Whether ``after`` (a step applied to ``before``) is kept, and the decision; without check
         images it is kept, undecided."""
-        from quantbench.export.judge import CheckJudge
-
-        if self.fitting.data is None:
+        if self.judge is None:
             return True, None
-        self.judge = self.judge or CheckJudge(self.model, self.fitting.data, self.fitting.threads)
         first, second = self.kept or self.judge.figures(before), self.judge.figures(after)
         keep = self.judge.prefers(second, first)
         self.kept = second if keep else first

@@ -3,7 +3,8 @@ without it judged against FP32 by the run's headline on calibration images apart
 
 The headline (:class:`quantbench.evaluation.headline.Headline`: top-1 agreement, detection F1, IoU,
 sequence agreement...) of the main output decides; the relative L2 error of every output breaks a tie.
-FP32's outputs on the check images are computed once per judge and shared by every decision it makes.
+FP32's outputs on the check images are computed once per judge, when its first figure is asked for, and
+shared by every decision it makes: a run makes one judge for all its INT8 variants.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx
 
+    from quantbench.evaluation.headline import Headline
     from quantbench.export.bias_correction import CorrectionData
 
 
@@ -30,6 +32,15 @@ class Figures:
     rel_l2: float
 
 
+@dataclass(frozen=True)
+class _Reference:
+    """FP32's outputs on the check batches, the headline they call for and the main output's position."""
+
+    outputs: list[list[np.ndarray]]
+    headline: Headline
+    at: int
+
+
 class CheckJudge:
     """FP32's outputs on ``data.check`` and the figures Q/DQ models reach there.
 
@@ -37,29 +48,47 @@ class CheckJudge:
         fp32_model: the FP32 model.
         data: the fitting and check batches, and the task that names the headline.
         threads: ONNX Runtime threads (0: every core).
-
-    Raises:
-        QuantbenchError: ONNX Runtime cannot run the model; a bad ``--task`` item.
     """
 
     def __init__(self, fp32_model: onnx.ModelProto, data: CorrectionData, threads: int = 0) -> None:
-        from quantbench.evaluation.headline import Headline
-
-        self.data, self.threads = data, threads
-        fp32 = passes.session(fp32_model, threads, "the FP32 model", release=True)
-        names = [o.name for o in fp32.get_outputs()]
-        self.reference = [passes.run_whole(fp32, None, batch) for batch in data.check]
-        del fp32
-        self.headline = Headline.of(dict(zip(names, self.reference[0], strict=True)), data.task)
-        self.at = names.index(self.headline.output)
+        self.fp32_model, self.data, self.threads = fp32_model, data, threads
         self.images = sum(len(next(iter(batch.values()))) for batch in data.check)
+        self._reference: _Reference | None = None
+
+    @property
+    def reference(self) -> _Reference:
+        """FP32's side, computed on first use.
+
+        Raises:
+            QuantbenchError: ONNX Runtime cannot run the model; a bad ``--task`` item.
+        """
+        if self._reference is None:
+            from quantbench.evaluation.headline import Headline
+
+            fp32 = passes.session(self.fp32_model, self.threads, "the FP32 model", release=True)
+            names = [o.name for o in fp32.get_outputs()]
+            outputs = [passes.run_whole(fp32, None, batch) for batch in self.data.check]
+            del fp32
+            headline = Headline.of(dict(zip(names, outputs[0], strict=True)), self.data.task)
+            self._reference = _Reference(outputs, headline, names.index(headline.output))
+        return self._reference
+
+    @property
+    def headline(self) -> Headline:
+        """The headline the decisions are made on."""
+        return self.reference.headline
 
     def figures(self, model: onnx.ModelProto) -> Figures:
-        """The headline and relative L2 error of a Q/DQ model, run as written, on the check images."""
+        """The headline and relative L2 error of a Q/DQ model, run as written, on the check images.
+
+        Raises:
+            QuantbenchError: ONNX Runtime cannot run a model; a bad ``--task`` item.
+        """
+        reference = self.reference
         outputs = qdq_outputs(model, self.data.check, self.threads)
-        at = self.at
-        value = self.headline.score((r[at] for r in self.reference), (o[at] for o in outputs))
-        return Figures(value, rel_l2(self.reference, outputs))
+        at = reference.at
+        value = reference.headline.score((r[at] for r in reference.outputs), (o[at] for o in outputs))
+        return Figures(value, rel_l2(reference.outputs, outputs))
 
     def prefers(self, after: Figures, before: Figures) -> bool:
         """Whether ``after`` is better: a better headline, or the same with a lower relative L2 error."""

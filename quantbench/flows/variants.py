@@ -117,10 +117,15 @@ def build_variants(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | N
         QuantbenchError: a variant cannot be built.
     """
     from quantbench.export.int8 import Int8Fitting
+    from quantbench.export.judge import CheckJudge
+    from quantbench.export.qdq import at_least_opset13
     from quantbench.export.variants import fp16_variant, fp32_variant, int8_variant
 
     spec = ctx.settings.variants
     rounding = fit_rounding(ctx, ranges, feeds)
+    judge = None  # one for every INT8 variant: FP32's outputs on the check images computed once
+    if feeds is not None:
+        judge = CheckJudge(at_least_opset13(ctx.model.proto), feeds, ctx.threads)
     variants = [fp32_variant(ctx.model.path)]
     int8_sets = ranges.range_sets if "int8" in spec.precisions else {}
     steps = ("fp16" in spec.precisions) + len(int8_sets)
@@ -142,9 +147,9 @@ def build_variants(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | N
             native = label in ranges.native_labels
             variant = int8_variant(
                 ctx.model.proto, table, label, spec.exclude, ctx.models_dir,
-                Int8Fitting(
-                    None if native else feeds, spec.bias_correction, None if native else rounding, ctx.threads
-                ),
+                Int8Fitting(None, threads=ctx.threads)
+                if native
+                else Int8Fitting(feeds, spec.bias_correction, rounding, ctx.threads, judge),
             )  # fmt: skip
             variants.append(variant)
             ctx.progress.advance()
