@@ -27,10 +27,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def _status(key: str) -> float:
-    """A ``/proc/self/status`` figure in MiB."""
+def resident_mib() -> float:
+    """This process's resident set size now, in MiB (``VmRSS``)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
+        if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -39,13 +39,14 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     """One run in this process, sampled; per step, the largest resident size seen."""
     import quantbench
     from benchmarks.zoo_models import ZOO
+    from benchmarks.zoo_peers import peak_mib
     from quantbench.progress import Progress
 
     step, peaks, done = ["start"], {}, threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            peaks[step[0]] = max(peaks.get(step[0], 0.0), _status("VmRSS"))
+            peaks[step[0]] = max(peaks.get(step[0], 0.0), resident_mib())
             time.sleep(0.1)
 
     class Steps(Progress):
@@ -70,7 +71,7 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     )  # fmt: skip
     done.set()
     thread.join()
-    return {"steps": peaks, "peak_mib": _status("VmHWM"), "seconds": time.perf_counter() - started}
+    return {"steps": peaks, "peak_mib": peak_mib(), "seconds": time.perf_counter() - started}
 
 
 def main(argv: list[str] | None = None) -> None:
