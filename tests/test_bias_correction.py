@@ -15,7 +15,8 @@ import quantbench.export.passes as passes
 from quantbench.config import PreprocessSpec
 from quantbench.errors import QuantbenchError
 from quantbench.evaluation.tasks import Task
-from quantbench.export.bias_correction import CorrectionData, correct_biases, correct_if_better
+from quantbench.export.bias_correction import correct_biases, correct_if_better
+from quantbench.export.judge import CorrectionData
 from quantbench.export.qdq import build_qdq, plan_qdq
 from quantbench.model import expose_tensors
 from tests.test_qdq import FakeQuant, conv2d, inputs, make_model, quantized, run, weights

@@ -44,8 +44,7 @@ from quantbench.graph import (
 if TYPE_CHECKING:
     import onnx
 
-    from quantbench.evaluation.tasks import Task
-    from quantbench.export.judge import CheckJudge, Figures
+    from quantbench.export.judge import CheckJudge, CorrectionData, Figures
 
 CORRECTED_OPS = ("Conv", "ConvTranspose", "Gemm")
 MAX_LIVE = 2
@@ -602,25 +601,6 @@ def output_rel_l2(
         for got, want in zip(run_whole(session, None, batch), expected):
             energy.update(want, got)
     return energy.rel_l2()
-
-
-@dataclass(frozen=True)
-class CorrectionData:
-    """The samples bias correction runs on.
-
-    Attributes:
-        fit: the batches the per-channel means are matched on.
-        check: the batches the corrected model is judged on, apart from ``fit`` where the calibration
-            images allow (the same batches otherwise).
-        held_apart: whether ``check`` holds other images than ``fit``.
-        task: what the outputs hold and how they are judged, for the headline the decision is made on
-            (None: kinds detected, default settings).
-    """
-
-    fit: Sequence[Mapping[str, np.ndarray]]
-    check: Sequence[Mapping[str, np.ndarray]]
-    held_apart: bool = True
-    task: Task | None = None
 
 
 def correct_if_better(

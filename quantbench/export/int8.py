@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import onnx
 
-    from quantbench.export.bias_correction import BiasCorrection, CorrectionData
-    from quantbench.export.judge import CheckJudge, Figures
+    from quantbench.export.bias_correction import BiasCorrection
+    from quantbench.export.judge import CheckJudge, CorrectionData, Figures
     from quantbench.export.qdq import QdqNames, QdqPlan
     from quantbench.export.rounding import WeightRounding
 

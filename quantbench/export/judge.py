@@ -21,7 +21,26 @@ if TYPE_CHECKING:
     import onnx
 
     from quantbench.evaluation.headline import Headline
-    from quantbench.export.bias_correction import CorrectionData
+    from quantbench.evaluation.tasks import Task
+
+
+@dataclass(frozen=True)
+class CorrectionData:
+    """The samples the fitted steps (bias correction, adaptive rounding) run on.
+
+    Attributes:
+        fit: the batches the steps are fitted on (bias correction matches per-channel means there).
+        check: the batches each step is judged on, apart from ``fit`` where the calibration images allow
+            (the same batches otherwise).
+        held_apart: whether ``check`` holds other images than ``fit``.
+        task: what the outputs hold and how they are judged, for the headline the decisions are made on
+            (None: kinds detected, default settings).
+    """
+
+    fit: Sequence[Mapping[str, np.ndarray]]
+    check: Sequence[Mapping[str, np.ndarray]]
+    held_apart: bool = True
+    task: Task | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from quantbench.calibration.calibrate import CalibrationResult
     from quantbench.data import BatchStream
     from quantbench.evaluation.compare import Comparison
-    from quantbench.export.bias_correction import CorrectionData
+    from quantbench.export.judge import CorrectionData
     from quantbench.flows.context import RunContext
     from quantbench.flows.ranges import RunRanges
     from quantbench.search.mixed_precision import HeldOut, SearchResult

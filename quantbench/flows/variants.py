@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-    from quantbench.export.bias_correction import CorrectionData
+    from quantbench.export.judge import CorrectionData
     from quantbench.export.rounding import WeightRounding
     from quantbench.flows.context import RunContext
     from quantbench.flows.ranges import RunRanges
@@ -27,7 +27,7 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | Non
     says why when images are lacking). With too few calibration images left, the correction is judged on
     the images it was fitted on, and a note says so.
     """
-    from quantbench.export.bias_correction import CorrectionData
+    from quantbench.export.judge import CorrectionData
 
     settings = ctx.settings
     spec, data = settings.variants, settings.data

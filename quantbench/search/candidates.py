@@ -19,7 +19,7 @@ from quantbench.errors import QuantbenchError
 if TYPE_CHECKING:
     import onnx
 
-    from quantbench.export.bias_correction import CorrectionData
+    from quantbench.export.judge import CorrectionData
     from quantbench.export.qdq import QdqPlan
 
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from quantbench.data.loader import Batch
     from quantbench.evaluation.tasks import Task
-    from quantbench.export.bias_correction import CorrectionData
+    from quantbench.export.judge import CorrectionData
     from quantbench.progress import Progress
     from quantbench.ranges import DynamicRanges
     from quantbench.variant import Variant
