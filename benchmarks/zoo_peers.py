@@ -3,7 +3,8 @@
 The settings are the ones TensorRT wants, as in ``benchmarks/run.py``: QDQ format, int8 activations
 and weights, both symmetric, weights per channel; calibration MinMax or Percentile (ORT's default
 99.999). ``quant_pre_process`` runs first where it can (ORT recommends it); where it fails, the model
-is quantized as it is, and the note says so.
+is quantized as it is, and the note says so. ``PeerSettings`` also asks for ORT's own CPU settings
+(uint8 asymmetric activations, QDQ or QOperator format), which ``benchmarks/cpu_flavour.py`` times.
 
 Samples are fed one at a time (batch 1) through a ``CalibrationDataReader``. Where their shapes differ
 (PP-OCR det pages and rec crops written with ``fixed_shape=False``) ORT's Percentile calibrator cannot
@@ -88,12 +89,17 @@ class PeerSettings:
         stride: ``CalibStridedMinMax``: samples collected per pass; ``"auto"`` is 1 where the samples'
             shapes differ and unset otherwise (ORT collects all samples, then computes ranges).
         pre_process: run ``quant_pre_process`` first.
+        activations: ``int8`` (symmetric, as TensorRT wants) or ``uint8`` (asymmetric, ONNX Runtime's
+            own default and its fastest on x86).
+        quant_format: ``QDQ`` or ``QOperator`` (QLinearConv and the like written directly).
     """
 
     method: Method = "MinMax"
     op_types: tuple[str, ...] | None = None
     stride: int | Literal["auto"] | None = "auto"
     pre_process: bool = True
+    activations: Literal["int8", "uint8"] = "int8"
+    quant_format: Literal["QDQ", "QOperator"] = "QDQ"
 
 
 def _reader(paths: list[Path], input_name: str):  # type: ignore[no-untyped-def]
@@ -184,7 +190,8 @@ def worker(model: Path, samples: Path, out: Path, settings: PeerSettings) -> dic
     paths = sorted(samples.glob("*.npy"))
     input_name = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     stride = _stride(settings, paths)
-    extra: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    symmetric = settings.activations == "int8"
+    extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     if stride:
         extra["CalibStridedMinMax"] = stride
     with tempfile.TemporaryDirectory(prefix="zoo-peer-") as tmp:
@@ -198,10 +205,10 @@ def worker(model: Path, samples: Path, out: Path, settings: PeerSettings) -> dic
             str(prepared),
             str(out),
             _reader(paths, input_name),
-            quant_format=QuantFormat.QDQ,
+            quant_format=getattr(QuantFormat, settings.quant_format),
             op_types_to_quantize=list(settings.op_types) if settings.op_types else None,
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=getattr(CalibrationMethod, settings.method),
             extra_options=extra,
@@ -239,6 +246,8 @@ def _run_worker(job: dict[str, Any]) -> None:
         op_types=tuple(job["op_types"]) if job["op_types"] else None,
         stride=job["stride"],
         pre_process=job["pre_process"],
+        activations=job.get("activations", "int8"),
+        quant_format=job.get("quant_format", "QDQ"),
     )
     result = worker(Path(job["model"]), Path(job["samples"]), Path(job["out"]), settings)
     print(json.dumps(result))
@@ -260,13 +269,15 @@ def fp32_reference(model: ZooModel, fp32: Path, held_out: Path, threads: int) ->
     }
 
 
-def evaluate(model: ZooModel, variant: Path, reference: dict[str, Any], threads: int) -> dict[str, float]:
-    """A quantized model against FP32 on the held-out samples.
+def evaluate(
+    model: ZooModel, variant: Path, reference: dict[str, Any], threads: int, optimize: bool = True
+) -> dict[str, float]:
+    """A quantized model against FP32 on the held-out samples (``optimize`` False: run as written).
 
     Returns the task agreement (see ``zoo_models.agreement``), the score against what the samples
     show (``truth_*``), and ``rel_l2``: ||q - f|| / ||f|| over the main output of every sample.
     """
-    outputs = run_outputs(session(variant, threads), reference["arrays"])
+    outputs = run_outputs(session(variant, threads, optimize), reference["arrays"])
     results = task_results(model, outputs, reference["infos"])
     diff = sum(float(np.sum((q.astype(np.float64) - f) ** 2)) for q, f in zip(outputs, reference["outputs"]))
     norm = sum(float(np.sum(f.astype(np.float64) ** 2)) for f in reference["outputs"])

@@ -128,6 +128,9 @@ class VariantSpec:
             run on.
         weight_rounding: how INT8 weights take their codes: ``nearest``, or ``adaptive`` (the codes that
             minimise each layer's output error on those images, see :mod:`quantbench.export.rounding`).
+        cpu_flavour: the model ONNX Runtime times on the CPU for an INT8 variant: ``exact`` (the judged
+            model's quantized values) or ``fast`` (more tensors quantized, see
+            :mod:`quantbench.export.onnxruntime_fast`).
     """
 
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -135,6 +138,7 @@ class VariantSpec:
     bias_correction: bool = True
     bias_correction_images: int = 32
     weight_rounding: str = "nearest"
+    cpu_flavour: str = "exact"
 
 
 @dataclass(frozen=True)

@@ -206,3 +206,36 @@ def drop_unused_initializers(graph: onnx.GraphProto) -> None:
     inputs = [v for v in graph.input if v.name not in dropped]
     del graph.input[:]
     graph.input.extend(inputs)
+
+
+def toposort(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph.node`` so every node comes after the nodes writing what it reads (subgraphs'
+    reads from the enclosing scope included), keeping the present order wherever it already allows.
+
+    Raises:
+        ValueError: the graph has a cycle.
+    """
+    import heapq
+
+    writer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
+    waiting = [0] * len(graph.node)
+    readers: dict[int, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        for w in {writer[name] for name in node_reads(node) if name in writer and writer[name] != i}:
+            waiting[i] += 1
+            readers.setdefault(w, []).append(i)
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for r in readers.get(i, []):
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                heapq.heappush(ready, r)
+    if len(order) != len(graph.node):
+        raise ValueError("the graph has a cycle")
+    nodes = [graph.node[i] for i in order]
+    del graph.node[:]
+    graph.node.extend(nodes)

@@ -181,6 +181,8 @@ CASES = [
          ("--bias-correction-images",)),
     Case("weight rounding unknown", (*RUN, "--weight-rounding", "stochastic"),
          ("--weight-rounding", "'stochastic'", "nearest, adaptive")),
+    Case("cpu flavour unknown", (*RUN, "--cpu-flavour", "fastest"),
+         ("--cpu-flavour", "'fastest'", "exact, fast")),
     Case("backend unknown", (*RUN, "--backend", "nosuch"), ("--backend", "'nosuch'")),
     Case("metric file missing", (*RUN, "--metric", "{in}/nosuch.py:fn"), ("--metric", "nosuch.py")),
     Case("plugin library missing", (*RUN, "--plugins", "{in}/nosuch.so"),

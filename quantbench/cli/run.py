@@ -87,6 +87,15 @@ WeightRoundingOption = Annotated[
         rich_help_panel=VARIANTS,
     ),
 ]
+CpuFlavourOption = Annotated[
+    str,
+    typer.Option(
+        help="The model timed on the CPU for INT8: exact (the judged model's quantized values) or fast "
+        "(more tensors quantized, ONNX Runtime's integer kernels throughout; its extra roundings are "
+        "listed and measured).",
+        rich_help_panel=VARIANTS,
+    ),
+]
 BackendOption = Annotated[
     str, typer.Option(help="auto | onnxruntime | tensorrt | tensorrt-rtx.", rich_help_panel=VARIANTS)
 ]
@@ -175,6 +184,7 @@ def run_command(
     bias_correction: BiasCorrectionOption = True,
     bias_correction_images: BiasCorrectionImagesOption = 32,
     weight_rounding: WeightRoundingOption = "nearest",
+    cpu_flavour: CpuFlavourOption = "exact",
     backend: BackendOption = "auto",
     threads: Threads = 0,
     plugins: PluginsOption = None,

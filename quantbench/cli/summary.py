@@ -181,6 +181,27 @@ def _correction_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _flavour_lines(results: dict[str, Any]) -> list[str]:
+    """One line per INT8 variant timed on the fast CPU flavour: how many tensors it rounds that the
+    judged model keeps in float, and the largest error measured there."""
+    lines = []
+    for variant in results["variants"]:
+        flavour = variant.get("cpu_flavour") or {}
+        if flavour.get("name") != "fast":
+            continue
+        roundings = flavour.get("roundings") or []
+        measured = [r for r in roundings if r.get("rel_error") is not None]
+        line = (
+            f"CPU flavour of {variant['name']}: fast, {len(roundings)} tensors rounded that the judged model "
+            "keeps in float"
+        )
+        if measured:
+            worst = max(measured, key=lambda r: r["rel_error"])
+            line += f" (largest error {worst['rel_error']:.3g} relative L2, at {worst['tensor']!r})"
+        lines.append(line + "; listed in results.json and the report")
+    return lines
+
+
 def _plain(value: Any) -> str:
     return format(value, ".4g") if isinstance(value, float) else str(value)
 
@@ -271,7 +292,7 @@ def print_run_summary(console: Console, result: RunResult) -> None:
     console.print(table)
     if footnote:
         console.print("* emulated on this CPU (no float16 kernels): not representative of a GPU")
-    for line in _correction_lines(results):
+    for line in [*_correction_lines(results), *_flavour_lines(results)]:
         console.print(line, markup=False, highlight=False)
     if verdict:
         _print_verdict(console, results, verdict)

@@ -55,13 +55,15 @@ class Int8Model:
         plan: where the Q/DQ nodes went.
         names: tensor -> the names of its Q/DQ nodes.
         tensorrt: the TensorRT-flavour Q/DQ model, bias-corrected when the correction helped.
-        onnxruntime: ONNX Runtime's flavour of it (:mod:`quantbench.export.onnxruntime_flavour`).
+        onnxruntime: ONNX Runtime's flavour of it (:mod:`quantbench.export.onnxruntime_flavour`), or of
+            its faster relative with ``--cpu-flavour fast`` (:mod:`quantbench.export.onnxruntime_fast`).
         flavour_notes: where the ONNX Runtime flavour's values may differ from the TensorRT flavour's by
             more than float rounding.
         correction: what the bias correction did; None when it was not asked for or nothing was quantized.
         rounding: the adaptive weight codes offered to the model; None: nearest rounding.
         rounding_applied: whether the model took them (they judged better than nearest rounding).
         rounding_decision: the judgement (:meth:`quantbench.export.judge.CheckJudge.decision`).
+        cpu_flavour: which flavour ``onnxruntime`` is and, for ``fast``, the roundings it adds.
     """
 
     source: onnx.ModelProto
@@ -74,6 +76,7 @@ class Int8Model:
     rounding: WeightRounding | None = None
     rounding_applied: bool = False
     rounding_decision: dict[str, Any] | None = None
+    cpu_flavour: dict[str, Any] = field(default_factory=lambda: {"name": "exact"})
 
     def details(self) -> dict[str, Any]:
         """What the build did, JSON-ready: quantized tensors and nodes, fused residual Adds, tensors
@@ -88,6 +91,7 @@ class Int8Model:
             "tensors_without_range": self.plan.missing,
             "excluded_nodes": self.plan.excluded,
             "onnxruntime_flavour_notes": self.flavour_notes,
+            "cpu_flavour": self.cpu_flavour,
             "weight_rounding": self._rounding_details(),
             "bias_correction": self.correction.details()
             if self.correction is not None
@@ -106,6 +110,7 @@ def build_int8_model(
     amax: Mapping[str, float],
     exclude: Iterable[str] = (),
     fitting: Int8Fitting | None = None,
+    cpu_flavour: str = "exact",
 ) -> Int8Model:
     """Plan and build the Q/DQ model (with adaptive weight codes where given), correct its biases when
     asked, and make its ONNX Runtime flavour.
@@ -117,6 +122,7 @@ def build_int8_model(
         fitting: adaptive weight codes and the bias correction, each kept only where it improves the
             headline on ``fitting.data.check`` (:mod:`quantbench.export.judge`); None: nearest
             rounding, no correction.
+        cpu_flavour: ``exact`` or ``fast``: the ONNX Runtime flavour to make (``--cpu-flavour``).
 
     Returns:
         Both flavours with the plan; a model with nothing quantized when no node could be.
@@ -125,7 +131,6 @@ def build_int8_model(
         QuantbenchError: a bad ``exclude`` pattern, an opset below 13 that cannot be converted, or a
             model ONNX Runtime cannot run for the bias correction.
     """
-    from quantbench.export.onnxruntime_flavour import to_onnxruntime_flavour
     from quantbench.export.qdq import at_least_opset13, build_qdq, plan_qdq
 
     fitting = fitting or Int8Fitting()
@@ -149,10 +154,34 @@ def build_int8_model(
         )  # fmt: skip
         qdq_model = corrected.model
     notes: list[str] = []
-    cpu_model = to_onnxruntime_flavour(qdq_model, names, notes)
+    cpu_model, flavour = _cpu_flavour(qdq_model, names, amax, cpu_flavour, fitting, notes)
     built = Int8Model(model, plan, names, qdq_model, cpu_model, notes, corrected, fitting.rounding)
     built.rounding_applied, built.rounding_decision = applied, decision
+    built.cpu_flavour = flavour
     return built
+
+
+def _cpu_flavour(
+    qdq_model: onnx.ModelProto,
+    names: dict[str, QdqNames],
+    amax: Mapping[str, float],
+    flavour: str,
+    fitting: Int8Fitting,
+    notes: list[str],
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """ONNX Runtime's flavour of the judged model (``exact``), or of its faster relative (``fast``, see
+    :mod:`quantbench.export.onnxruntime_fast`, its roundings measured on the check images where there
+    are some); and what ``results.json`` records of it."""
+    from quantbench.export.onnxruntime_flavour import to_onnxruntime_flavour
+
+    if flavour != "fast":
+        return to_onnxruntime_flavour(qdq_model, names, notes), {"name": "exact"}
+    from quantbench.export.onnxruntime_fast import make_fast, measure_rounding
+
+    fast = make_fast(qdq_model, names, amax)
+    if fitting.data is not None:
+        measure_rounding(qdq_model, fast, fitting.data.check, fitting.threads)
+    return to_onnxruntime_flavour(fast.model, fast.names, notes), fast.details()
 
 
 class _Judged:

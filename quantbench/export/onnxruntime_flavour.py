@@ -6,6 +6,9 @@ Relu/Clip -> QuantizeLinear, in float. TensorRT's placement quantizes a convolut
 so run as it is, the model is slower than FP32. This module reshapes it without changing what it
 computes:
 
+0. A BatchNormalization or per-channel constant Add behind a quantized Conv is folded into its weight
+   scales and bias (:mod:`quantbench.export.conv_fold`; the codes stay), which ONNX Runtime does only
+   for float convolutions.
 1. Activations become uint8 with zero point 128 instead of int8 with zero point 0. Both store
    ``clamp(round(x / scale), -128, 127)``: the same grid, the integer shifted by 128. ONNX Runtime's
    x86 integer kernels are built for uint8 activations with int8 weights.
@@ -36,6 +39,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from quantbench.export.conv_fold import fold_into_convs
 from quantbench.export.qdq import QdqNames
 from quantbench.graph import (
     cleanup,
@@ -66,8 +70,7 @@ def to_onnxruntime_flavour(
     Returns:
         A new model with the same quantized values (see the module docstring).
     """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = fold_into_convs(model)
     graph = out.graph
     for qn in names.values():
         set_initializer(graph, qn.zero_point, np.array(ZERO_POINT, np.uint8))
@@ -162,7 +165,49 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
             ),
         ]
         replaced[z_users[0]] = []  # the integer Clip now writes z's quantized values
+    _clips_between_quantized(graph, names, constants, consumers, replaced)
     _rebuild(graph, replaced)
+
+
+def _clips_between_quantized(
+    graph: onnx.GraphProto,
+    names: dict[str, QdqNames],
+    constants: dict[str, np.ndarray],
+    consumers: dict[str, list[int]],
+    replaced: dict[int, list[onnx.NodeProto]],
+) -> None:
+    """Step 2 where the activation reads a dequantized tensor and its output's only reader quantizes
+    it at the same scale (the fast flavour writes such pairs): an integer Clip on the input's codes."""
+    inits = initializers(graph)
+    by_dequantized = {qn.dequantized: (tensor, qn) for tensor, qn in names.items()}
+    for i, act in enumerate(graph.node):
+        if act.op_type not in ("Relu", "Clip") or act.input[0] not in by_dequantized or i in replaced:
+            continue
+        _, xn = by_dequantized[act.input[0]]
+        z = act.output[0]
+        z_users = consumers.get(z, [])
+        if z not in names or len(z_users) != 1 or z_users[0] in replaced:
+            continue
+        zn, z_quantize = names[z], graph.node[z_users[0]]
+        if z_quantize.op_type != "QuantizeLinear" or z_quantize.output[0] != zn.quantized:
+            continue
+        scale = np.float32(numpy_helper.to_array(inits[xn.scale]))
+        bounds = _clip_bounds(constants, act)
+        if bounds is None or scale != np.float32(numpy_helper.to_array(inits[zn.scale])):
+            continue
+        lo, hi = (int(np.clip(np.rint(np.float32(b) / scale), -128, 127)) for b in bounds)
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(ZERO_POINT + lo, np.uint8), f"{z}_clip_min"),
+                numpy_helper.from_array(np.array(ZERO_POINT + hi, np.uint8), f"{z}_clip_max"),
+            ]
+        )
+        replaced[i] = [
+            helper.make_node(
+                "Clip", [xn.quantized, f"{z}_clip_min", f"{z}_clip_max"], [zn.quantized], f"{z}_integer_clip"
+            )
+        ]
+        replaced[z_users[0]] = []
 
 
 def _int32_bias(graph: onnx.GraphProto, names: dict[str, QdqNames], notes: list[str]) -> None:

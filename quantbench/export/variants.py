@@ -8,7 +8,7 @@ variant         model (TensorRT)                             cpu_model (ONNX Run
 ==============  ===========================================  ================================================
 fp32            the input model                              the same
 fp16            FP16-typed ONNX (``models/fp16.onnx``)       ops without CPU float16 kernels wrapped in casts
-int8-<method>   symmetric int8 Q/DQ (``int8-<m>.onnx``)      uint8 flavour, same quantized values
+int8-<method>   symmetric int8 Q/DQ (``int8-<m>.onnx``)      uint8 flavour, same quantized values (or fast)
 ==============  ===========================================  ================================================
 """
 
@@ -88,6 +88,7 @@ def int8_variant(
     exclude: Iterable[str],
     models_dir: Path,
     fitting: Int8Fitting | None = None,
+    cpu_flavour: str = "exact",
 ) -> Variant:
     """A Q/DQ INT8 model from ``ranges`` (TensorRT placement) and its ONNX Runtime flavour.
 
@@ -99,13 +100,14 @@ def int8_variant(
         models_dir: where ``int8-<label>.onnx`` and ``int8-<label>.onnxruntime.onnx`` go.
         fitting: adaptive weight codes and the bias correction's batches (see
             :class:`quantbench.export.int8.Int8Fitting`); None: nearest rounding, no correction.
+        cpu_flavour: ``exact`` or ``fast``, the ONNX Runtime flavour written (``--cpu-flavour``).
 
     Raises:
         QuantbenchError: a bad exclude pattern, or no tensor of the model could be quantized.
     """
     from quantbench.export.int8 import build_int8_model
 
-    built = build_int8_model(model, ranges.amax, exclude, fitting)
+    built = build_int8_model(model, ranges.amax, exclude, fitting, cpu_flavour)
     if not built.plan.quantized_nodes:
         raise QuantbenchError(
             f"no Conv, ConvTranspose, Gemm or MatMul of the model could be quantized with the {label} ranges "

@@ -83,7 +83,9 @@ def mixed_search(
         raise QuantbenchError("--target-agreement / --target-rel-l2 need ranges to quantize with")
     label, table = next(iter(ranges.range_sets.items()))
     own_feeds = feeds if label not in ranges.native_labels else None
-    build = Int8Build(settings.variants.exclude, ctx.models_dir, ctx.threads, own_feeds)
+    build = Int8Build(
+        settings.variants.exclude, ctx.models_dir, ctx.threads, own_feeds, settings.variants.cpu_flavour
+    )
     size = ctx.model.fixed_batch or settings.bench.batch[0]
     timing = (size, settings.bench.runs, settings.bench.seconds)
     budget = Budget(settings.target.sensitivity_n, timing, ctx.task)
@@ -136,13 +138,20 @@ def _timed_model(ctx: RunContext, variant: Variant, distance: dict[str, dict[str
     """What ``results.json`` says of a variant timed on another model than the one judged (ONNX Runtime's
     CPU flavour of an INT8 variant), with a note when its outputs stray beyond :data:`FLAVOUR_BOUND`."""
     worst = max((errors.get("rel_l2", 0.0) for errors in distance.values()), default=0.0)
+    flavour = (variant.details.get("cpu_flavour") or {}).get("name", "exact")
     if not worst <= FLAVOUR_BOUND:
+        why = (
+            "--cpu-flavour fast rounds tensors that the judged model keeps in float"
+            if flavour == "fast"
+            else "its latency is that of a slightly different model"
+        )
         ctx.notes.append(
             f"{variant.name}: the model timed ({variant.cpu_model.name}) differs from the Q/DQ model judged "
             f"({variant.model.name}) by relative L2 {worst:.3g} on its outputs, above {FLAVOUR_BOUND:g}; "
-            "its latency is that of a slightly different model"
+            + why
         )
     return {
+        "flavour": flavour,
         "model": str(variant.cpu_model.relative_to(ctx.run_dir)),
         "judged_model": str(variant.model.relative_to(ctx.run_dir)),
         "outputs": {out: {k: errors[k] for k in ("rel_l2", "max_abs")} for out, errors in distance.items()},

@@ -89,6 +89,12 @@ def check_settings(settings: Settings) -> None:
         raise QuantbenchError(
             f"--weight-rounding {variants.weight_rounding!r} is not one of {', '.join(ROUNDING)}"
         )
+    from quantbench.export.onnxruntime_fast import CPU_FLAVOURS
+
+    if variants.cpu_flavour not in CPU_FLAVOURS:
+        raise QuantbenchError(
+            f"--cpu-flavour {variants.cpu_flavour!r} is not one of {', '.join(CPU_FLAVOURS)}"
+        )
     fitted = variants.bias_correction or variants.weight_rounding == "adaptive"
     if fitted and variants.bias_correction_images < 1:
         raise QuantbenchError("--bias-correction-images must be at least 1")
@@ -218,6 +224,7 @@ def arguments(settings: Settings, ranges: RunRanges) -> dict[str, Any]:
         "bias_correction": spec.bias_correction,
         "bias_correction_images": spec.bias_correction_images,
         "weight_rounding": spec.weight_rounding,
+        "cpu_flavour": spec.cpu_flavour,
         "backend": backend.name,
         "plugins": [str(p) for p in backend.plugins],
         "cuda_graph": backend.cuda_graph,

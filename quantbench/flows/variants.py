@@ -150,6 +150,7 @@ def build_variants(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | N
                 Int8Fitting(None, threads=ctx.threads)
                 if native
                 else Int8Fitting(feeds, spec.bias_correction, rounding, ctx.threads, judge),
+                spec.cpu_flavour,
             )  # fmt: skip
             variants.append(variant)
             ctx.progress.advance()

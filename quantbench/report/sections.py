@@ -116,15 +116,23 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     the recommendation; and the models timed in place of the models judged.
 
     Returns:
-        ``{"present", "description", "output", "recommended", "reason", "facts", "table", "timed"}``;
+        ``{"present", "description", "output", "recommended", "reason", "facts", "table", "timed",
+        "roundings"}``;
         without a verdict in ``results.json`` only ``present`` (False), ``description``, ``output`` and
-        ``timed`` hold anything. ``timed`` is None where no variant was timed on another model.
+        ``timed`` (and ``roundings``) hold anything. ``timed`` is None where no variant was timed on
+        another model, ``roundings`` where none was timed on the fast CPU flavour.
     """
     head = headline(results)
     timed = tables.timed_model_table(results)
     found = results.get("verdict")
     empty: dict[str, Any] = {"recommended": None, "reason": "", "facts": [], "table": None}
-    context = {"present": False, "description": head.description, "output": head.output, "timed": timed}
+    context = {
+        "present": False,
+        "description": head.description,
+        "output": head.output,
+        "timed": timed,
+        "roundings": tables.fast_flavour_table(results),
+    }
     if not isinstance(found, dict) or not head.from_verdict:
         return {**context, **empty}
     info = results["model"]["comparison_outputs"].get(head.output) or {}

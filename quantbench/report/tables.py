@@ -362,6 +362,49 @@ def verdict_table(results: dict[str, Any], head: Headline, pts: list[Point]) -> 
     )
 
 
+FLAVOUR_ROWS = 12
+"""Roundings of the fast CPU flavour shown per variant in the report (the largest errors)."""
+
+
+def fast_flavour_table(results: dict[str, Any]) -> Table | None:
+    """Per variant timed on the fast CPU flavour, the tensors it rounds that the judged model keeps in
+    float, largest measured error first (at most :data:`FLAVOUR_ROWS` each, then a count of the rest).
+
+    Returns:
+        The table, or None when no variant was timed on the fast flavour.
+    """
+    records = []
+    for variant in results["variants"]:
+        flavour = variant.get("cpu_flavour")
+        if not isinstance(flavour, dict) or flavour.get("name") != "fast":
+            continue
+        roundings = [r for r in flavour.get("roundings") or [] if isinstance(r, dict)]
+        for r in roundings[:FLAVOUR_ROWS]:
+            readers = r.get("readers") or []
+            records.append(
+                {
+                    "variant": str(variant.get("name", "?")),
+                    "tensor": str(r.get("tensor")),
+                    "written by": f"{r.get('node')} ({r.get('op')})",
+                    "read rounded by": f"{len(readers)} node{'s' if len(readers) != 1 else ''}",
+                    "rel. error": r.get("rel_error"),
+                }
+            )
+        if len(roundings) > FLAVOUR_ROWS:
+            records.append(
+                {"variant": str(variant.get("name", "?")), "tensor": f"{len(roundings) - FLAVOUR_ROWS} more"}
+            )
+    if not records:
+        return None
+    columns = ["variant", "tensor", "written by", "read rounded by", "rel. error"]
+    return to_table(
+        _frame(records, columns),
+        {"rel. error": general},
+        caption="rounded in the model timed, float in the model judged (rel. error: on the check images)",
+        keep_empty=("variant", "tensor"),
+    )
+
+
 def timed_model_table(results: dict[str, Any]) -> Table | None:
     """Per variant timed on another model than the one judged, and per output: the two models, how far
     apart their outputs are, and whether that is within the bound.

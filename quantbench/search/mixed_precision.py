@@ -407,12 +407,14 @@ class Int8Build:
         correction: the batches the run corrects its INT8 biases on (None: no correction). The
             candidates of the search and the variant are corrected on them too; the ranking is not (a
             correction per node would cost about one model pass each).
+        cpu_flavour: the ONNX Runtime flavour the mixed variant is timed on (``--cpu-flavour``).
     """
 
     exclude: Sequence[str]
     models_dir: Path
     threads: int = 0
     correction: CorrectionData | None = None
+    cpu_flavour: str = "exact"
 
 
 @dataclass(frozen=True)
@@ -489,7 +491,9 @@ def mixed_precision(
     result.models_evaluated = ranked.built + (candidates.built if candidates is not ranked else 0)
     kept = [*build.exclude, *result.excluded]
     fitting = Int8Fitting(build.correction, True, None, build.threads)
-    variant = int8_variant(model, ranges, f"{label}-mixed", kept, build.models_dir, fitting)
+    variant = int8_variant(
+        model, ranges, f"{label}-mixed", kept, build.models_dir, fitting, build.cpu_flavour
+    )
     variant.method = label
     variant.details["mixed_precision"] = {
         "target": target.to_json(),

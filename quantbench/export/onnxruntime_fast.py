@@ -1,0 +1,422 @@
+"""The fast CPU flavour (``--cpu-flavour fast``): more tensors quantized, so ONNX Runtime runs the
+quantized convolutions and the element-wise ops between them on its integer kernels.
+
+The exact flavour (:mod:`quantbench.export.onnxruntime_flavour`) keeps the Q/DQ model's quantized
+values, so a convolution whose output TensorRT keeps in float (one fused with a residual Add, one
+followed by SiLU or HardSwish) runs in float on the CPU, with layout changes around it; ONNX Runtime's
+only integer convolution with a wider output, ConvInteger, ran 2-3x slower than the float one on the
+zoo's models. This flavour starts from the same Q/DQ model and, walking the graph in order, quantizes:
+
+1. the output of every quantized Conv, Gemm and MatMul that is not quantized yet (behind its Relu or
+   Clip where that is its only reader), so it runs as one QLinearConv or QGemm;
+2. the output of every op of :data:`INTEGER_OPS` whose activation inputs are all quantized now, so it
+   runs as QLinearAdd, QLinearMul, QLinearSigmoid, QLinearConcat...; where no reader of such an output
+   then runs in integer, that quantization is dropped again (it would only round).
+
+Every reader of a newly quantized tensor reads it rounded; a reader of an already quantized tensor that
+read it in float reads it rounded too where it now runs in integer. A tensor without a calibrated range,
+a model output and a tensor computed from constants stay float. Scales are the run's: symmetric, amax /
+127, like every other activation, so the flavour's reshaping (uint8 with zero point 128, integer Clip,
+int32 biases) applies unchanged.
+
+Each such rounding is one the judged Q/DQ model does not do, so this flavour's outputs differ from the
+judged model's: :func:`make_fast` names every tensor whose rounding is new, its node and the nodes that
+read it rounded, and :func:`measure_rounding` measures, on images, how far the rounding moves each of
+those tensors. Fidelity is still judged on the Q/DQ model; how far this flavour's outputs stray from it
+is measured when the variant is evaluated (``timed_model``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from quantbench.export.conv_fold import fold_into_convs
+from quantbench.export.onnxruntime_flavour import ZERO_POINT
+from quantbench.export.qdq import QdqNames, node_label
+from quantbench.graph import (
+    cleanup,
+    constant_tensors,
+    constant_values,
+    consumers,
+    tensor_names,
+    toposort,
+    unique_name,
+)
+
+CPU_FLAVOURS = ("exact", "fast")
+"""``--cpu-flavour``: the same quantized values as the judged model, or this module's faster model."""
+
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+"""Quantized ops whose outputs this flavour quantizes (ONNX Runtime has no integer ConvTranspose)."""
+
+INTEGER_OPS = frozenset(
+    {"Add", "Mul", "Sigmoid", "LeakyRelu", "GlobalAveragePool", "AveragePool", "Concat"}
+    | {"Div", "Sub", "HardSigmoid", "HardSwish", "Resize"}
+)
+"""Ops whose output this flavour quantizes when all their activation inputs are: ONNX Runtime runs the
+first group on integer kernels, the second in float between a DequantizeLinear and a QuantizeLinear,
+in the integer ops' layout."""
+
+SAME_SCALE_OPS = frozenset(
+    {"Split", "MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Relu", "Clip"}
+)
+"""Ops that only move or pick values: their outputs take their input's scale, so quantizing them rounds
+nothing (ONNX Runtime then runs them on the uint8 values)."""
+
+CONSTANT_OPERAND_OPS = ("Add", "Mul")
+"""Ops whose constant operand is quantized too (per tensor, symmetric int8), which ONNX Runtime's
+QLinearAdd and QLinearMul need."""
+
+ACTIVATIONS = ("Relu", "Clip")
+"""Activations the exact flavour already turns into an integer Clip behind a quantized output."""
+
+
+@dataclass
+class Rounding:
+    """One tensor that the fast flavour's readers see rounded where the judged model's see it in float.
+
+    Attributes:
+        tensor: the tensor's name in the FP32 model.
+        node: the node that writes it.
+        op: that node's op type.
+        readers: the nodes that now read it rounded.
+        new: True where the tensor had no quantization at all; False where it had one, for other readers.
+        rel_error: ``||x - dq(q(x))|| / ||x||`` on the images of :func:`measure_rounding` (None: not
+            measured).
+    """
+
+    tensor: str
+    node: str
+    op: str
+    readers: list[str]
+    new: bool
+    rel_error: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tensor": self.tensor,
+            "node": self.node,
+            "op": self.op,
+            "readers": self.readers,
+            "new": self.new,
+            "rel_error": self.rel_error,
+        }
+
+
+@dataclass
+class FastModel:
+    """A Q/DQ model with the fast flavour's extra quantization (not yet reshaped for ONNX Runtime).
+
+    Attributes:
+        model: the model: the judged Q/DQ model, with the roundings of ``changes``.
+        names: tensor -> Q/DQ names, the judged model's and the new ones.
+        changes: every rounding the judged model does not do, in graph order.
+        scales: tensor -> its quantization scale, for each of ``changes``.
+    """
+
+    model: onnx.ModelProto
+    names: dict[str, QdqNames]
+    changes: list[Rounding] = field(default_factory=list)
+    scales: dict[str, float] = field(default_factory=dict)
+    images: int | None = None
+
+    def details(self) -> dict[str, Any]:
+        """What ``results.json`` records: the flavour, every rounding it adds (largest error first where
+        measured) and the images the errors were measured on (None: not measured)."""
+        ordered = sorted(self.changes, key=lambda c: -(c.rel_error if c.rel_error is not None else -1.0))
+        return {
+            "name": "fast",
+            "tensors_rounded": len(self.changes),
+            "measured_on_images": self.images,
+            "roundings": [c.as_dict() for c in ordered],
+        }
+
+
+class _Graph:
+    """What the walk needs to know of the Q/DQ graph: who reads and writes what, and what is quantized."""
+
+    def __init__(self, graph: onnx.GraphProto, names: Mapping[str, QdqNames], amax: Mapping[str, float]):
+        self.graph = graph
+        self.amax = dict(amax)
+        self.exact: set[str] = set()
+        self.fixed = constant_tensors(graph)
+        self.outputs = {o.name for o in graph.output}
+        self.uses = consumers(graph)
+        self.source = {qn.dequantized: tensor for tensor, qn in names.items()}
+        self.quantized = set(names)
+        self.constants = constant_values(graph)
+
+    def constant_operands(self, node: onnx.NodeProto) -> list[tuple[int, str]] | None:
+        """The constant inputs of an Add or Mul, to quantize with it (empty for other ops); None where
+        one cannot be (not a float32 value read from the graph, or all zero)."""
+        if node.op_type not in CONSTANT_OPERAND_OPS:
+            return []
+        found = []
+        for j, name in enumerate(node.input):
+            if name in self.fixed:
+                value = self.constants.get(name)
+                if value is None or value.dtype != np.float32 or not np.abs(value).max(initial=0) > 0:
+                    return None
+                found.append((j, name))
+        return found
+
+    def reads(self, node: onnx.NodeProto) -> list[str]:
+        """The float tensors behind ``node``'s activation inputs (a dequantized input counts as its
+        tensor); a Clip's bounds, a Resize's sizes and other constants are not activations."""
+        return [self.source.get(x, x) for x in node.input if x and x not in self.fixed]
+
+    def readers(self, tensor: str) -> list[int]:
+        """Nodes reading ``tensor`` in float (not through its DequantizeLinear), once each."""
+        return sorted(
+            {i for i, _ in self.uses.get(tensor, []) if self.graph.node[i].op_type != "QuantizeLinear"}
+        )
+
+    def can_quantize(self, tensor: str) -> bool:
+        value = self.amax.get(tensor)
+        usable = value is not None and bool(np.isfinite(value)) and value > 0
+        return (
+            usable
+            and tensor not in self.outputs
+            and tensor not in self.fixed
+            and tensor not in self.quantized
+        )
+
+    def target(self, node: onnx.NodeProto) -> str:
+        """The tensor to quantize behind a compute node: its output, or its activation's when that
+        activation is the output's only reader."""
+        y = node.output[0]
+        readers = self.readers(y)
+        if len(readers) == 1 and len(self.uses.get(y, [])) == 1 and y not in self.outputs:
+            act = self.graph.node[readers[0]]
+            if act.op_type in ACTIVATIONS:
+                return str(act.output[0])
+        return str(y)
+
+
+def _choose(g: _Graph) -> tuple[dict[str, int], set[int]]:
+    """The tensors to quantize (-> the node that writes them) and the nodes that run in integer."""
+    writer = {name: i for i, node in enumerate(g.graph.node) for name in node.output if name}
+    added: dict[str, int] = {}
+    integer: set[int] = set()
+    for i, node in enumerate(g.graph.node):
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.domain not in ("", "ai.onnx"):
+            continue
+        reads = g.reads(node)
+        if not reads or not all(x in g.quantized for x in reads) or g.constant_operands(node) is None:
+            continue
+        if node.op_type in COMPUTE_OPS:
+            targets = [g.target(node)]
+        elif node.op_type in SAME_SCALE_OPS:
+            targets = [name for name in node.output if name]
+            for name in targets:
+                if name not in g.quantized and reads[0] in g.amax:
+                    g.amax[name] = g.amax[reads[0]]
+                    g.exact.add(name)
+        elif node.op_type in INTEGER_OPS and len(node.output) == 1:
+            targets = [node.output[0]]
+        else:
+            continue
+        for target in targets:
+            if g.can_quantize(target):
+                g.quantized.add(target)
+                added[target] = writer[target]
+        if all(target in g.quantized for target in targets):
+            integer.add(i)
+    # an element-wise output none of whose readers runs in integer is only rounded: drop it, and with
+    # it the integer state of the nodes that read it, until nothing changes
+    changed = True
+    while changed:
+        changed = False
+        for tensor, i in list(added.items()):
+            if not any(r in integer for r in g.readers(tensor)):
+                del added[tensor]
+                g.quantized.discard(tensor)
+                integer.discard(i)
+                changed = True
+        for i in list(integer):
+            if not all(x in g.quantized for x in g.reads(g.graph.node[i])):
+                integer.discard(i)
+                changed = True
+    return added, integer
+
+
+def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mapping[str, float]) -> FastModel:
+    """The judged Q/DQ model with the fast flavour's extra quantization (see the module docstring).
+
+    Args:
+        model: the Q/DQ model (TensorRT flavour, as written and judged); not modified.
+        names: tensor -> Q/DQ names of ``model``.
+        amax: tensor -> calibrated amax (the ranges the model was built from).
+
+    Returns:
+        The model to reshape with :func:`quantbench.export.onnxruntime_flavour.to_onnxruntime_flavour`,
+        its names and the roundings it adds.
+    """
+    out = fold_into_convs(model)  # as the flavour will: so the walk sees the convolutions' readers
+    graph = out.graph
+    g = _Graph(graph, names, amax)
+    added, integer = _choose(g)
+    all_names = dict(names)
+    taken = tensor_names(graph)
+    inserts: dict[int, list[onnx.NodeProto]] = {}
+    scales: dict[str, float] = {}
+    for tensor, i in added.items():
+        scale = np.float32(g.amax[tensor] / 127.0)
+        all_names[tensor] = _new_names(graph, tensor, scale, taken, inserts.setdefault(i, []))
+        scales[tensor] = float(scale)
+    changes = _rewire(g, all_names, added, integer)
+    for change in changes:
+        scales.setdefault(change.tensor, _scale_of(graph, all_names[change.tensor]))
+    changes += _quantize_constants(g, integer, taken, inserts)
+    nodes = list(inserts.get(-1, []))
+    for i, node in enumerate(graph.node):
+        nodes.append(node)
+        nodes.extend(inserts.get(i, []))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    toposort(graph)  # an old Q/DQ pair sits before its first quantized reader, maybe after a new one
+    cleanup(graph)
+    return FastModel(out, all_names, changes, scales)
+
+
+def _new_names(
+    graph: onnx.GraphProto, tensor: str, scale: np.float32, taken: set[str], nodes: list[onnx.NodeProto]
+) -> QdqNames:
+    """A Q/DQ pair for ``tensor`` (int8, zero point 0, like the judged model's), appended to ``nodes``."""
+    qn = QdqNames(
+        scale=unique_name(taken, f"{tensor}_scale"),
+        zero_point=unique_name(taken, f"{tensor}_zero_point"),
+        quantized=unique_name(taken, f"{tensor}_quantized"),
+        dequantized=unique_name(taken, f"{tensor}_dequantized"),
+    )
+    graph.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), qn.scale))
+    graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), qn.zero_point))
+    nodes.append(
+        helper.make_node("QuantizeLinear", [tensor, qn.scale, qn.zero_point], [qn.quantized], f"{tensor}_Q")
+    )
+    nodes.append(
+        helper.make_node(
+            "DequantizeLinear", [qn.quantized, qn.scale, qn.zero_point], [qn.dequantized], f"{tensor}_DQ"
+        )
+    )
+    return qn
+
+
+def _quantize_constants(
+    g: _Graph, integer: set[int], taken: set[str], inserts: dict[int, list[onnx.NodeProto]]
+) -> list[Rounding]:
+    """Give the constant operands of the integer Add and Mul nodes int8 codes (per tensor, symmetric) and
+    a DequantizeLinear, put first in the graph; one per constant, shared by its readers."""
+    graph = g.graph
+    made: dict[str, Rounding] = {}
+    dequantized: dict[str, str] = {}
+    for i in sorted(integer):
+        node = graph.node[i]
+        for j, name in g.constant_operands(node) or []:
+            if name not in made:
+                value = g.constants[name]
+                scale = np.float32(np.abs(value).max() / 127.0)
+                codes = np.clip(np.rint(value / scale), -127, 127).astype(np.int8)
+                base = unique_name(taken, f"{name}_quantized")
+                out = unique_name(taken, f"{name}_dequantized")
+                graph.initializer.extend(  # uint8 with zero point 128, as the flavour stores activations
+                    [
+                        numpy_helper.from_array((codes.astype(np.int16) + ZERO_POINT).astype(np.uint8), base),
+                        numpy_helper.from_array(np.array(scale, np.float32), f"{base}_scale"),
+                        numpy_helper.from_array(np.array(ZERO_POINT, np.uint8), f"{base}_zero_point"),
+                    ]
+                )
+                taken.update({f"{base}_scale", f"{base}_zero_point"})
+                inserts.setdefault(-1, []).append(
+                    helper.make_node(
+                        "DequantizeLinear", [base, f"{base}_scale", f"{base}_zero_point"], [out], f"{base}_DQ"
+                    )
+                )
+                error = np.linalg.norm(codes.astype(np.float64) * float(scale) - value) / np.linalg.norm(
+                    value
+                )
+                made[name] = Rounding(name, name, "Constant", [], True, float(error))
+                dequantized[name] = out
+            node.input[j] = dequantized[name]
+            made[name].readers.append(node_label(node, i))
+    return list(made.values())
+
+
+def _scale_of(graph: onnx.GraphProto, qn: QdqNames) -> float:
+    init = next(i for i in graph.initializer if i.name == qn.scale)
+    return float(numpy_helper.to_array(init))
+
+
+def _rewire(
+    g: _Graph, names: Mapping[str, QdqNames], added: Mapping[str, int], integer: set[int]
+) -> list[Rounding]:
+    """Point the readers that now see a tensor rounded at its DequantizeLinear: every reader of a new
+    one, the integer readers of an old one. Returns the roundings, in the order of their tensors' writers."""
+    graph = g.graph
+    writer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
+    changes: list[Rounding] = []
+    tensors = sorted(
+        {t for t in names if t in added or any(r in integer for r in g.readers(t))},
+        key=lambda t: writer.get(t, -1),
+    )
+    for tensor in tensors:
+        new = tensor in added
+        readers = [r for r in g.readers(tensor) if new or r in integer]
+        if not readers:
+            continue
+        for r in readers:
+            node = graph.node[r]
+            for j, x in enumerate(node.input):
+                if x == tensor:
+                    node.input[j] = names[tensor].dequantized
+        if tensor in g.exact:
+            continue  # its values were rounded already: it takes its input's codes unchanged
+        w = writer.get(tensor)
+        node_name = node_label(graph.node[w], w) if w is not None else tensor
+        op = graph.node[w].op_type if w is not None else "input"
+        changes.append(Rounding(tensor, node_name, op, [node_label(graph.node[r], r) for r in readers], new))
+    return changes
+
+
+def measure_rounding(
+    model: onnx.ModelProto,
+    fast: FastModel,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    threads: int = 0,
+) -> None:
+    """Fill each change's ``rel_error``: the judged Q/DQ ``model`` run as written on ``feeds`` with the
+    changed tensors as outputs, each rounded at its scale (int8, symmetric) and compared with itself.
+
+    Raises:
+        QuantbenchError: ONNX Runtime cannot run the model.
+    """
+    from quantbench.evaluation.errors import ErrorEnergy
+    from quantbench.export import passes
+
+    tensors = [c.tensor for c in fast.changes if c.tensor in fast.scales]
+    if not tensors:
+        return
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in tensors if t not in present)
+    runner = passes.session(
+        probe, threads, "the Q/DQ model", purpose="the fast CPU flavour", as_written=True, release=True
+    )
+    energy = {t: ErrorEnergy(exact=True) for t in tensors}
+    for batch in feeds:
+        for piece in passes.pieces(batch):
+            for t, value in zip(tensors, runner.run(tensors, piece), strict=True):
+                scale = np.float32(fast.scales[t])
+                rounded = np.clip(np.rint(value / scale), -128, 127).astype(np.float32) * scale
+                energy[t].update(value, rounded)
+    for change in fast.changes:
+        if change.tensor in energy:
+            change.rel_error = energy[change.tensor].rel_l2()
+    fast.images = sum(len(next(iter(batch.values()))) for batch in feeds)
