@@ -115,7 +115,7 @@ def test_segments_give_the_same_model_as_whole_model_passes() -> None:
     assert targets == ["c1", "c2", "c3", "c4", "y"]
     segmented = correct_biases(model, trt, targets, batches)
     whole = correct_biases(model, trt, targets, batches, max_live=0)
-    assert whole.segments == 1 and segmented.segments >= 2 * len(targets) - 1
+    assert whole.segments == 1 and segmented.segments >= len(targets)
     assert segmented.model.SerializeToString() == whole.model.SerializeToString()
     assert [c.output for c in segmented.nodes] == targets
     assert [c.added_bias for c in segmented.nodes] == [False, True, False, False, False]
@@ -124,6 +124,27 @@ def test_segments_give_the_same_model_as_whole_model_passes() -> None:
     assert len(convs["c2"].input) == 3 and inits[convs["c2"].input[2]].shape == (4,)
     assert convs["c1"].input[2] != convs["c3"].input[2]  # the shared bias was split
     onnx.checker.check_model(segmented.model, full_check=True)
+
+
+def test_cuts_keep_int8_codes_rather_than_the_values_dequantized_from_them(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Between two corrected nodes the cut goes where the live tensors take the fewest bytes: the
+    quantized codes are kept, never the float tensors a DequantizeLinear makes of them."""
+    from quantbench.export import bias_correction
+
+    model, trt, targets, batches = branchy_qdq()
+    dequantized = {n.output[0] for n in trt.graph.node if n.op_type == "DequantizeLinear"}
+    kept: list[dict[str, np.dtype]] = []
+    advance = bias_correction._Segments.advance
+
+    def recording(self, segment, session, end):  # type: ignore[no-untyped-def]
+        advance(self, segment, session, end)
+        kept.append({name: value.dtype for name, value in self.cache[0].items()})
+
+    monkeypatch.setattr(bias_correction._Segments, "advance", recording)
+    correct_biases(model, trt, targets, batches)
+    crossing = {name: dtype for cut in kept for name, dtype in cut.items()}
+    assert not set(crossing) & dequantized
+    assert any(dtype == np.int8 for dtype in crossing.values())
 
 
 def test_biases_written_as_constant_nodes_are_corrected_like_initializers() -> None:

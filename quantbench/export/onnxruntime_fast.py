@@ -69,6 +69,10 @@ SAME_SCALE_OPS = frozenset(
 """Ops that only move or pick values: their outputs take their input's scale, so quantizing them rounds
 nothing (ONNX Runtime then runs them on the uint8 values)."""
 
+FIRST_INPUT_OPS = frozenset({"Reshape", "Slice", "Split", "Squeeze", "Unsqueeze", "Resize", "Clip"})
+"""Ops whose only activation input is the first: the others are shapes, indices, sizes or bounds, even
+where nodes compute them at run time."""
+
 CONSTANT_OPERAND_OPS = ("Add", "Mul")
 """Ops whose constant operand is quantized too (per tensor, symmetric int8), which ONNX Runtime's
 QLinearAdd and QLinearMul need."""
@@ -169,7 +173,8 @@ class _Graph:
     def reads(self, node: onnx.NodeProto) -> list[str]:
         """The float tensors behind ``node``'s activation inputs (a dequantized input counts as its
         tensor); a Clip's bounds, a Resize's sizes and other constants are not activations."""
-        return [self.source.get(x, x) for x in node.input if x and x not in self.fixed]
+        inputs = node.input[:1] if node.op_type in FIRST_INPUT_OPS else node.input
+        return [self.source.get(x, x) for x in inputs if x and x not in self.fixed]
 
     def readers(self, tensor: str) -> list[int]:
         """Nodes reading ``tensor`` in float (not through its DequantizeLinear), once each."""

@@ -95,7 +95,9 @@ def check_settings(settings: Settings) -> None:
         raise QuantbenchError(
             f"--cpu-flavour {variants.cpu_flavour!r} is not one of {', '.join(CPU_FLAVOURS)}"
         )
-    fitted = variants.bias_correction or variants.weight_rounding == "adaptive"
+    fitted = (
+        variants.bias_correction or variants.weight_rounding == "adaptive" or variants.cpu_flavour == "fast"
+    )
     if fitted and variants.bias_correction_images < 1:
         raise QuantbenchError("--bias-correction-images must be at least 1")
     if bench.runs < 1 or bench.seconds < 0 or not bench.batch or min(bench.batch) < 1:

@@ -23,9 +23,10 @@ ones, it is judged on those it was fitted on."""
 def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | None:
     """The batches bias correction and adaptive rounding run on: the first ``--bias-correction-images``
     of the calibration order to fit them, and the calibration images after them (as many, where ``--n``
-    leaves that many) to judge the correction on; None where neither applies to any INT8 model (a note
-    says why when images are lacking). With too few calibration images left, the correction is judged on
-    the images it was fitted on, and a note says so.
+    leaves that many) to judge the correction on (and to measure the fast CPU flavour's roundings on);
+    None where none of these applies to any INT8 model (a note says why when images are lacking for a
+    fitted step). With too few calibration images left, the correction is judged on the images it was
+    fitted on, and a note says so.
     """
     from quantbench.export.judge import CorrectionData
 
@@ -33,16 +34,19 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | Non
     spec, data = settings.variants, settings.data
     corrected = [label for label in ranges.range_sets if label not in ranges.native_labels]
     fitted = spec.bias_correction or spec.weight_rounding == "adaptive"
-    if not (fitted and corrected and "int8" in spec.precisions):
+    measured = spec.cpu_flavour == "fast"
+    if not ((fitted or measured) and corrected and "int8" in spec.precisions):
         return None
     dataset = ctx.calibration_data
+    if dataset is None and not fitted:
+        return None  # the fast flavour's roundings go unmeasured: results.json says so
     if dataset is None:
         steps = "bias correction" if spec.bias_correction else "adaptive rounding"
         if spec.bias_correction and spec.weight_rounding == "adaptive":
             steps = "bias correction and adaptive rounding"
         ctx.notes.append(f"{steps} skipped: --ranges without --images gives no images to fit on")
         return None
-    if settings.calib.ranges is not None and data.eval_images is None:
+    if fitted and settings.calib.ranges is not None and data.eval_images is None:
         ctx.notes.append(
             f"bias correction and adaptive rounding ran on the first images of {data.images}, which the "
             "evaluation also uses; pass --eval-images with held-out images"
@@ -55,10 +59,11 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | Non
     left = None if available is None else available - count
     check_count = count if left is None else min(count, left)
     if check_count < MIN_CHECK_IMAGES:
-        ctx.notes.append(
-            "bias correction is judged on the images it was fitted on: --n leaves fewer than "
-            f"{MIN_CHECK_IMAGES} calibration images after the first {count}"
-        )
+        if fitted:
+            ctx.notes.append(
+                "bias correction is judged on the images it was fitted on: --n leaves fewer than "
+                f"{MIN_CHECK_IMAGES} calibration images after the first {count}"
+            )
         return CorrectionData(fit, fit, held_apart=False, task=ctx.task)
     check, _ = _batches(ctx, check_count, next_start)
     return CorrectionData(fit, check, held_apart=True, task=ctx.task)
