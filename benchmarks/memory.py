@@ -6,9 +6,12 @@ fresh process, with a thread that reads the process's resident set size (``VmRSS
 quantbench's progress naming the step; the table gives the largest value seen in each step and the
 process's peak (``VmHWM``), with the run's wall time.
 
+``--det-side N`` writes PP-OCR det's samples as square pages of N pixels instead (rapidocr keeps a page
+whose shorter side is at least 736 as it is, so 736 to 1152 are its native sizes for such pages).
+
 Usage:  python benchmarks/memory.py WORK [--models ppocr_det ...] [--calibration 40] [--held-out 8]
                                         [--methods minmax] [--weight-rounding nearest]
-                                        [--no-bias-correction]
+                                        [--no-bias-correction] [--det-side 1152]
 """
 
 from __future__ import annotations
@@ -74,6 +77,26 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     return {"steps": peaks, "peak_mib": peak_mib(), "seconds": time.perf_counter() - started}
 
 
+def det_pages(out: Path, side: int, calibration: int, held_out: int, seed: int = 0) -> dict[str, Path]:
+    """PP-OCR det samples, square pages of ``side`` pixels (a multiple of 32), as ``.npy`` folders."""
+    import cv2
+    import numpy as np
+
+    from benchmarks.zoo_models import _sample_rng, det_input, split_seed, text_page
+
+    folders = {}
+    for split, count in (("calibration", calibration), ("held_out", held_out)):
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.npy"):
+            stale.unlink()
+        for i in range(count):
+            page, _ = text_page(_sample_rng(split_seed(seed, split), i))
+            np.save(folder / f"{i:04d}.npy", det_input(cv2.resize(page, (side, side))))
+        folders[split] = folder
+    return folders
+
+
 def main(argv: list[str] | None = None) -> None:
     from benchmarks.zoo_models import ZOO, write_samples
 
@@ -85,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default="minmax")
     parser.add_argument("--weight-rounding", default="nearest")
     parser.add_argument("--no-bias-correction", action="store_true")
+    parser.add_argument("--det-side", type=int, help="PP-OCR det pages of this many pixels a side")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -95,7 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     print("| model | step | peak MiB |")
     print("|---|---|---|")
     for name in args.models:
-        folders = write_samples(ZOO[name], args.work / name, args.calibration, args.held_out, 0)
+        if name == "ppocr_det" and args.det_side:
+            folders = det_pages(args.work / name, args.det_side, args.calibration, args.held_out)
+        else:
+            folders = write_samples(ZOO[name], args.work / name, args.calibration, args.held_out, 0)
         (args.work / "runs").mkdir(parents=True, exist_ok=True)
         job = {
             "model": name, "work": str(args.work), "calibration": str(folders["calibration"]),

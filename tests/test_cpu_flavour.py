@@ -80,8 +80,15 @@ def _ops(model: onnx.ModelProto, tmp_path: Path) -> collections.Counter[str]:
 
 
 def _fq(t: np.ndarray, amax: float) -> np.ndarray:
+    """Symmetric int8: ``amax / 127`` steps either side of 0."""
     s = np.float32(amax / 127.0)
     return np.clip(np.rint(t / s), -128, 127) * np.float64(s)
+
+
+def _fq_unsigned(t: np.ndarray, amax: float) -> np.ndarray:
+    """The unsigned grid: ``amax / 255`` steps from 0."""
+    s = np.float32(amax / 255.0)
+    return np.clip(np.rint(t / s), 0, 255) * np.float64(s)
 
 
 def _conv1x1(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -134,26 +141,33 @@ def test_fast_flavour_rounds_the_fused_conv_output_as_its_reference_says(residua
     qdq, names, amax, tensors = _quantized(model, x)
     fast = make_fast(qdq, names, amax)
     changed = {c.tensor: c for c in fast.changes}
-    assert set(changed) == {"yb", "s"} and all(c.new for c in changed.values())
+    assert set(changed) == {"yb", "s", "ra", "rs"}
+    assert [changed[t].new for t in ("yb", "s", "ra", "rs")] == [True, True, False, False]
+    assert [changed[t].grid for t in ("yb", "s", "ra", "rs")] == ["int8", "int8", "uint8", "uint8"]
     assert changed["yb"].readers == ["Add:s"] and changed["s"].readers == ["Relu:rs"]
-    # float64 reference of the fast model: the judged model's roundings plus yb's and s's
+    assert changed["ra"].readers == ["conv_b", "Add:s"]
+    # float64 reference of the fast model: yb and s rounded too, the Relu outputs on the unsigned grid
     dw = _dequantized_weights(qdq)
     xq = _fq(x.astype(np.float64), amax["x"])
-    raq = _fq(np.maximum(_conv1x1(xq, dw["conv_a"], w["ba"]), 0), amax["ra"])
+    raq = _fq_unsigned(np.maximum(_conv1x1(xq, dw["conv_a"], w["ba"]), 0), amax["ra"])
     yb = _conv1x1(raq, dw["conv_b"], w["bb"])
     s = _fq(_fq(yb, amax["yb"]) + raq, amax["s"])
-    reference = _conv1x1(_fq(np.maximum(s, 0), amax["rs"]), dw["conv_c"], w["bc"])
+    reference = _conv1x1(_fq_unsigned(np.maximum(s, 0), amax["rs"]), dw["conv_c"], w["bc"])
     (got,) = _session(fast.model, optimize=False).run(None, {"x": x})
     (judged,) = _session(qdq, optimize=False).run(None, {"x": x})
     error = np.linalg.norm(got - reference) / np.linalg.norm(reference)
     assert error < 1e-3
     assert error < 0.2 * np.linalg.norm(judged - reference) / np.linalg.norm(reference)  # it did round
     # the rounding errors measured on the judged model, against numpy's
-    judged_yb = _conv1x1(raq, dw["conv_b"], w["bb"])
+    judged_ra = _fq(np.maximum(_conv1x1(xq, dw["conv_a"], w["ba"]), 0), amax["ra"])
+    judged_yb = _conv1x1(judged_ra, dw["conv_b"], w["bb"])
     measure_rounding(qdq, fast, [{"x": x}], threads=1)
-    for tensor, value in (("yb", judged_yb), ("s", judged_yb + raq)):
+    for tensor, value in (("yb", judged_yb), ("s", judged_yb + judged_ra)):
         expected = np.linalg.norm(_fq(value, amax[tensor]) - value) / np.linalg.norm(value)
         assert changed[tensor].rel_error == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    ra = np.maximum(_conv1x1(xq, dw["conv_a"], w["ba"]), 0)
+    expected = np.linalg.norm(_fq_unsigned(ra, amax["ra"]) - ra) / np.linalg.norm(ra)
+    assert changed["ra"].rel_error == pytest.approx(expected, rel=1e-3, abs=1e-6)
     assert fast.images == 2
     # ONNX Runtime now runs Conv b and the Add on integer kernels; the exact flavour leaves Conv b float
     fast_ops = _ops(to_onnxruntime_flavour(fast.model, fast.names), tmp_path)

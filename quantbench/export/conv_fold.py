@@ -3,7 +3,8 @@ code.
 
 A BatchNormalization reading a Conv's output computes ``a * y + b`` per channel, with
 ``a = gamma / sqrt(var + eps)`` and ``b = beta - a * mean``; a Mul by a constant with one value per
-channel is ``a * y``, an Add of one is ``y + b`` (exporters write batch normalization and biases so).
+channel (or one for all) is ``a * y``, an Add of one is ``y + b`` (exporters write batch normalization,
+biases and the branch weights of reparameterizable blocks so).
 Where the Conv's weights are int8 codes times a per-output-channel scale ``s``,
 ``a * conv(x, codes * s) = conv(x, codes * (a * s))``: the fold gives the channel the scale ``|a| * s``
 (negating its codes where ``a < 0``, which the symmetric grid allows) and the bias ``a * bias + b``. The
@@ -44,7 +45,7 @@ def fold_into_convs(model: onnx.ModelProto) -> onnx.ModelProto:
     DequantizeLinear of int8 codes (zero point 0) with one scale per output channel (axis 0) that no
     other node reads, its bias (if any) a constant; a BatchNormalization in inference mode with
     constant parameters; a Mul or Add whose other input is a constant of one value per channel (shape
-    ``[C, 1, 1]`` or ``[1, C, 1, 1]`` for a 2-D Conv), none of its factors zero.
+    ``[C, 1, 1]`` or ``[1, C, 1, 1]`` for a 2-D Conv) or one value for all, none of its factors zero.
 
     Args:
         model: a Q/DQ model; not modified.
@@ -158,9 +159,10 @@ def _affine(
     else:
         c = next((constants[x] for x in node.input if x in constants), None)
         shapes = {(channels,) + (1,) * spatial, (1, channels) + (1,) * spatial}
-        if c is None or c.dtype != np.float32 or c.shape not in shapes:
+        one = c is not None and c.size == 1 and c.ndim <= spatial + 2  # the same for every channel
+        if c is None or c.dtype != np.float32 or not (c.shape in shapes or one):
             return None
-        c = c.reshape(-1).astype(np.float64)
+        c = np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,))
         a, b = (c, np.zeros(channels)) if node.op_type == "Mul" else (np.ones(channels), c)
     if not np.all(np.isfinite(a)) or not np.all(np.isfinite(b)) or np.any(a == 0):
         return None

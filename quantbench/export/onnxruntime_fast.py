@@ -37,13 +37,14 @@ import onnx
 from onnx import helper, numpy_helper
 
 from quantbench.export.conv_fold import fold_into_convs
-from quantbench.export.onnxruntime_flavour import ZERO_POINT
+from quantbench.export.onnxruntime_flavour import ZERO_POINT, clip_bounds
 from quantbench.export.qdq import QdqNames, node_label
 from quantbench.graph import (
     cleanup,
     constant_tensors,
     constant_values,
     consumers,
+    set_initializer,
     tensor_names,
     toposort,
     unique_name,
@@ -77,6 +78,9 @@ CONSTANT_OPERAND_OPS = ("Add", "Mul")
 """Ops whose constant operand is quantized too (per tensor, symmetric int8), which ONNX Runtime's
 QLinearAdd and QLinearMul need."""
 
+UNSIGNED_ZERO_POINT = -128
+"""The int8 zero point of the unsigned grid: codes -128..127 hold 0..255 steps."""
+
 ACTIVATIONS = ("Relu", "Clip")
 """Activations the exact flavour already turns into an integer Clip behind a quantized output."""
 
@@ -90,7 +94,10 @@ class Rounding:
         node: the node that writes it.
         op: that node's op type.
         readers: the nodes that now read it rounded.
-        new: True where the tensor had no quantization at all; False where it had one, for other readers.
+        new: True where the tensor had no quantization at all; False where it had one (for other
+            readers, or on the other grid).
+        grid: ``int8`` (``amax / 127`` steps either side of 0, as the judged model's) or ``uint8``
+            (``amax / 255`` steps from 0: one-sided tensors).
         rel_error: ``||x - dq(q(x))|| / ||x||`` on the images of :func:`measure_rounding` (None: not
             measured).
     """
@@ -100,6 +107,7 @@ class Rounding:
     op: str
     readers: list[str]
     new: bool
+    grid: str = "int8"
     rel_error: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -109,6 +117,7 @@ class Rounding:
             "op": self.op,
             "readers": self.readers,
             "new": self.new,
+            "grid": self.grid,
             "rel_error": self.rel_error,
         }
 
@@ -122,12 +131,15 @@ class FastModel:
         names: tensor -> Q/DQ names, the judged model's and the new ones.
         changes: every rounding the judged model does not do, in graph order.
         scales: tensor -> its quantization scale, for each of ``changes``.
+        zero_points: tensor -> its int8 zero point where not 0 (the unsigned grid's -128).
+        images: how many images the roundings were measured on (None: not measured).
     """
 
     model: onnx.ModelProto
     names: dict[str, QdqNames]
     changes: list[Rounding] = field(default_factory=list)
     scales: dict[str, float] = field(default_factory=dict)
+    zero_points: dict[str, int] = field(default_factory=dict)
     images: int | None = None
 
     def details(self) -> dict[str, Any]:
@@ -155,6 +167,16 @@ class _Graph:
         self.source = {qn.dequantized: tensor for tensor, qn in names.items()}
         self.quantized = set(names)
         self.constants = constant_values(graph)
+        self.unsigned: set[str] = set()
+
+    def one_sided(self, tensor: str, node: onnx.NodeProto) -> bool:
+        """Whether ``tensor``, written by ``node``, is a Relu's or a Clip-from-0's output whose range lies
+        within the activation's bounds: the unsigned grid's own saturation then does the clipping."""
+        if node.op_type not in ACTIVATIONS:
+            return False
+        bounds = clip_bounds(self.constants, node)
+        amax = self.amax.get(tensor)
+        return bounds is not None and bounds[0] == 0 and amax is not None and bounds[1] >= amax
 
     def constant_operands(self, node: onnx.NodeProto) -> list[tuple[int, str]] | None:
         """The constant inputs of an Add or Mul, to quantize with it (empty for other ops); None where
@@ -209,6 +231,8 @@ def _choose(g: _Graph) -> tuple[dict[str, int], set[int]]:
     writer = {name: i for i, node in enumerate(g.graph.node) for name in node.output if name}
     added: dict[str, int] = {}
     integer: set[int] = set()
+    judged = set(g.quantized)
+    g.unsigned = {t for t in judged if t in writer and g.one_sided(t, g.graph.node[writer[t]])}
     for i, node in enumerate(g.graph.node):
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.domain not in ("", "ai.onnx"):
             continue
@@ -223,6 +247,8 @@ def _choose(g: _Graph) -> tuple[dict[str, int], set[int]]:
                 if name not in g.quantized and reads[0] in g.amax:
                     g.amax[name] = g.amax[reads[0]]
                     g.exact.add(name)
+                    if reads[0] in g.unsigned:
+                        g.unsigned.add(name)
         elif node.op_type in INTEGER_OPS and len(node.output) == 1:
             targets = [node.output[0]]
         else:
@@ -231,6 +257,8 @@ def _choose(g: _Graph) -> tuple[dict[str, int], set[int]]:
             if g.can_quantize(target):
                 g.quantized.add(target)
                 added[target] = writer[target]
+                if node.op_type in COMPUTE_OPS and g.one_sided(target, g.graph.node[writer[target]]):
+                    g.unsigned.add(target)
         if all(target in g.quantized for target in targets):
             integer.add(i)
     # an element-wise output none of whose readers runs in integer is only rounded: drop it, and with
@@ -248,6 +276,7 @@ def _choose(g: _Graph) -> tuple[dict[str, int], set[int]]:
             if not all(x in g.quantized for x in g.reads(g.graph.node[i])):
                 integer.discard(i)
                 changed = True
+    g.unsigned &= judged | set(added)
     return added, integer
 
 
@@ -277,6 +306,9 @@ def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mappi
         scales[tensor] = float(scale)
     changes = _rewire(g, all_names, added, integer)
     for change in changes:
+        change.grid = "uint8" if change.tensor in g.unsigned else "int8"
+    changes += _unsigned_grid(g, all_names, {c.tensor for c in changes})
+    for change in changes:
         scales.setdefault(change.tensor, _scale_of(graph, all_names[change.tensor]))
     changes += _quantize_constants(g, integer, taken, inserts)
     nodes = list(inserts.get(-1, []))
@@ -287,7 +319,8 @@ def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mappi
     graph.node.extend(nodes)
     toposort(graph)  # an old Q/DQ pair sits before its first quantized reader, maybe after a new one
     cleanup(graph)
-    return FastModel(out, all_names, changes, scales)
+    zero_points = {t: UNSIGNED_ZERO_POINT for t in g.unsigned}
+    return FastModel(out, all_names, changes, scales, zero_points)
 
 
 def _new_names(
@@ -346,11 +379,33 @@ def _quantize_constants(
                 error = np.linalg.norm(codes.astype(np.float64) * float(scale) - value) / np.linalg.norm(
                     value
                 )
-                made[name] = Rounding(name, name, "Constant", [], True, float(error))
+                made[name] = Rounding(name, name, "Constant", [], True, rel_error=float(error))
                 dequantized[name] = out
             node.input[j] = dequantized[name]
             made[name].readers.append(node_label(node, i))
     return list(made.values())
+
+
+def _unsigned_grid(g: _Graph, names: Mapping[str, QdqNames], recorded: set[str]) -> list[Rounding]:
+    """Give the one-sided tensors (:meth:`_Graph.one_sided`, and what takes their codes unchanged) the
+    unsigned grid: ``amax / 255`` steps from 0, int8 zero point -128 (uint8 0 in the flavour). Returns
+    the roundings of the judged model's tensors that change grid and were not recorded yet."""
+    graph = g.graph
+    writer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
+    changes = []
+    for tensor in sorted(g.unsigned, key=lambda t: writer.get(t, -1)):
+        qn = names[tensor]
+        set_initializer(graph, qn.scale, np.array(g.amax[tensor] / 255.0, np.float32))
+        set_initializer(graph, qn.zero_point, np.array(UNSIGNED_ZERO_POINT, np.int8))
+        if tensor in recorded or tensor in g.exact:
+            continue
+        readers = sorted({i for i, _ in g.uses.get(qn.dequantized, [])})
+        w = writer[tensor]
+        labels = [node_label(graph.node[r], r) for r in readers]
+        changes.append(
+            Rounding(tensor, node_label(graph.node[w], w), graph.node[w].op_type, labels, False, grid="uint8")
+        )
+    return changes
 
 
 def _scale_of(graph: onnx.GraphProto, qn: QdqNames) -> float:
@@ -418,8 +473,10 @@ def measure_rounding(
     for batch in feeds:
         for piece in passes.pieces(batch):
             for t, value in zip(tensors, runner.run(tensors, piece), strict=True):
-                scale = np.float32(fast.scales[t])
-                rounded = np.clip(np.rint(value / scale), -128, 127).astype(np.float32) * scale
+                scale, zero = np.float32(fast.scales[t]), fast.zero_points.get(t, 0)
+                rounded = (np.clip(np.rint(value / scale) + zero, -128, 127) - zero).astype(
+                    np.float32
+                ) * scale
                 energy[t].update(value, rounded)
     for change in fast.changes:
         if change.tensor in energy:

@@ -11,11 +11,13 @@ computes:
    for float convolutions.
 1. Activations become uint8 with zero point 128 instead of int8 with zero point 0. Both store
    ``clamp(round(x / scale), -128, 127)``: the same grid, the integer shifted by 128. ONNX Runtime's
-   x86 integer kernels are built for uint8 activations with int8 weights.
+   x86 integer kernels are built for uint8 activations with int8 weights. (Any int8 zero point ``z``
+   becomes ``z + 128``: the fast flavour's one-sided tensors have ``z = -128``, uint8 zero point 0.)
 2. A Conv/Gemm/MatMul followed by Relu or Clip whose output is quantized gets that output's
    quantization moved before the activation, and the activation becomes an integer Clip on the
    quantized values. Rounding is monotonic, so ``round(clip(y, lo, hi) / s)`` equals
-   ``clip(round(y / s), round(lo / s), round(hi / s))``: the stored integers are the same.
+   ``clip(round(y / s), round(lo / s), round(hi / s))``: the stored integers are the same. Where the
+   grid's own saturation already clips at those codes, no Clip is needed and none is written.
 3. The float bias of a quantized Conv/Gemm becomes int32 at scale ``s_x * s_w`` (the accumulator's
    own step), which ONNX Runtime's fusion requires; it moves the bias by at most half a step of the
    int32 accumulator. A channel whose weights are all but zero (``s_w`` ~ 1e-11, common after batch
@@ -72,15 +74,30 @@ def to_onnxruntime_flavour(
     """
     out = fold_into_convs(model)
     graph = out.graph
-    for qn in names.values():
-        set_initializer(graph, qn.zero_point, np.array(ZERO_POINT, np.uint8))
     _integer_activations(graph, names)
     _float_weights(graph)
     _int32_bias(graph, names, notes if notes is not None else [])
+    inits = initializers(graph)
+    for qn in names.values():  # last: the steps above read the int8 zero points
+        if qn.zero_point in inits:
+            shifted = int(numpy_helper.to_array(inits[qn.zero_point])) + ZERO_POINT
+            set_initializer(graph, qn.zero_point, np.array(shifted, np.uint8))
     return out
 
 
-def _clip_bounds(constants: dict[str, np.ndarray], node: onnx.NodeProto) -> tuple[float, float] | None:
+def _clip_codes(
+    inits: dict[str, onnx.TensorProto], qn: QdqNames, bounds: tuple[float, float]
+) -> tuple[int, int] | None:
+    """A Clip's bounds as uint8 codes of ``qn``'s grid (its int8 zero point applied, then shifted by
+    128); None where they clip nothing the grid holds (the Clip can go)."""
+    scale = np.float32(numpy_helper.to_array(inits[qn.scale]))
+    zero = int(numpy_helper.to_array(inits[qn.zero_point]))
+    lo, hi = (int(np.clip(np.rint(np.float32(b) / scale) + zero, -128, 127)) for b in bounds)
+    return None if (lo, hi) == (-128, 127) else (ZERO_POINT + lo, ZERO_POINT + hi)
+
+
+def clip_bounds(constants: dict[str, np.ndarray], node: onnx.NodeProto) -> tuple[float, float] | None:
+    """A Relu's or Clip's bounds (infinite where open); None where a bound is not a known constant."""
     if node.op_type == "Relu":
         return 0.0, float("inf")
     lo, hi = -float("inf"), float("inf")
@@ -141,7 +158,7 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
             continue
         act = graph.node[users[0]]
         z = act.output[0]
-        bounds = _clip_bounds(constants, act)
+        bounds = clip_bounds(constants, act)
         z_users = consumers.get(z, [])
         if bounds is None or z not in names or z in outputs or len(z_users) != 1:
             continue
@@ -149,13 +166,18 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
         z_quantize = graph.node[z_users[0]]
         if z_quantize.op_type != "QuantizeLinear" or z_quantize.output[0] != qn.quantized:
             continue
-        scale = np.float32(numpy_helper.to_array(inits[qn.scale]))
-        lo, hi = (int(np.clip(np.rint(np.float32(b) / scale), -128, 127)) for b in bounds)
+        codes = _clip_codes(inits, qn, bounds)
+        if codes is None:  # the grid's own saturation clips: the QuantizeLinear writes z's codes
+            replaced[users[0]] = [
+                helper.make_node("QuantizeLinear", [y, qn.scale, qn.zero_point], [qn.quantized], f"{y}_Q")
+            ]
+            replaced[z_users[0]] = []
+            continue
         q_out = f"{y}_quantized"
         graph.initializer.extend(
             [
-                numpy_helper.from_array(np.array(ZERO_POINT + lo, np.uint8), f"{z}_clip_min"),
-                numpy_helper.from_array(np.array(ZERO_POINT + hi, np.uint8), f"{z}_clip_max"),
+                numpy_helper.from_array(np.array(codes[0], np.uint8), f"{z}_clip_min"),
+                numpy_helper.from_array(np.array(codes[1], np.uint8), f"{z}_clip_max"),
             ]
         )
         replaced[users[0]] = [
@@ -191,15 +213,18 @@ def _clips_between_quantized(
         zn, z_quantize = names[z], graph.node[z_users[0]]
         if z_quantize.op_type != "QuantizeLinear" or z_quantize.output[0] != zn.quantized:
             continue
-        scale = np.float32(numpy_helper.to_array(inits[xn.scale]))
-        bounds = _clip_bounds(constants, act)
-        if bounds is None or scale != np.float32(numpy_helper.to_array(inits[zn.scale])):
+        bounds = clip_bounds(constants, act)
+        grid = [
+            (float(numpy_helper.to_array(inits[q.scale])), int(numpy_helper.to_array(inits[q.zero_point])))
+            for q in (xn, zn)
+        ]
+        if bounds is None or grid[0] != grid[1]:
             continue
-        lo, hi = (int(np.clip(np.rint(np.float32(b) / scale), -128, 127)) for b in bounds)
+        codes = _clip_codes(inits, zn, bounds) or (0, 255)
         graph.initializer.extend(
             [
-                numpy_helper.from_array(np.array(ZERO_POINT + lo, np.uint8), f"{z}_clip_min"),
-                numpy_helper.from_array(np.array(ZERO_POINT + hi, np.uint8), f"{z}_clip_max"),
+                numpy_helper.from_array(np.array(codes[0], np.uint8), f"{z}_clip_min"),
+                numpy_helper.from_array(np.array(codes[1], np.uint8), f"{z}_clip_max"),
             ]
         )
         replaced[i] = [
@@ -233,7 +258,9 @@ def _int32_bias(graph: onnx.GraphProto, names: dict[str, QdqNames], notes: list[
         step = (s_x * s_w * np.ones_like(bias)).astype(np.float32)
         q = np.rint(bias.astype(np.float64) / step)
         if np.abs(q).max(initial=0) > BIAS_LIMIT:
-            moved = _rescale_for_bias(graph, inits, consumers, dq_of[w], bias, s_x)
+            x_zero = int(numpy_helper.to_array(inits[by_dequantized[x].zero_point]))
+            peak = float(s_x) * max(128 + x_zero, 127 - x_zero)
+            moved = _rescale_for_bias(graph, inits, consumers, dq_of[w], bias, s_x, peak)
             output_scale = _output_scale(graph, consumers, inits, node)
             where = f"{node.name or node.output[0]} ({node.op_type})"
             if moved is None:
@@ -290,8 +317,10 @@ def _rescale_for_bias(
     weight_dq: onnx.NodeProto,
     bias: np.ndarray,
     s_x: np.float32,
+    x_peak: float,
 ) -> float | None:
-    """Raise the weight scale of the channels whose int32 bias would overflow (step 3).
+    """Raise the weight scale of the channels whose int32 bias would overflow (step 3); ``x_peak`` is the
+    largest |x| the input's grid holds.
 
     Returns:
         The most any output of the node can move, or None (nothing changed) when the weights are
@@ -308,8 +337,8 @@ def _rescale_for_bias(
     new_scales = np.maximum(scales, np.nextafter(needed, np.float32(np.inf)))
     flat = np.moveaxis(codes, axis, 0).reshape(codes.shape[axis], -1).astype(np.float64)
     new_codes = np.clip(np.rint(flat * scales[:, None] / new_scales[:, None]), -127, 127)
-    # |x| <= 128 s_x on the int8 grid: the most any channel's output can move
-    moved = 128 * float(s_x) * np.abs(flat * scales[:, None] - new_codes * new_scales[:, None]).sum(axis=1)
+    # |x| <= x_peak on the input's grid: the most any channel's output can move
+    moved = x_peak * np.abs(flat * scales[:, None] - new_codes * new_scales[:, None]).sum(axis=1)
     shape = np.moveaxis(codes, axis, 0).shape
     set_initializer(graph, weight_dq.input[0], np.moveaxis(new_codes.reshape(shape), 0, axis).astype(np.int8))
     set_initializer(graph, weight_dq.input[1], new_scales)
