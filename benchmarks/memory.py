@@ -133,9 +133,11 @@ def main(argv: list[str] | None = None) -> None:
         command = [sys.executable, __file__, "--worker", json.dumps(job)]
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
         measured = json.loads(done.stdout.strip().splitlines()[-1])
+        label = f"{name} ({args.det_side} px)" if name == "ppocr_det" and args.det_side else name
         for step, peak in measured["steps"].items():
-            print(f"| {name} | {step} | {peak:.0f} |")
-        print(f"| {name} | **whole run** (VmHWM; {measured['seconds']:.0f} s) | {measured['peak_mib']:.0f} |")
+            print(f"| {label} | {step} | {peak:.0f} |")
+        whole = f"**whole run** (VmHWM; {measured['seconds']:.0f} s)"
+        print(f"| {label} | {whole} | {measured['peak_mib']:.0f} |")
 
 
 if __name__ == "__main__":

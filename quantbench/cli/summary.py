@@ -183,7 +183,7 @@ def _correction_lines(results: dict[str, Any]) -> list[str]:
 
 def _flavour_lines(results: dict[str, Any]) -> list[str]:
     """One line per INT8 variant timed on the fast CPU flavour: how many tensors it rounds that the
-    judged model keeps in float, and the largest error measured there."""
+    judged model keeps in float or rounds on another grid, and the largest error measured there."""
     lines = []
     for variant in results["variants"]:
         flavour = variant.get("cpu_flavour") or {}
@@ -193,7 +193,7 @@ def _flavour_lines(results: dict[str, Any]) -> list[str]:
         measured = [r for r in roundings if r.get("rel_error") is not None]
         line = (
             f"CPU flavour of {variant['name']}: fast, {len(roundings)} tensors rounded that the judged model "
-            "keeps in float"
+            "keeps in float or rounds on another grid"
         )
         if measured:
             worst = max(measured, key=lambda r: r["rel_error"])

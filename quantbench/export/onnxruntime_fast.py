@@ -5,25 +5,33 @@ The exact flavour (:mod:`quantbench.export.onnxruntime_flavour`) keeps the Q/DQ 
 values, so a convolution whose output TensorRT keeps in float (one fused with a residual Add, one
 followed by SiLU or HardSwish) runs in float on the CPU, with layout changes around it; ONNX Runtime's
 only integer convolution with a wider output, ConvInteger, ran 2-3x slower than the float one on the
-zoo's models. This flavour starts from the same Q/DQ model and, walking the graph in order, quantizes:
+zoo's models. This flavour starts from the same Q/DQ model (per-channel affine nodes behind quantized
+convolutions folded in first, :mod:`quantbench.export.conv_fold`) and, walking the graph in order,
+quantizes:
 
 1. the output of every quantized Conv, Gemm and MatMul that is not quantized yet (behind its Relu or
    Clip where that is its only reader), so it runs as one QLinearConv or QGemm;
 2. the output of every op of :data:`INTEGER_OPS` whose activation inputs are all quantized now, so it
    runs as QLinearAdd, QLinearMul, QLinearSigmoid, QLinearConcat...; where no reader of such an output
-   then runs in integer, that quantization is dropped again (it would only round).
+   then runs in integer, that quantization is dropped again (it would only round). An Add's or Mul's
+   constant operand gets one int8 scale (QLinearAdd and QLinearMul take no float operand);
+3. the outputs of :data:`SAME_SCALE_OPS` (Split, MaxPool, Reshape, Relu, Clip...) at their input's grid:
+   they only move, pick or clip values already rounded, so nothing new is rounded (a Clip's bounds
+   become codes).
 
 Every reader of a newly quantized tensor reads it rounded; a reader of an already quantized tensor that
 read it in float reads it rounded too where it now runs in integer. A tensor without a calibrated range,
-a model output and a tensor computed from constants stay float. Scales are the run's: symmetric, amax /
-127, like every other activation, so the flavour's reshaping (uint8 with zero point 128, integer Clip,
-int32 biases) applies unchanged.
+a model output and a tensor computed from constants stay float. Scales are the run's amax / 127,
+symmetric, except for one-sided tensors: a Relu's output, or a Clip's from 0 whose upper bound lies
+beyond the tensor's range, takes the unsigned grid (``amax / 255`` steps from 0, uint8 zero point 0),
+whose saturation does the activation's clipping: no Clip is left to run, and the steps are half as
+large. That holds for the judged model's own quantized Relu outputs too, which change grid here.
 
 Each such rounding is one the judged Q/DQ model does not do, so this flavour's outputs differ from the
-judged model's: :func:`make_fast` names every tensor whose rounding is new, its node and the nodes that
-read it rounded, and :func:`measure_rounding` measures, on images, how far the rounding moves each of
-those tensors. Fidelity is still judged on the Q/DQ model; how far this flavour's outputs stray from it
-is measured when the variant is evaluated (``timed_model``).
+judged model's: :func:`make_fast` names every tensor whose rounding is new or on another grid, its node
+and the nodes that read it rounded, and :func:`measure_rounding` measures, on images, how far the
+rounding moves each of those tensors. Fidelity is still judged on the Q/DQ model; how far this
+flavour's outputs stray from it is measured when the variant is evaluated (``timed_model``).
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def _timed_model(ctx: RunContext, variant: Variant, distance: dict[str, dict[str
     flavour = (variant.details.get("cpu_flavour") or {}).get("name", "exact")
     if not worst <= FLAVOUR_BOUND:
         why = (
-            "--cpu-flavour fast rounds tensors that the judged model keeps in float"
+            "--cpu-flavour fast rounds tensors that the judged model keeps in float or rounds otherwise"
             if flavour == "fast"
             else "its latency is that of a slightly different model"
         )

@@ -386,6 +386,7 @@ def fast_flavour_table(results: dict[str, Any]) -> Table | None:
                     "variant": str(variant.get("name", "?")),
                     "tensor": str(r.get("tensor")),
                     "written by": f"{r.get('node')} ({r.get('op')})",
+                    "grid": r.get("grid"),
                     "read rounded by": f"{len(readers)} node{'s' if len(readers) != 1 else ''}",
                     "rel. error": r.get("rel_error"),
                 }
@@ -396,11 +397,11 @@ def fast_flavour_table(results: dict[str, Any]) -> Table | None:
             )
     if not records:
         return None
-    columns = ["variant", "tensor", "written by", "read rounded by", "rel. error"]
+    columns = ["variant", "tensor", "written by", "grid", "read rounded by", "rel. error"]
     return to_table(
         _frame(records, columns),
         {"rel. error": general},
-        caption="rounded in the model timed, float in the model judged (rel. error: on the check images)",
+        caption="rounded in the model timed, float or on another grid in the model judged",
         keep_empty=("variant", "tensor"),
     )
 
