@@ -4,10 +4,10 @@ quantized convolutions and the element-wise ops between them on its integer kern
 The exact flavour (:mod:`quantbench.export.onnxruntime_flavour`) keeps the Q/DQ model's quantized
 values, so a convolution whose output TensorRT keeps in float (one fused with a residual Add, one
 followed by SiLU or HardSwish) runs in float on the CPU, with layout changes around it; ONNX Runtime's
-only integer convolution with a wider output, ConvInteger, ran 2-3x slower than the float one on the
-zoo's models. This flavour starts from the same Q/DQ model (per-channel affine nodes behind quantized
-convolutions folded in first, :mod:`quantbench.export.conv_fold`) and, walking the graph in order,
-quantizes:
+only integer convolution with a wider output, ConvInteger, made the zoo's models 1.7-9x slower than
+the float convolutions did. This flavour starts from the same Q/DQ model (per-channel affine nodes
+behind quantized convolutions folded in first, :mod:`quantbench.export.conv_fold`) and, walking the
+graph in order, quantizes:
 
 1. the output of every quantized Conv, Gemm and MatMul that is not quantized yet (behind its Relu or
    Clip where that is its only reader), so it runs as one QLinearConv or QGemm;
