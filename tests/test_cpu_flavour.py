@@ -177,6 +177,37 @@ def test_fast_flavour_rounds_the_fused_conv_output_as_its_reference_says(residua
     assert "out" not in changed and tensors["out"] is not None  # a model output stays float
 
 
+def test_new_relu_outputs_take_the_unsigned_grid_and_are_measured_on_it(tmp_path: Path) -> None:
+    """relu(conv a) + relu(conv b) -> Conv c: the judged model keeps both Relu outputs float (the Add
+    reads them); the fast flavour quantizes them on the unsigned grid, with no Clip left to run."""
+    rng = np.random.default_rng(12)
+    nodes = [
+        _conv("a", "x", "ya"),
+        helper.make_node("Relu", ["ya"], ["ra"]),
+        _conv("b", "x", "yb"),
+        helper.make_node("Relu", ["yb"], ["rb"]),
+        helper.make_node("Add", ["ra", "rb"], ["s"]),
+        _conv("c", "s", "out"),
+    ]
+    w = _weights(rng, "a", "b", "c")
+    model = _model(nodes, w)
+    x = rng.normal(0, 1, (2, C, H, H)).astype(np.float32)
+    qdq, names, amax, _ = _quantized(model, x)
+    assert "ra" not in names and "rb" not in names
+    fast = make_fast(qdq, names, amax)
+    changed = {c.tensor: c for c in fast.changes}
+    assert set(changed) == {"ra", "rb"} and all(c.new and c.grid == "uint8" for c in changed.values())
+    measure_rounding(qdq, fast, [{"x": x}], threads=1)
+    dw = _dequantized_weights(qdq)
+    xq = _fq(x.astype(np.float64), amax["x"])
+    for tensor, conv, bias in (("ra", "conv_a", "ba"), ("rb", "conv_b", "bb")):
+        value = np.maximum(_conv1x1(xq, dw[conv], w[bias]), 0)
+        expected = np.linalg.norm(_fq_unsigned(value, amax[tensor]) - value) / np.linalg.norm(value)
+        assert changed[tensor].rel_error == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    ops = _ops(to_onnxruntime_flavour(fast.model, fast.names), tmp_path)
+    assert ops["QLinearConv"] == 2 and ops["QLinearAdd"] == 1 and ops["Clip"] == 0 and ops["Relu"] == 0
+
+
 def test_fast_flavour_runs_silu_on_integer_kernels(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     nodes = [

@@ -307,17 +307,14 @@ def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mappi
     all_names = dict(names)
     taken = tensor_names(graph)
     inserts: dict[int, list[onnx.NodeProto]] = {}
-    scales: dict[str, float] = {}
     for tensor, i in added.items():
         scale = np.float32(g.amax[tensor] / 127.0)
         all_names[tensor] = _new_names(graph, tensor, scale, taken, inserts.setdefault(i, []))
-        scales[tensor] = float(scale)
     changes = _rewire(g, all_names, added, integer)
     for change in changes:
         change.grid = "uint8" if change.tensor in g.unsigned else "int8"
     changes += _unsigned_grid(g, all_names, {c.tensor for c in changes})
-    for change in changes:
-        scales.setdefault(change.tensor, _scale_of(graph, all_names[change.tensor]))
+    scales = {c.tensor: _scale_of(graph, all_names[c.tensor]) for c in changes}  # after the grids changed
     changes += _quantize_constants(g, integer, taken, inserts)
     nodes = list(inserts.get(-1, []))
     for i, node in enumerate(graph.node):
