@@ -11,7 +11,7 @@ whose shorter side is at least 736 as it is, so 736 to 1152 are its native sizes
 
 Usage:  python benchmarks/memory.py WORK [--models ppocr_det ...] [--calibration 40] [--held-out 8]
                                         [--methods minmax] [--weight-rounding nearest]
-                                        [--no-bias-correction] [--det-side 1152]
+                                        [--no-bias-correction] [--det-side 1152] [--batch N]
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
         eval_n=job["eval_n"], methods=job["methods"], precisions=["fp32", "int8"],
         bias_correction=job["bias_correction"], weight_rounding=job["weight_rounding"], bench_runs=1,
         bench_seconds=0, task_option=list(model.task_options), out=Path(job["out"]), progress=Steps(),
+        batch=job.get("batch"),
     )  # fmt: skip
     done.set()
     thread.join()
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weight-rounding", default="nearest")
     parser.add_argument("--no-bias-correction", action="store_true")
     parser.add_argument("--det-side", type=int, help="PP-OCR det pages of this many pixels a side")
+    parser.add_argument("--batch", type=int, help="quantbench's --batch (default: its own choice)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             "model": name, "work": str(args.work), "calibration": str(folders["calibration"]),
             "held_out": str(folders["held_out"]), "n": args.calibration, "eval_n": args.held_out,
             "methods": args.methods.split(","), "bias_correction": not args.no_bias_correction,
-            "weight_rounding": args.weight_rounding, "out": str(args.work / "runs"),
+            "weight_rounding": args.weight_rounding, "out": str(args.work / "runs"), "batch": args.batch,
         }  # fmt: skip
         command = [sys.executable, __file__, "--worker", json.dumps(job)]
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)

@@ -670,3 +670,27 @@ def test_a_stand_in_runner_is_judged_but_never_timed() -> None:
     assert stand_in.calls == 2  # one judged run per batch, none timed
     assert comparison.latency["int8"] == [] and comparison.representative["int8"] is False
     assert comparison.latency["fp32"] and comparison.metrics["int8"]["scores"]["top1_agreement"] >= 0.0
+
+
+def test_automatic_batches_hold_fewer_large_samples() -> None:
+    """Held-out and correction batches shrink so a batch's inputs stay within BATCH_INPUT_BYTES, by the
+    largest sample calibration saw; without a calibration they keep their size."""
+    from types import SimpleNamespace
+
+    from quantbench.flows.context import BATCH_INPUT_BYTES, RunContext
+
+    def batch(shapes: dict, most: int = 8) -> int:
+        ctx = SimpleNamespace(calibration=SimpleNamespace(shapes=shapes) if shapes is not None else None)
+        return RunContext.automatic_batch(ctx, most)  # type: ignore[arg-type]
+
+    page = 3 * 1152 * 1152 * 4  # 15.2 MiB of float32
+    assert page <= BATCH_INPUT_BYTES < 2 * page
+    assert batch(None) == 8 and batch({}) == 8
+    assert batch({"x": [{"shape": [3, 224, 224], "samples": 9}]}) == 8
+    assert (
+        batch({"x": [{"shape": [3, 736, 736], "samples": 3}, {"shape": [3, 1152, 1152], "samples": 1}]}) == 1
+    )
+    assert batch({"x": [{"shape": [3, 736, 736], "samples": 4}]}) == BATCH_INPUT_BYTES // (3 * 736 * 736 * 4)
+    two = {"a": [{"shape": [3, 736, 736], "samples": 1}], "b": [{"shape": [3, 736, 736], "samples": 1}]}
+    assert batch(two) == BATCH_INPUT_BYTES // (2 * 3 * 736 * 736 * 4)
+    assert batch({"x": [{"shape": [3, 4000, 4000], "samples": 1}]}, most=16) == 1

@@ -71,8 +71,9 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | Non
 
 def _batches(ctx: RunContext, count: int, start: int) -> tuple[list[dict[str, np.ndarray]], int]:
     """``count`` calibration samples from position ``start`` of the calibration order, in batches (of the
-    model's fixed batch, rounded to whole batches, else of ``--batch``, else :data:`CORRECTION_BATCH`), and
-    the position after them."""
+    model's fixed batch, rounded to whole batches, else of ``--batch``, else :data:`CORRECTION_BATCH` or
+    fewer for large samples, see :meth:`~quantbench.flows.context.RunContext.automatic_batch`), and the
+    position after them."""
     data = ctx.settings.data
     dataset = ctx.calibration_data
     assert dataset is not None
@@ -82,7 +83,7 @@ def _batches(ctx: RunContext, count: int, start: int) -> tuple[list[dict[str, np
     stream = dataset.batches(
         count,
         data.seed,
-        fixed or ctx.settings.calib.batch or CORRECTION_BATCH,
+        fixed or ctx.settings.calib.batch or ctx.automatic_batch(CORRECTION_BATCH),
         start=start,
         workers=data.workers,
     )
