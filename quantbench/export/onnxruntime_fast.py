@@ -52,6 +52,8 @@ from quantbench.graph import (
     constant_tensors,
     constant_values,
     consumers,
+    initializers,
+    producers,
     set_initializer,
     tensor_names,
     toposort,
@@ -172,6 +174,7 @@ class _Graph:
         self.fixed = constant_tensors(graph)
         self.outputs = {o.name for o in graph.output}
         self.uses = consumers(graph)
+        self.writer = producers(graph)  # node indices stay: the walk rewires inputs, inserts come last
         self.source = {qn.dequantized: tensor for tensor, qn in names.items()}
         self.quantized = set(names)
         self.constants = constant_values(graph)
@@ -236,7 +239,7 @@ class _Graph:
 
 def _choose(g: _Graph) -> tuple[dict[str, int], set[int]]:
     """The tensors to quantize (-> the node that writes them) and the nodes that run in integer."""
-    writer = {name: i for i, node in enumerate(g.graph.node) for name in node.output if name}
+    writer = g.writer
     added: dict[str, int] = {}
     integer: set[int] = set()
     judged = set(g.quantized)
@@ -314,7 +317,8 @@ def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mappi
     for change in changes:
         change.grid = "uint8" if change.tensor in g.unsigned else "int8"
     changes += _unsigned_grid(g, all_names, {c.tensor for c in changes})
-    scales = {c.tensor: _scale_of(graph, all_names[c.tensor]) for c in changes}  # after the grids changed
+    inits = initializers(graph)  # after the grids changed
+    scales = {c.tensor: float(numpy_helper.to_array(inits[all_names[c.tensor].scale])) for c in changes}
     changes += _quantize_constants(g, integer, taken, inserts)
     nodes = list(inserts.get(-1, []))
     for i, node in enumerate(graph.node):
@@ -395,8 +399,7 @@ def _unsigned_grid(g: _Graph, names: Mapping[str, QdqNames], recorded: set[str])
     """Give the one-sided tensors (:meth:`_Graph.one_sided`, and what takes their codes unchanged) the
     unsigned grid: ``amax / 255`` steps from 0, int8 zero point -128 (uint8 0 in the flavour). Returns
     the roundings of the judged model's tensors that change grid and were not recorded yet."""
-    graph = g.graph
-    writer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
+    graph, writer = g.graph, g.writer
     changes = []
     for tensor in sorted(g.unsigned, key=lambda t: writer.get(t, -1)):
         qn = names[tensor]
@@ -413,18 +416,12 @@ def _unsigned_grid(g: _Graph, names: Mapping[str, QdqNames], recorded: set[str])
     return changes
 
 
-def _scale_of(graph: onnx.GraphProto, qn: QdqNames) -> float:
-    init = next(i for i in graph.initializer if i.name == qn.scale)
-    return float(numpy_helper.to_array(init))
-
-
 def _rewire(
     g: _Graph, names: Mapping[str, QdqNames], added: Mapping[str, int], integer: set[int]
 ) -> list[Rounding]:
     """Point the readers that now see a tensor rounded at its DequantizeLinear: every reader of a new
     one, the integer readers of an old one. Returns the roundings, in the order of their tensors' writers."""
-    graph = g.graph
-    writer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
+    graph, writer = g.graph, g.writer
     changes: list[Rounding] = []
     tensors = sorted(
         {t for t in names if t in added or any(r in integer for r in g.readers(t))},
@@ -463,14 +460,12 @@ def measure_rounding(
     """
     from quantbench.evaluation.errors import ErrorEnergy
     from quantbench.export import passes
+    from quantbench.model import expose_tensors
 
     tensors = [c.tensor for c in fast.changes if c.tensor in fast.scales]
     if not tensors:
         return
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    present = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in tensors if t not in present)
+    probe = expose_tensors(model, tensors)
     runner = passes.session(
         probe, threads, "the Q/DQ model", purpose="the fast CPU flavour", as_written=True, release=True
     )
