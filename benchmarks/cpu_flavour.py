@@ -38,22 +38,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from benchmarks.measure import latency  # noqa: E402
-from benchmarks.zoo_models import ZOO, ZooModel, write_samples  # noqa: E402
+from benchmarks.zoo_models import ZOO, ZooModel, session, write_samples  # noqa: E402
 from benchmarks.zoo_peers import PeerSettings, evaluate, fp32_reference, quantize_peer  # noqa: E402
 
 FLAVOURS = ("exact", "fast")
 PEERS = {"ORT uint8 QDQ": "QDQ", "ORT uint8 QOperator": "QOperator"}
-
-
-def timing_session(path: Path, threads: int):  # type: ignore[no-untyped-def]
-    """An ONNX Runtime CPU session with default optimizations and threads that do not spin."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def quantbench_models(model: ZooModel, fp32: Path, folders: dict[str, Path], out: Path, options: Any) -> dict:
@@ -92,7 +81,7 @@ def bench_model(name: str, work: Path, options: Any) -> list[dict[str, Any]]:
         quantize_peer(fp32, folders["calibration"], path, settings)
         timed[label] = path
     reference = fp32_reference(model, fp32, folders["held_out"], options.threads)
-    sessions = {label: timing_session(path, options.threads) for label, path in timed.items()}
+    sessions = {label: session(path, options.threads, spinning=False) for label, path in timed.items()}
     feeds = reference["arrays"][0][None]
     ms = latency(sessions, feeds, options.rounds, 1)
     del sessions

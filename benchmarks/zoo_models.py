@@ -181,14 +181,19 @@ def _metadata(model_path: Path) -> dict[str, str]:
     return {prop.key: prop.value for prop in model.metadata_props}
 
 
-def session(model_path: Path, threads: int = 0, optimize: bool = True):  # type: ignore[no-untyped-def]
+def session(  # type: ignore[no-untyped-def]
+    model_path: Path, threads: int = 0, optimize: bool = True, spinning: bool = True
+):
     """A CPU ONNX Runtime session (``threads`` 0: ONNX Runtime's default; ``optimize`` False: every graph
-    optimization off, the model run as written)."""
+    optimization off, the model run as written; ``spinning`` False: idle threads sleep, as timing
+    round-robin needs on few cores)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
