@@ -174,21 +174,27 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
             replaced[z_users[0]] = []
             continue
         q_out = f"{y}_quantized"
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(np.array(codes[0], np.uint8), f"{z}_clip_min"),
-                numpy_helper.from_array(np.array(codes[1], np.uint8), f"{z}_clip_max"),
-            ]
-        )
         replaced[users[0]] = [
             helper.make_node("QuantizeLinear", [y, qn.scale, qn.zero_point], [q_out], f"{y}_Q"),
-            helper.make_node(
-                "Clip", [q_out, f"{z}_clip_min", f"{z}_clip_max"], [qn.quantized], f"{z}_integer_clip"
-            ),
+            _integer_clip(graph, z, codes, q_out, qn.quantized),
         ]
         replaced[z_users[0]] = []  # the integer Clip now writes z's quantized values
     _clips_between_quantized(graph, names, constants, consumers, replaced)
     _rebuild(graph, replaced)
+
+
+def _integer_clip(
+    graph: onnx.GraphProto, z: str, codes: tuple[int, int], source: str, target: str
+) -> onnx.NodeProto:
+    """A Clip of the uint8 codes ``source`` to ``codes`` (its bounds become initializers named after the
+    activation's output ``z``), writing ``target``."""
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(codes[0], np.uint8), f"{z}_clip_min"),
+            numpy_helper.from_array(np.array(codes[1], np.uint8), f"{z}_clip_max"),
+        ]
+    )
+    return helper.make_node("Clip", [source, f"{z}_clip_min", f"{z}_clip_max"], [target], f"{z}_integer_clip")
 
 
 def _clips_between_quantized(
@@ -221,17 +227,7 @@ def _clips_between_quantized(
         if bounds is None or grid[0] != grid[1]:
             continue
         codes = _clip_codes(inits, zn, bounds) or (0, 255)
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(np.array(codes[0], np.uint8), f"{z}_clip_min"),
-                numpy_helper.from_array(np.array(codes[1], np.uint8), f"{z}_clip_max"),
-            ]
-        )
-        replaced[i] = [
-            helper.make_node(
-                "Clip", [xn.quantized, f"{z}_clip_min", f"{z}_clip_max"], [zn.quantized], f"{z}_integer_clip"
-            )
-        ]
+        replaced[i] = [_integer_clip(graph, z, codes, xn.quantized, zn.quantized)]
         replaced[z_users[0]] = []
 
 
