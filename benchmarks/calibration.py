@@ -95,7 +95,7 @@ def worker(tool: str, model: Path, images: Path, n: int) -> dict:
             )
             return {"seconds": time.perf_counter() - started}
     if tool in ("fp32", "fp32-exposed"):
-        from quantbench.calibration.collect import open_session
+        from quantbench.calibration.exposure import open_session
         from quantbench.model import expose_tensors, float_activations, load_model
 
         proto = load_model(model)

@@ -10,7 +10,6 @@ import pytest
 from onnx import helper, numpy_helper
 
 import quantbench.export.bias_correction as bias_correction
-import quantbench.export.judge as judge
 import quantbench.export.passes as passes
 from quantbench.config import PreprocessSpec
 from quantbench.errors import QuantbenchError
@@ -245,8 +244,7 @@ def test_a_correction_that_lowers_rel_l2_but_hurts_the_headline_is_rejected(monk
         model, [bias_correction.NodeCorrection("conv", "c", 1, 0.1, None)]
     )  # stands for the corrected model: only the outputs below decide
     monkeypatch.setattr(bias_correction, "correct_biases", lambda *a, **k: corrected)
-    monkeypatch.setattr(passes, "session", lambda *a, **k: _Replay(next(calls)))  # FP32's outputs
-    monkeypatch.setattr(judge, "qdq_outputs", lambda *a, **k: next(calls))
+    monkeypatch.setattr(passes, "session", lambda *a, **k: _Replay(next(calls)))  # FP32, before, after
     data = CorrectionData(batches, batches, held_apart=False, task=Task(("generic",)))  # a regression output
     result = correct_if_better(model, trt, targets, data)
     l2_before, l2_after = result.output_rel_l2  # type: ignore[misc]

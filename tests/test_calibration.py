@@ -94,12 +94,12 @@ def test_histograms_are_reused_and_force_recomputes(tmp_path, monkeypatch):
     first = calibrate(model, images, n=10, methods=["entropy"], out=tmp_path / "out", preset="raw")
     assert not first.reused
 
-    import quantbench.calibration.collect as collect
+    import quantbench.calibration.exposure as exposure
 
     def no_model_run(*args, **kwargs):
         raise AssertionError("the model ran although histograms were stored")
 
-    monkeypatch.setattr(collect, "open_session", no_model_run)
+    monkeypatch.setattr(exposure, "open_session", no_model_run)
     second = calibrate(
         model, images, n=10, methods=["mse", "percentile:99"], out=tmp_path / "out", preset="raw", batch=3
     )

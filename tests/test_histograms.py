@@ -372,7 +372,8 @@ def test_collection_counts_alike_on_both_paths_and_before_numba_loads(monkeypatc
     from onnx import TensorProto, helper
 
     from quantbench.calibration import collect
-    from quantbench.calibration.collect import collect_histograms, open_session
+    from quantbench.calibration.collect import collect_histograms
+    from quantbench.calibration.exposure import Exposure
 
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["x", "x"], ["m"])],
@@ -383,7 +384,6 @@ def test_collection_counts_alike_on_both_paths_and_before_numba_loads(monkeypatc
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    session = open_session(model.SerializeToString(), threads=1)
     rng = np.random.default_rng(5)
     batches = [{"x": (rng.normal(0, 1, (4, 300)) * (i + 1)).astype(np.float32)} for i in range(6)]
     inputs = [b["x"] for b in batches]
@@ -392,9 +392,8 @@ def test_collection_counts_alike_on_both_paths_and_before_numba_loads(monkeypatc
     monkeypatch.setattr(_kernels, "_loaded", [])
     monkeypatch.setattr(_kernels, "WARM_UP_AFTER", 3 * 4 * 300 * 3)  # numba loads after three batches
     monkeypatch.setattr(collect, "OVERLAP_BYTES", overlap_bytes)
-    collection = collect_histograms(
-        session, ["x", "r", "m"], ["x"], iter(batches), workers=2, nonnegative={"r", "m"}
-    )
+    exposure = Exposure(model, ["x", "r", "m"], ["x"], threads=1)
+    collection = collect_histograms(exposure, iter(batches), workers=2, nonnegative={"r", "m"})
     assert collection.samples == 24
     if path != "numpy":
         assert _kernels.kernel() is not None  # loaded during the collection

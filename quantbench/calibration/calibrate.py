@@ -255,8 +255,9 @@ def _collect(
     model: LoadedModel, dataset: Dataset, data: DataSpec, batch: int | None, threads: int, progress: Progress
 ) -> tuple[dict[str, TensorHistogram], dict[str, Any]]:
     """One pass of the model over the samples: the histograms, and the sidecar that describes them."""
-    from quantbench.calibration.collect import collect_histograms, open_session
-    from quantbench.model import elements_per_sample, expose_tensors, nonnegative_tensors
+    from quantbench.calibration.collect import collect_histograms
+    from quantbench.calibration.exposure import Exposure
+    from quantbench.model import elements_per_sample, nonnegative_tensors
 
     tensors = model.tensors
     elements = elements_per_sample(model.proto, tensors)
@@ -265,14 +266,12 @@ def _collect(
         raise QuantbenchError(
             f"{model.path} has a fixed batch of {batch_size}; use an --n that is a multiple of it"
         )
-    session = open_session(expose_tensors(model.proto, tensors).SerializeToString(), threads)
+    exposure = Exposure(model.proto, tensors, [s.name for s in model.inputs], threads)
     stream = dataset.batches(data.n, data.seed, batch_size, workers=data.workers)
     progress.start("collecting", stream.total)
     try:
         collection = collect_histograms(
-            session,
-            tensors,
-            [s.name for s in model.inputs],
+            exposure,
             (b.inputs for b in stream),
             progress.advance,
             data.workers,

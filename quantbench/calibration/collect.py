@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from quantbench.calibration import _kernels
+from quantbench.calibration.exposure import Exposure
 from quantbench.calibration.histograms import TensorHistogram
-from quantbench.errors import QuantbenchError, first_line
 
 Progress = Callable[[int], None]
 """Called with the number of samples just processed."""
@@ -34,25 +34,6 @@ class Collection:
     samples: int
     seconds: float
     skipped_tensors: list[str]
-
-
-def open_session(model_bytes: bytes, threads: int = 0) -> Any:
-    """An ONNX Runtime CPU session for a serialized model.
-
-    The session returns each batch's activations to the system (no memory arena), and its idle threads
-    sleep rather than spin, since the histogram threads share the cores with it.
-
-    Args:
-        model_bytes: the serialized ONNX model.
-        threads: intra-op threads; 0 lets ONNX Runtime use every core.
-
-    Raises:
-        QuantbenchError: ONNX Runtime cannot load the model.
-    """
-    from quantbench.backends.onnxruntime import SessionSettings, make_session
-
-    settings = SessionSettings(threads=threads, memory_arena=False, spinning=False)
-    return make_session(model_bytes, settings, "the model")
 
 
 class _Folding:
@@ -104,52 +85,24 @@ OVERLAP_BYTES_NUMPY = 512 << 20
 took its collection to 2.1 GB, one to 1.2 GB."""
 
 
-def _run(
-    session: Any, fetched: list[str], tensors: list[str], graph_inputs: list[str], feed: dict[str, np.ndarray]
-) -> dict[str, tuple[Any, object]]:
-    """One batch through ONNX Runtime: tensor name -> (array, the object that owns its memory).
-
-    The outputs are numpy views of ONNX Runtime's memory (no copy), each paired
-    with its OrtValue; graph inputs among ``tensors`` are float32 copies of the feed.
-
-    Raises:
-        QuantbenchError: ONNX Runtime fails on the batch.
-    """
-    from onnxruntime import OrtValue
-
-    try:
-        ort_feed = {name: OrtValue.ortvalue_from_numpy(array) for name, array in feed.items()}
-        outputs = session.run_with_ort_values(fetched, ort_feed)
-    except Exception as exc:
-        raise QuantbenchError(f"ONNX Runtime failed on a calibration batch: {first_line(exc)}") from None
-    values: dict[str, tuple[Any, object]] = {
-        name: (value.numpy(), value) for name, value in zip(fetched, outputs)
-    }
-    for name in tensors:
-        if name in graph_inputs:  # a copy: folding may overwrite its input
-            values[name] = (np.array(feed[name], dtype=np.float32), None)
-    return values
-
-
 def collect_histograms(
-    session,  # type: ignore[no-untyped-def]
-    tensors: list[str],
-    graph_inputs: list[str],
+    exposure: Exposure,
     batches: Iterable[dict[str, np.ndarray]],
     progress: Progress | None = None,
     workers: int = 2,
     nonnegative: set[str] | frozenset[str] = frozenset(),
 ) -> Collection:
-    """Run every batch through ``session`` and histogram each tensor in ``tensors``.
+    """Run every batch through the model and histogram each tensor ``exposure`` returns.
 
-    ``workers`` threads fold each batch into the histograms, one tensor at a time,
+    ``workers`` threads fold each run's tensors into the histograms, one tensor at a time,
     largest first; each output array is dropped as soon as it is folded (and may
     be overwritten in the process), so memory does not grow with the number of
-    samples.
+    samples. A batch whose tensors take much memory is run in groups of tensors
+    (:class:`~quantbench.calibration.exposure.Exposure`); each group is one run here.
 
-    The threads fold batch k while ONNX Runtime computes batch k+1 (two batches
-    of activations alive) where two batches take at most ``OVERLAP_BYTES_NUMPY``;
-    else ONNX Runtime waits for the folding (one batch alive). Where the compiled
+    The threads fold run k while ONNX Runtime computes run k+1 (two runs' tensors
+    alive) where two such runs take at most ``OVERLAP_BYTES_NUMPY``; else ONNX
+    Runtime waits for the folding (one run alive). Where the compiled
     kernel is to be used (see :mod:`._kernels`), numba is loaded in a thread once
     ``WARM_UP_AFTER`` values have been folded, the numpy path folding until then;
     as its libraries take some 140 MB, the limit is then ``OVERLAP_BYTES``. Histogram updates
@@ -157,10 +110,7 @@ def collect_histograms(
     depends on none of this.
 
     Args:
-        session: an ONNX Runtime session whose outputs include ``tensors``.
-        tensors: names to histogram, in graph order; graph inputs among them are
-            read from the batch instead of the session.
-        graph_inputs: names of the model's inputs.
+        exposure: the model, the tensors to histogram (in graph order) and how they are run.
         batches: input name -> array, one dict per batch.
         progress: called after each batch with its sample count.
         workers: histogram threads.
@@ -172,26 +122,29 @@ def collect_histograms(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    hists = {name: TensorHistogram() for name in tensors}
-    fetched = [name for name in tensors if name not in graph_inputs]
+    hists = {name: TensorHistogram() for name in exposure.tensors}
     folding = _Folding(hists, set(nonnegative))
     pending: list[Future[None]] = []
     compiled = to_load = _kernels.expected()
-    overlap = True  # until a batch shows its size
+    overlap = True  # until a run shows its size
     samples = 0
     started = time.perf_counter()
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="histogram") as pool:
         for feed in batches:
-            if to_load and folding.values >= _kernels.WARM_UP_AFTER:
-                to_load = False
-                pool.submit(_kernels.warm_up)
-            if not overlap:
-                _wait(pending)
-            values = _run(session, fetched, tensors, graph_inputs, feed)
-            nbytes = sum(int(getattr(array, "nbytes", 0)) for array, _ in values.values())
-            overlap = 2 * nbytes <= (OVERLAP_BYTES if compiled else OVERLAP_BYTES_NUMPY)
-            _wait(pending)  # the previous batch is folded in before its histograms are touched again
-            pending = folding.submit(pool, values)
+            runs = exposure.runs(feed)
+            while True:
+                if not overlap:
+                    _wait(pending)
+                values = next(runs, None)
+                if values is None:
+                    break
+                if to_load and folding.values >= _kernels.WARM_UP_AFTER:
+                    to_load = False
+                    pool.submit(_kernels.warm_up)
+                nbytes = sum(int(getattr(array, "nbytes", 0)) for array, _ in values.values())
+                overlap = 2 * nbytes <= (OVERLAP_BYTES if compiled else OVERLAP_BYTES_NUMPY)
+                _wait(pending)  # the last run is folded in before its histograms are touched again
+                pending = folding.submit(pool, values)
             size = len(next(iter(feed.values()))) if feed else 0
             samples += size
             if progress is not None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantbench.data.store import BatchStore
 from quantbench.errors import QuantbenchError
 from quantbench.evaluation.errors import ErrorEnergy
 from quantbench.export import passes
@@ -55,6 +56,9 @@ MAX_LIVE = 4
 2, PP-OCRv4 det (whose backbone keeps four scales alive for its neck) had 18 segments for 64 corrected
 nodes and each node's run repeated most of one long segment: 29 s on 8 pages; with 4, 68 segments, 4 s,
 the same corrected model."""
+CACHE_BYTES = 384 << 20
+"""The most bytes of tensors at the cuts kept in memory; more go to temporary files
+(:class:`~quantbench.data.store.BatchStore`)."""
 
 
 @dataclass
@@ -247,17 +251,20 @@ def _fp32_means(
     feeds: Sequence[Mapping[str, np.ndarray]],
     threads: int,
 ) -> dict[str, np.ndarray]:
-    """Per-channel means of every target's output in the FP32 model, in one pass over ``feeds``, in runs
-    of :data:`~quantbench.export.passes.PIECE` samples."""
-    from quantbench.model import expose_tensors
+    """Per-channel means of every target's output in the FP32 model, over ``feeds`` in runs of
+    :data:`~quantbench.export.passes.PIECE` samples: one pass where a piece's target outputs are small,
+    else one pass per group of them (:class:`~quantbench.calibration.exposure.Exposure`)."""
+    from quantbench.calibration.exposure import Exposure
 
     names = list(targets)
     means = {name: _Means() for name in names}
-    session = passes.session(expose_tensors(fp32_model, names), threads, "the FP32 model", release=True)
+    graph_inputs = [v.name for v in fp32_model.graph.input]
+    exposure = Exposure(fp32_model, names, graph_inputs, threads, purpose="bias correction")
     for batch in feeds:
         for piece in pieces(batch):
-            for name, y in zip(names, session.run(names, piece)):
-                means[name].add(y, targets[name].axis)
+            for values in exposure.runs(piece):
+                for name, (y, _) in values.items():
+                    means[name].add(y, targets[name].axis)
     return {name: m.mean() for name, m in means.items()}
 
 
@@ -400,7 +407,7 @@ class _Segments:
         model: onnx.ModelProto,
         layout: _Layout,
         biases: dict[str, np.ndarray],
-        cache: list[dict[str, np.ndarray]],
+        cache: BatchStore,
         corrected: set[str],
         threads: int,
     ) -> None:
@@ -439,7 +446,9 @@ class _Segments:
         ordered = self._constant_nodes(reads) + part
         all_reads = {n for node in ordered for n in node_reads(node)}
         fed = [n for n in reads if n not in produced and n not in layout.constants]
-        dtype = {n: self.biases[n].dtype if n in self.biases else self.cache[0][n].dtype for n in fed}
+        first = self.cache.get(0, [n for n in fed if n not in self.biases])
+        dtype = {n: self.biases[n].dtype if n in self.biases else first[n].dtype for n in fed}
+        del first
         segment_graph = helper.make_graph(
             ordered,
             f"segment_{begin}",
@@ -460,18 +469,18 @@ class _Segments:
             segment.model, self.threads, "a segment of the model", as_written=True, release=True
         )
 
-    def _feeds(self, segment: _Segment, values: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        """The pieces of one cached batch (:func:`~quantbench.export.passes.pieces`), each with the biases'
-        current values."""
-        cached = {n: values[n] for n in segment.fed if n not in self.biases}
+    def _feeds(self, segment: _Segment, index: int) -> Iterator[dict[str, np.ndarray]]:
+        """The pieces of cached batch ``index`` (:func:`~quantbench.export.passes.pieces`), each with the
+        biases' current values."""
+        cached = self.cache.get(index, [n for n in segment.fed if n not in self.biases])
         for piece in pieces(cached):
             yield {n: self.biases[n] if n in self.biases else piece[n] for n in segment.fed}
 
     def run(self, segment: _Segment, session: Any, names: list[str]) -> Iterator[list[np.ndarray]]:
         """``names`` computed by ``session`` for each piece of each batch, with the biases' current
         values."""
-        for values in self.cache:
-            for feeds in self._feeds(segment, values):
+        for index in range(len(self.cache)):
+            for feeds in self._feeds(segment, index):
                 yield session.run(names, feeds)
 
     def advance(self, segment: _Segment, session: Any, end: int) -> None:
@@ -479,13 +488,13 @@ class _Segments:
 
         Batch by batch: a batch's stale tensors go as soon as its new ones are computed, so the cache
         holds the tensors of both cuts for one batch at a time, not for every batch."""
-        for values in self.cache:
+        for index in range(len(self.cache)):
             if segment.outputs:
-                parts = [session.run(segment.outputs, feeds) for feeds in self._feeds(segment, values)]
-                values.update(zip(segment.outputs, (np.concatenate(p) for p in zip(*parts, strict=True))))
+                parts = [session.run(segment.outputs, feeds) for feeds in self._feeds(segment, index)]
+                joined = (np.concatenate(p) for p in zip(*parts, strict=True))
+                self.cache.update(index, dict(zip(segment.outputs, joined)))
                 del parts
-            for n in [n for n in values if self.layout.last.get(n, -1) < end]:
-                del values[n]
+            self.cache.drop(index, [n for n in self.cache.names(index) if self.layout.last.get(n, -1) < end])
 
 
 def _correct(
@@ -525,6 +534,7 @@ def correct_biases(
     threads: int = 0,
     max_live: int = MAX_LIVE,
     on_node: Callable[[], None] | None = None,
+    fp32_means: dict[str, np.ndarray] | None = None,
 ) -> BiasCorrection:
     """Correct the biases of ``nodes`` of ``qdq_model`` sequentially (see the module docstring).
 
@@ -540,6 +550,8 @@ def correct_biases(
         max_live: the most activation tensors a cut may cross (0: no cuts, one pass of the whole model
             per corrected node).
         on_node: called after each node is corrected.
+        fp32_means: per-channel means of FP32 outputs on ``feeds`` measured before, by output name; the
+            means measured here are added to it (a run shares one between its INT8 models).
 
     Returns:
         The corrected model with a summary per node.
@@ -559,22 +571,28 @@ def correct_biases(
     graph_inputs = [v.name for v in graph.input if v.name not in inits]
     if not feeds:
         raise QuantbenchError("bias correction needs at least one batch of samples")
+    cache = BatchStore(CACHE_BYTES)  # the inputs, then the tensors at each cut
+    samples = 0
     for batch in feeds:
         missing = [name for name in graph_inputs if name not in batch]
         if missing:
             raise QuantbenchError(f"bias correction: a batch has no value for input {missing[0]!r}")
-    samples = sum(len(next(iter(batch.values()))) for batch in feeds)
+        cache.append({name: batch[name] for name in graph_inputs})
+        samples += len(batch[graph_inputs[0]]) if graph_inputs else 0
     result = BiasCorrection(model, samples=samples)
     targets = _find_targets(graph, nodes, result.skipped)
     if not targets:
         result.seconds = time.time() - started
         return result
 
-    expected = _fp32_means(fp32_model, targets, feeds, threads)
+    known = {} if fp32_means is None else fp32_means
+    unmeasured = {name: target for name, target in targets.items() if name not in known}
+    if unmeasured:
+        known.update(_fp32_means(fp32_model, unmeasured, feeds, threads))
+    expected = {name: known[name] for name in targets}
     biases, added = _private_biases(graph, targets, expected)
     layout = _layout(graph, graph_inputs, set(biases), targets, max_live)
     result.segments = len(layout.bounds) - 1
-    cache = [{name: np.asarray(batch[name]) for name in graph_inputs} for batch in feeds]
     segments = _Segments(model, layout, biases, cache, set(targets), threads)
     for begin, end in itertools.pairwise(layout.bounds):
         segment = segments.build(begin, end)
@@ -649,11 +667,13 @@ def correct_if_better(
     """
     from quantbench.export.judge import CheckJudge
 
-    result = correct_biases(fp32_model, qdq_model, nodes, data.fit, threads=threads)
+    judge = judge or CheckJudge(fp32_model, data, threads)
+    result = correct_biases(
+        fp32_model, qdq_model, nodes, data.fit, threads=threads, fp32_means=judge.fit_means
+    )
     if not result.nodes:
         return result
     started = time.time()
-    judge = judge or CheckJudge(fp32_model, data, threads)
     before = before or judge.figures(qdq_model)
     after = judge.figures(result.model)
     result.output_rel_l2 = (before.rel_l2, after.rel_l2)

@@ -9,7 +9,7 @@ shared by every decision it makes: a run makes one judge for all its INT8 varian
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +61,8 @@ class _Reference:
 
 
 class CheckJudge:
-    """FP32's outputs on ``data.check`` and the figures Q/DQ models reach there.
+    """FP32's outputs on ``data.check`` and the figures Q/DQ models reach there (and FP32's means on
+    ``data.fit``, for bias correction).
 
     Args:
         fp32_model: the FP32 model.
@@ -73,6 +74,9 @@ class CheckJudge:
         self.fp32_model, self.data, self.threads = fp32_model, data, threads
         self.images = sum(len(next(iter(batch.values()))) for batch in data.check)
         self._reference: _Reference | None = None
+        self.fit_means: dict[str, np.ndarray] = {}
+        """Per-channel means of FP32 outputs on ``data.fit`` by output name, filled by bias correction and
+        shared by every model it corrects."""
 
     @property
     def reference(self) -> _Reference:
@@ -98,16 +102,25 @@ class CheckJudge:
         return self.reference.headline
 
     def figures(self, model: onnx.ModelProto) -> Figures:
-        """The headline and relative L2 error of a Q/DQ model, run as written, on the check images.
+        """The headline and relative L2 error of a Q/DQ model, run as written, on the check images, one
+        batch at a time (only FP32's outputs are kept).
 
         Raises:
             QuantbenchError: ONNX Runtime cannot run a model; a bad ``--task`` item.
         """
         reference = self.reference
-        outputs = qdq_outputs(model, self.data.check, self.threads)
-        at = reference.at
-        value = reference.headline.score((r[at] for r in reference.outputs), (o[at] for o in outputs))
-        return Figures(value, rel_l2(reference.outputs, outputs))
+        runner = passes.session(model, self.threads, "a Q/DQ model", as_written=True, release=True)
+        energy = ErrorEnergy(exact=True)
+
+        def main_outputs() -> Iterator[np.ndarray]:
+            for batch, expected in zip(self.data.check, reference.outputs, strict=True):
+                outputs = passes.run_whole(runner, None, batch)
+                for want, got in zip(expected, outputs, strict=True):
+                    energy.update(want, got)
+                yield outputs[reference.at]
+
+        value = reference.headline.score((r[reference.at] for r in reference.outputs), main_outputs())
+        return Figures(value, energy.rel_l2())
 
     def prefers(self, after: Figures, before: Figures) -> bool:
         """Whether ``after`` is better: a better headline, or the same with a lower relative L2 error."""
@@ -125,21 +138,3 @@ class CheckJudge:
             "images": self.images,
             "held_apart": self.data.held_apart,
         }
-
-
-def qdq_outputs(
-    model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], threads: int
-) -> list[list[np.ndarray]]:
-    """Every output of a Q/DQ model, run as written, for each batch."""
-    runner = passes.session(model, threads, "a Q/DQ model", as_written=True, release=True)
-    return [passes.run_whole(runner, None, batch) for batch in feeds]
-
-
-def rel_l2(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]) -> float:
-    """Relative L2 error of every output over every batch, float64 sums (see
-    :func:`quantbench.export.bias_correction.output_rel_l2`)."""
-    energy = ErrorEnergy(exact=True)
-    for expected, got in zip(reference, outputs, strict=True):
-        for want, value in zip(expected, got, strict=True):
-            energy.update(want, value)
-    return energy.rel_l2()

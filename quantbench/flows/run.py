@@ -181,14 +181,16 @@ def _run_steps(ctx: RunContext, labels: dict[str, int] | None) -> RunResult:
     ranges = gather_ranges(ctx)
     feeds = correction_feeds(ctx, ranges)
     variants = build_variants(ctx, ranges, feeds)
+    correction = feeds if settings.target.given and settings.variants.bias_correction else None
+    del feeds  # the correction images (up to some 500 MiB on large inputs) go unless the search needs them
     start = evaluate.held_out_start(ctx, ranges)
     batches: Any = evaluate.held_out(ctx, start)
     search = None
     if settings.target.given:
         batches = HeldOut(batches)
-        correction = feeds if settings.variants.bias_correction else None
         search, mixed = evaluate.mixed_search(ctx, ranges, batches, correction)
         variants.append(mixed)
+    del correction
     comparison = evaluate.compare(ctx, variants, batches, labels)
     if labels is not None and settings.data.labels is not None:
         note = unlabelled_note(labels, settings.data.labels, comparison.names)

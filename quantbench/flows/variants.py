@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import numpy as np
-
+    from quantbench.data.store import BatchStore
     from quantbench.export.judge import CorrectionData
     from quantbench.export.rounding import WeightRounding
     from quantbench.flows.context import RunContext
@@ -69,11 +68,14 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | Non
     return CorrectionData(fit, check, held_apart=True, task=ctx.task)
 
 
-def _batches(ctx: RunContext, count: int, start: int) -> tuple[list[dict[str, np.ndarray]], int]:
+def _batches(ctx: RunContext, count: int, start: int) -> tuple[BatchStore, int]:
     """``count`` calibration samples from position ``start`` of the calibration order, in batches (of the
     model's fixed batch, rounded to whole batches, else of ``--batch``, else :data:`CORRECTION_BATCH` or
-    fewer for large samples, see :meth:`~quantbench.flows.context.RunContext.automatic_batch`), and the
-    position after them."""
+    fewer for large samples, see :meth:`~quantbench.flows.context.RunContext.automatic_batch`), kept in
+    memory or, where large, in a temporary folder (:func:`quantbench.data.store.keep`); and the position
+    after them."""
+    from quantbench.data.store import keep
+
     data = ctx.settings.data
     dataset = ctx.calibration_data
     assert dataset is not None
@@ -87,7 +89,7 @@ def _batches(ctx: RunContext, count: int, start: int) -> tuple[list[dict[str, np
         start=start,
         workers=data.workers,
     )
-    batches = [batch.inputs for batch in stream]
+    batches = keep(batch.inputs for batch in stream)
     return batches, stream.report.next_start
 
 
