@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 import quantbench.export.bias_correction as bias_correction
 import quantbench.export.passes as passes
@@ -123,6 +123,38 @@ def test_segments_give_the_same_model_as_whole_model_passes() -> None:
     assert len(convs["c2"].input) == 3 and inits[convs["c2"].input[2]].shape == (4,)
     assert convs["c1"].input[2] != convs["c3"].input[2]  # the shared bias was split
     onnx.checker.check_model(segmented.model, full_check=True)
+
+
+def test_tensors_without_a_batch_axis_never_cross_a_cut() -> None:
+    """A shape from Shape(x) and a float scale computed from the input's height are made at the top and
+    read at the bottom, so every position between the corrected Convs has them live: every piece must
+    compute them again, so no cut may keep them (sliced as if batched, the 2-vector would keep only its
+    first entry and the 0-d scale cannot be sliced)."""
+    w = weights(7, w1=((4, 3, 3, 3), 0.5), b1=((4,), 0.3), w2=((4, 4, 3, 3), 0.4), b2=((4,), 0.3))
+    w |= {"zero": np.array([0], np.int64), "two": np.array(2, np.int64), "flat": np.array([-1], np.int64)}
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Concat", ["n", "flat"], ["shape"], axis=0),
+        helper.make_node("Gather", ["s", "two"], ["h"], axis=0),
+        helper.make_node("Cast", ["h"], ["hf"], to=TensorProto.FLOAT),
+        helper.make_node("Reciprocal", ["hf"], ["scale"]),
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1] * 4),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Mul", ["r2", "scale"], ["m2"]),
+        helper.make_node("Reshape", ["m2", "shape"], ["y"]),
+    ]
+    model = make_model(nodes, {"x": ["N", 3, 6, 6]}, ["N", 144], w)
+    tensors = ["x", "r1", "r2"]
+    values = run(expose_tensors(model, tensors), inputs(model, seed=3, batch=5))
+    amax = {name: float(np.abs(v).max()) for name, v in zip(tensors, values)}
+    trt, _ = build_qdq(model, amax, plan_qdq(model, amax))
+    batches = [inputs(model, seed=50 + k, batch=5) for k in range(2)]  # pieces of 2, 2 and 1
+    segmented = correct_biases(model, trt, ["c1", "c2"], batches, max_live=16)
+    whole = correct_biases(model, trt, ["c1", "c2"], batches, max_live=0)
+    assert segmented.model.SerializeToString() == whole.model.SerializeToString()
 
 
 def test_cuts_keep_int8_codes_rather_than_the_values_dequantized_from_them(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -78,8 +78,10 @@ def test_histograms_are_the_same_whether_tensors_are_run_together_or_in_groups(b
         assert_matches_reference(collection.histograms[name], [e[name].astype(np.float32) for e in expected])
     if budget < 1 << 20:  # per sample: a, m 768 bytes, p 192, c and y 384 at 8x12; p 640 at 16x20
         assert exposure.groups == [["a"], ["m"], ["p"], ["c"], ["y"]]  # re-planned on the last batch
-        outputs = [len(exposure._session(i).get_outputs()) for i in range(len(exposure.groups))]
-        assert outputs == [1] * 5  # each session returns its group only
+        split = exposure._split
+        assert split is not None and [part.group for part in split.parts] == exposure.groups
+        assert [part.carried for part in split.parts] == [["a"], ["m"], ["p"], ["c"], []]
+        assert [len(part.nodes) for part in split.parts] == [1, 1, 1, 1, 1]  # each node runs once
         first = Exposure(model, names, ["x"], threads=1, budget=budget)
         list(first.runs(batches[0]))
         assert first.groups == [["a"], ["m"], ["p", "c"], ["y"]]
@@ -160,3 +162,41 @@ def test_fp32_means_are_measured_once_for_every_model_that_shares_them(monkeypat
     monkeypatch.setattr(bias_correction, "_fp32_means", no_second_pass)
     second = correct_biases(model, trt, targets, batches, fp32_means=shared)
     assert second.model.SerializeToString() == first.model.SerializeToString()
+
+
+def test_split_model_returns_each_tensor_once_across_multi_output_nodes_and_constants() -> None:
+    """A Split whose outputs fall in two groups, a shape from a Constant node read late, a tensor carried
+    past a part: every tensor comes back once, equal to numpy's."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node(
+            "Constant", [], ["shape"], value=helper.make_tensor("s", TensorProto.INT64, [2], [0, -1])
+        ),
+        helper.make_node("Split", ["a"], ["s0", "s1"], axis=1, num_outputs=2),
+        helper.make_node("Add", ["s0", "s0"], ["d"]),
+        helper.make_node("Reshape", ["s1", "shape"], ["r"]),
+        helper.make_node("Mul", ["d", "s1"], ["m"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "split",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3, 5])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("r", "m")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    x = np.random.default_rng(1).normal(size=(2, 4, 3, 5)).astype(np.float32)
+    a = np.maximum(x, 0)
+    s0, s1 = a[:, :2], a[:, 2:]
+    d = s0 + s0
+    expected = {"a": a, "s0": s0, "s1": s1, "d": d, "r": s1.reshape(2, -1), "m": d * s1}
+    names = ["a", "s0", "s1", "d", "r", "m"]
+    exposure = Exposure(model, names, ["x"], threads=1, budget=130)  # a: 240 bytes a sample, the others 120
+    got: dict[str, np.ndarray] = {}
+    for values in exposure.runs({"x": x}):
+        assert not set(values) & set(got)
+        got.update((name, np.array(array)) for name, (array, _) in values.items())
+    assert exposure.groups == [[name] for name in names] and sorted(got) == sorted(names)
+    assert exposure._split is not None and [p.group for p in exposure._split.parts][1] == ["s0", "s1"]
+    for name in names:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)

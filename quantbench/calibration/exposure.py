@@ -3,10 +3,10 @@
 A session that returns every float tensor holds all of one batch's activations at once: 877 MiB a page
 for PP-OCRv4 det at 736 px, 2149 MiB at 1152 px. ONNX Runtime keeps every graph output of a run alive
 until the run returns, even those not fetched, so fetching fewer does not help. Where one sample's tensors
-would take more than :data:`GROUP_BYTES`, they are split into groups, contiguous in graph order, and
-each group is run by a session of its own: the model cut after the group's last tensor, returning only
-that group. The earlier part of the model is computed once more per group; the activations alive at
-once are one group's.
+would take more than :data:`GROUP_BYTES`, they are split into groups, contiguous in graph order, and the
+model into consecutive parts, one per group (:class:`~quantbench.calibration.parts.SplitModel`): each
+part returns its group and the tensors later parts read, so the model still runs once a batch and the
+activations alive at once are one group's and those carried to the next part.
 
 Sizes come from ONNX shape inference with the batch's input shapes (data propagation on, so Reshape and
 Resize targets computed from shapes resolve); a tensor it leaves unresolved counts as the mean of the
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantbench.calibration.parts import SplitModel, Values
 from quantbench.errors import QuantbenchError, first_line
 
 if TYPE_CHECKING:
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
 GROUP_BYTES = 448 << 20
 """The most activation bytes one run exposes per sample where tensors can be grouped (a single larger
 tensor is a group of its own)."""
-
-Values = dict[str, tuple[Any, object]]
-"""Tensor name -> (array, the object that owns its memory)."""
 
 
 def open_session(model_bytes: bytes, threads: int = 0, what: str = "the model") -> Any:
@@ -126,7 +124,8 @@ class Exposure:
         self.computed = [name for name in tensors if name not in graph_inputs]
         self.groups: list[list[str]] = []
         """The present plan (empty before the first batch)."""
-        self._sessions: dict[int, Any] = {}
+        self._whole: Any = None
+        self._split: SplitModel | None = None
         self._seen: set[tuple[tuple[str, tuple[int, ...]], ...]] = set()
 
     def runs(self, feed: Mapping[str, np.ndarray]) -> Iterator[Values]:
@@ -138,13 +137,13 @@ class Exposure:
         """
         self._plan(feed)
         copies: Values = {name: (np.array(feed[name], dtype=np.float32), None) for name in self.inputs}
-        if not self.groups:
-            yield copies
-        for i, group in enumerate(self.groups):
-            values = _run(self._session(i), group, feed, self.purpose)
-            if i == 0:
-                values.update(copies)
-            yield values
+        if self._split is not None:
+            for i, values in enumerate(self._split.runs(feed)):
+                yield {**values, **copies} if i == 0 else values
+            return
+        if self.groups:
+            copies.update(_run(self._session(), self.computed, feed, self.purpose))
+        yield copies
 
     def _plan(self, feed: Mapping[str, np.ndarray]) -> None:
         """Plan the groups anew where this batch's shapes are new and one sample of them would overflow a
@@ -171,20 +170,19 @@ class Exposure:
             sizes_now = (sum(by_name[name] for name in group) for group in self.groups if len(group) > 1)
             if max(sizes_now, default=0) <= self.budget:
                 return  # the present groups hold this batch too
-        self.groups, self._sessions = plan, {}
+        self.groups = plan
+        self._split = SplitModel(self.model, plan, self.threads, self.purpose) if len(plan) > 1 else None
 
-    def _session(self, i: int) -> Any:
-        """The session of group ``i``: the model cut after the group's last tensor, returning the group."""
-        if i not in self._sessions:
-            from quantbench.graph import cleanup
+    def _session(self) -> Any:
+        """The session that returns every tensor at once."""
+        if self._whole is None:
             from quantbench.model import expose_tensors
 
-            part = expose_tensors(self.model, self.groups[i])
-            if len(self.groups) > 1:
-                cleanup(part.graph)
-            what = f"the model for {self.purpose}"
-            self._sessions[i] = open_session(part.SerializeToString(), self.threads, what)
-        return self._sessions[i]
+            part = expose_tensors(self.model, self.computed)
+            self._whole = open_session(
+                part.SerializeToString(), self.threads, f"the model for {self.purpose}"
+            )
+        return self._whole
 
 
 def _run(session: Any, names: list[str], feed: Mapping[str, np.ndarray], purpose: str) -> Values:

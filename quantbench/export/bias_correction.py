@@ -327,6 +327,10 @@ class _Layout:
     bounds: list[int]
 
 
+SHAPE_OPS = frozenset({"Shape", "Size"})
+"""Ops whose output describes their input rather than holding its values: no batch axis."""
+
+
 def _layout(
     graph: onnx.GraphProto,
     graph_inputs: list[str],
@@ -335,7 +339,13 @@ def _layout(
     max_live: int,
 ) -> _Layout:
     """Split the nodes into constant-only and dynamic ones, and cut the dynamic ones around the targets
-    where at most ``max_live`` activation tensors cross."""
+    where at most ``max_live`` activation tensors cross, none of them without a batch axis.
+
+    Segments run on pieces of a batch, each cached tensor sliced along its first axis, so a tensor that
+    has no batch axis must not cross a cut: one computed from shapes alone (a Shape's output, the anchor
+    grid a detector computes from its input's size) is computed again by each piece's segment. A tensor
+    has a batch axis where it is a graph input or some input of the node writing it has one, unless that
+    node is one of :data:`SHAPE_OPS`."""
     constants = {init.name for init in graph.initializer if init.name not in feed_names}
     dynamic: list[onnx.NodeProto] = []
     for node in graph.node:
@@ -345,6 +355,10 @@ def _layout(
             constants.update(o for o in node.output if o)
         else:
             dynamic.append(node)
+    batched = set(graph_inputs)
+    for node in dynamic:
+        if node.op_type not in SHAPE_OPS and any(n in batched for n in node_reads(node)):
+            batched.update(o for o in node.output if o)
     made = {name: -1 for name in graph_inputs}
     last: dict[str, int] = {}
     for i, node in enumerate(dynamic):
@@ -354,15 +368,23 @@ def _layout(
         made.update((o, i) for o in node.output if o)
     narrow = {node.output[0] for node in dynamic if node.op_type == "QuantizeLinear"}
     crossing = np.zeros(len(dynamic) + 2, np.int64)  # tensors live at position p (before dynamic[p])
+    blocked = np.zeros(len(dynamic) + 2, np.int64)  # and those of them without a batch axis
     load = np.zeros(len(dynamic) + 2, np.int64)  # and their bytes per value, summed
     for name, end in last.items():
         start, size = made.get(name, -1) + 1, 1 if name in narrow else 4
         crossing[start] += 1
         crossing[end + 1] -= 1
+        if name not in batched:
+            blocked[start] += 1
+            blocked[end + 1] -= 1
         load[start] += size
         load[end + 1] -= size
-    crossing, load = np.cumsum(crossing), np.cumsum(load)
-    allowed = [p for p in range(len(dynamic) + 1) if p in (0, len(dynamic)) or crossing[p] <= max_live]
+    crossing, load, blocked = np.cumsum(crossing), np.cumsum(load), np.cumsum(blocked)
+    allowed = [
+        p
+        for p in range(len(dynamic) + 1)
+        if p in (0, len(dynamic)) or (crossing[p] <= max_live and not blocked[p])
+    ]
     position = {id(node): i for i, node in enumerate(dynamic)}
     at = sorted(position[id(target.node)] for target in targets.values())
     cuts = {0, len(dynamic)}
@@ -460,6 +482,23 @@ class _Segments:
         segment.ir_version = self.model.ir_version
         segment.functions.extend(self.model.functions)
         return _Segment(segment, fed, outputs, seg_targets)
+
+    def up_to(self, segment: _Segment, target: str) -> _Segment:
+        """``segment`` with only the nodes ``target`` depends on. A segment may hold many corrected nodes
+        where no cut is allowed between them (YOLOv8n's detection head: 21 in one segment), and each of
+        their runs computes only what its node reads, not every branch of the segment."""
+        import onnx
+
+        model = onnx.ModelProto()
+        model.CopyFrom(segment.model)
+        del model.graph.output[:]
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(target))
+        cleanup(model.graph)
+        reads = {n for node in model.graph.node for n in node_reads(node)}
+        inputs = [v for v in model.graph.input if v.name in reads]
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
+        return _Segment(model, [n for n in segment.fed if n in reads], [], [target])
 
     def session(self, segment: _Segment) -> Any:
         """An ONNX Runtime session of ``segment``, or None when it has nothing to compute."""
@@ -598,7 +637,8 @@ def correct_biases(
         segment = segments.build(begin, end)
         session = segments.session(segment)
         for name in segment.targets:
-            outputs = segments.run(segment, session, [name])
+            part = segments.up_to(segment, name) if len(segment.targets) > 1 else segment
+            outputs = segments.run(part, session if part is segment else segments.session(part), [name])
             result.nodes.append(_correct(name, targets[name], expected[name], outputs, biases, name in added))
             if on_node is not None:
                 on_node()
