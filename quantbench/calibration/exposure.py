@@ -127,6 +127,8 @@ class Exposure:
         self._whole: Any = None
         self._split: SplitModel | None = None
         self._seen: set[tuple[tuple[str, tuple[int, ...]], ...]] = set()
+        self._bytes_per_value = 0.0
+        """Exposed bytes per input value at the last shape inference."""
 
     def runs(self, feed: Mapping[str, np.ndarray]) -> Iterator[Values]:
         """One batch's tensors, one group after the other; the graph inputs among the tensors come with
@@ -138,8 +140,10 @@ class Exposure:
         self._plan(feed)
         copies: Values = {name: (np.array(feed[name], dtype=np.float32), None) for name in self.inputs}
         if self._split is not None:
-            for i, values in enumerate(self._split.runs(feed)):
-                yield {**values, **copies} if i == 0 else values
+            for values in self._split.runs(feed):
+                values.update(copies)  # in place: the folding empties the dict the parts still hold
+                copies = {}
+                yield values
             return
         if self.groups:
             copies.update(_run(self._session(), self.computed, feed, self.purpose))
@@ -160,7 +164,11 @@ class Exposure:
         if not self.computed:
             return
         batch = max(1, len(next(iter(feed.values()))))
+        values = sum(int(np.prod(shape)) for _, shape in shapes) // batch  # input values a sample
+        if self._split is None and self.groups and values * self._bytes_per_value <= self.budget / 2:
+            return  # far within the budget at the last inference's ratio: no inference for each new shape
         sizes = [size // batch for size in tensor_bytes(self.model, dict(shapes), self.computed)]
+        self._bytes_per_value = sum(sizes) / max(1, values)
         if sum(sizes) <= self.budget:
             plan = [self.computed]
         else:
@@ -170,8 +178,12 @@ class Exposure:
             sizes_now = (sum(by_name[name] for name in group) for group in self.groups if len(group) > 1)
             if max(sizes_now, default=0) <= self.budget:
                 return  # the present groups hold this batch too
-        self.groups = plan
-        self._split = SplitModel(self.model, plan, self.threads, self.purpose) if len(plan) > 1 else None
+        self.groups, self._whole = plan, None
+        self._split = SplitModel(self.model, plan, self._open_part, self.purpose) if len(plan) > 1 else None
+
+    def _open_part(self, part: onnx.ModelProto) -> Any:
+        """The session of one part of the split model."""
+        return open_session(part.SerializeToString(), self.threads, f"a part of the model for {self.purpose}")
 
     def _session(self) -> Any:
         """The session that returns every tensor at once."""

@@ -9,7 +9,7 @@ one group's and the carried ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,14 +51,20 @@ class SplitModel:
         model: the model.
         groups: node outputs to return, in groups contiguous in graph order. A group's tensors written by
             a node that also writes a tensor of the next group are moved to that group's part.
-        threads: ONNX Runtime intra-op threads.
+        open_part: makes the ONNX Runtime session of a part's model.
         purpose: what the tensors are for, in error messages.
     """
 
-    def __init__(self, model: onnx.ModelProto, groups: list[list[str]], threads: int, purpose: str) -> None:
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        groups: list[list[str]],
+        open_part: Callable[[onnx.ModelProto], Any],
+        purpose: str,
+    ) -> None:
         from quantbench.graph import constant_tensors, initializers, node_reads
 
-        self.model, self.threads, self.purpose = model, threads, purpose
+        self.model, self.open_part, self.purpose = model, open_part, purpose
         graph = model.graph
         constants = constant_tensors(graph)
         dynamic = [n for n in graph.node if not all(o in constants for o in n.output if o)]
@@ -138,7 +144,6 @@ class SplitModel:
         if part.session is None:
             from onnx import helper
 
-            from quantbench.calibration.exposure import open_session
             from quantbench.graph import node_reads
 
             inputs = [
@@ -159,6 +164,5 @@ class SplitModel:
             model = helper.make_model(graph, opset_imports=self.model.opset_import)
             model.ir_version = self.model.ir_version
             model.functions.extend(self.model.functions)
-            what = f"a part of the model for {self.purpose}"
-            part.session = open_session(model.SerializeToString(), self.threads, what)
+            part.session = self.open_part(model)
         return part.session

@@ -265,6 +265,7 @@ def _fp32_means(
             for values in exposure.runs(piece):
                 for name, (y, _) in values.items():
                     means[name].add(y, targets[name].axis)
+                values.clear()  # this group's outputs go before the next part runs
     return {name: m.mean() for name, m in means.items()}
 
 
