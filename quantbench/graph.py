@@ -9,6 +9,7 @@ keep.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -239,3 +240,47 @@ def toposort(graph: onnx.GraphProto) -> None:
     nodes = [graph.node[i] for i in order]
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def constant_nodes_for(
+    graph: onnx.GraphProto, writers: Mapping[str, onnx.NodeProto], reads: Iterable[str]
+) -> list[onnx.NodeProto]:
+    """The nodes that write the constant tensors ``reads`` depend on, through any chain of them, in graph
+    order; ``writers`` maps each constant tensor computed by a node to that node."""
+    needed: set[int] = set()
+    stack = [name for name in reads if name in writers]
+    while stack:
+        node = writers[stack.pop()]
+        if id(node) not in needed:
+            needed.add(id(node))
+            stack.extend(name for name in node_reads(node) if name in writers)
+    return [node for node in graph.node if id(node) in needed]
+
+
+def sub_model(
+    model: onnx.ModelProto,
+    nodes: list[onnx.NodeProto],
+    fed: Mapping[str, np.dtype],
+    outputs: list[str],
+    weights: list[onnx.TensorProto],
+    name: str,
+) -> onnx.ModelProto:
+    """A model of ``nodes`` alone (a part of ``model``): graph inputs ``fed`` (name -> element type, shapes
+    left open), graph outputs ``outputs`` (types left open), initializers ``weights``; the opsets, IR
+    version and functions of ``model``."""
+    from onnx import helper
+
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(dtype), None)
+            for n, dtype in fed.items()
+        ],
+        [helper.make_empty_tensor_value_info(n) for n in outputs],
+        weights,
+    )
+    part = helper.make_model(graph, opset_imports=model.opset_import)
+    part.ir_version = model.ir_version
+    part.functions.extend(model.functions)
+    return part

@@ -43,6 +43,11 @@ class Part:
     end: int
     session: Any = None
 
+    @property
+    def returned(self) -> list[str]:
+        """What its runs return: the group, then the carried tensors not in it."""
+        return list(dict.fromkeys([*self.group, *self.carried]))
+
 
 class SplitModel:
     """``model`` split after each group (see the module docstring).
@@ -62,7 +67,7 @@ class SplitModel:
         open_part: Callable[[onnx.ModelProto], Any],
         purpose: str,
     ) -> None:
-        from quantbench.graph import constant_tensors, initializers, node_reads
+        from quantbench.graph import constant_nodes_for, constant_tensors, initializers, node_reads
 
         self.model, self.open_part, self.purpose = model, open_part, purpose
         graph = model.graph
@@ -91,21 +96,9 @@ class SplitModel:
             mine = [n for n in group if n in written]
             if self.parts:
                 self.parts[-1].group.extend(n for n in group if n not in written)
-            self.parts.append(Part(self._constant_nodes(reads) + nodes, fed, mine, carried, end))
+            needed = constant_nodes_for(graph, self.constant_writer, reads)
+            self.parts.append(Part(needed + nodes, fed, mine, carried, end))
             begin = end + 1
-
-    def _constant_nodes(self, reads: list[str]) -> list[onnx.NodeProto]:
-        """The constant-only nodes that ``reads`` depend on, in graph order."""
-        from quantbench.graph import node_reads
-
-        needed: set[int] = set()
-        stack = [n for n in reads if n in self.constant_writer]
-        while stack:
-            node = self.constant_writer[stack.pop()]
-            if id(node) not in needed:
-                needed.add(id(node))
-                stack.extend(n for n in node_reads(node) if n in self.constant_writer)
-        return [n for n in self.model.graph.node if id(n) in needed]
 
     def runs(self, feed: Mapping[str, np.ndarray]) -> Iterator[Values]:
         """Each part's group for one batch, part after part: numpy views of ONNX Runtime's memory, each
@@ -121,7 +114,7 @@ class SplitModel:
             alive[name] = OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
         for part in self.parts:
             session = self._session(part, alive)
-            returned = list(dict.fromkeys([*part.group, *part.carried]))
+            returned = part.returned
             try:
                 outputs = session.run_with_ort_values(returned, {name: alive[name] for name in part.fed})
             except Exception as exc:
@@ -142,27 +135,11 @@ class SplitModel:
     def _session(self, part: Part, alive: Mapping[str, Any]) -> Any:
         """``part``'s session, made on first use with the types of what it is fed."""
         if part.session is None:
-            from onnx import helper
+            from quantbench.graph import node_reads, sub_model
 
-            from quantbench.graph import node_reads
-
-            inputs = [
-                helper.make_tensor_value_info(
-                    name, helper.np_dtype_to_tensor_dtype(alive[name].numpy().dtype), None
-                )
-                for name in part.fed
-            ]
+            fed = {name: alive[name].numpy().dtype for name in part.fed}
             reads = {n for node in part.nodes for n in node_reads(node)}
-            outputs = list(dict.fromkeys([*part.group, *part.carried]))
-            graph = helper.make_graph(
-                part.nodes,
-                "part",
-                inputs,
-                [helper.make_empty_tensor_value_info(name) for name in outputs],
-                [self.inits[n] for n in self.inits if n in reads],
-            )
-            model = helper.make_model(graph, opset_imports=self.model.opset_import)
-            model.ir_version = self.model.ir_version
-            model.functions.extend(self.model.functions)
+            weights = [self.inits[n] for n in self.inits if n in reads]
+            model = sub_model(self.model, part.nodes, fed, part.returned, weights, "part")
             part.session = self.open_part(model)
         return part.session

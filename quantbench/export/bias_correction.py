@@ -36,11 +36,13 @@ from quantbench.export import passes
 from quantbench.export.passes import pieces, run_whole
 from quantbench.graph import (
     cleanup,
+    constant_nodes_for,
     initializers,
     node_reads,
     producers,
     reader_nodes,
     set_initializer,
+    sub_model,
     tensor_names,
     unique_name,
 )
@@ -445,43 +447,23 @@ class _Segments:
             o: node for node in model.graph.node for o in node.output if o in layout.constants
         }
 
-    def _constant_nodes(self, reads: list[str]) -> list[onnx.NodeProto]:
-        """The constant-only nodes that ``reads`` depend on, in graph order."""
-        needed: set[int] = set()
-        stack = [n for n in reads if n in self.const_producer]
-        while stack:
-            node = self.const_producer[stack.pop()]
-            if id(node) not in needed:
-                needed.add(id(node))
-                stack.extend(n for n in node_reads(node) if n in self.const_producer)
-        return [n for n in self.model.graph.node if id(n) in needed]
-
     def build(self, begin: int, end: int) -> _Segment:
         """The segment between cuts ``begin`` and ``end``."""
-        from onnx import helper
-
         layout = self.layout
         part = layout.dynamic[begin:end]
         produced = {o for node in part for o in node.output if o}
         reads = list(dict.fromkeys(n for node in part for n in node_reads(node)))
         outputs = [n for n in dict.fromkeys(produced) if layout.last.get(n, -1) >= end]
         seg_targets = [o for node in part for o in node.output[:1] if o in self.corrected]
-        ordered = self._constant_nodes(reads) + part
+        ordered = constant_nodes_for(self.model.graph, self.const_producer, reads) + part
         all_reads = {n for node in ordered for n in node_reads(node)}
         fed = [n for n in reads if n not in produced and n not in layout.constants]
         first = self.cache.get(0, [n for n in fed if n not in self.biases])
         dtype = {n: self.biases[n].dtype if n in self.biases else first[n].dtype for n in fed}
         del first
-        segment_graph = helper.make_graph(
-            ordered,
-            f"segment_{begin}",
-            [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(dtype[n]), None) for n in fed],
-            [helper.make_empty_tensor_value_info(n) for n in dict.fromkeys([*outputs, *seg_targets])],
-            [self.inits[n] for n in all_reads if n in self.inits and n not in self.biases],
-        )
-        segment = helper.make_model(segment_graph, opset_imports=self.model.opset_import)
-        segment.ir_version = self.model.ir_version
-        segment.functions.extend(self.model.functions)
+        weights = [self.inits[n] for n in all_reads if n in self.inits and n not in self.biases]
+        outputs_and_targets = list(dict.fromkeys([*outputs, *seg_targets]))
+        segment = sub_model(self.model, ordered, dtype, outputs_and_targets, weights, f"segment_{begin}")
         return _Segment(segment, fed, outputs, seg_targets)
 
     def up_to(self, segment: _Segment, target: str) -> _Segment:
