@@ -407,3 +407,61 @@ def test_a_run_times_the_fast_flavour_and_lists_its_roundings(tmp_path: Path) ->
     assert "int8-minmax: fast, 2 tensors rounded" in line
     report = (fast_dir / "report.html").read_text()
     assert "--cpu-flavour fast" in report and "ya" in report
+
+
+@pytest.mark.parametrize("ratio", [1.5, 3.0])
+def test_a_split_output_takes_its_input_grid_within_the_limit(ratio: float, tmp_path: Path) -> None:
+    """Conv a -> Split into halves -> Conv b, Conv c -> Add: the judged model quantizes each half on its
+    own grid (they are conv inputs). Where the input's steps are at most twice a half's, that half takes
+    the input's grid and ONNX Runtime splits the codes; where not, both keep their grids: the Split runs
+    in float on Conv a's rounded output (which keeps Conv a integer) and its halves are rounded again."""
+    rng = np.random.default_rng(21)
+    w = {
+        "wa": rng.normal(0, 0.6, (C, C, 1, 1)),
+        "ba": np.zeros(C),
+        "wb": rng.normal(0, 0.6, (C, C // 2, 1, 1)),
+        "bb": rng.normal(0, 0.3, C),
+        "wc": rng.normal(0, 0.6, (C, C // 2, 1, 1)),
+        "bc": rng.normal(0, 0.3, C),
+    }
+    x = rng.normal(0, 1, (2, C, H, H)).astype(np.float32)
+    ya = _conv1x1(x.astype(np.float64), w["wa"], w["ba"])
+    # the second half's range set to 1 / ratio of the first's
+    w["wa"][C // 2 :] *= np.abs(ya[:, : C // 2]).max() / np.abs(ya[:, C // 2 :]).max() / ratio
+    nodes = [
+        _conv("a", "x", "ya"),
+        helper.make_node("Split", ["ya"], ["s0", "s1"], axis=1),
+        _conv("b", "s0", "yb"),
+        _conv("c", "s1", "yc"),
+        helper.make_node("Add", ["yb", "yc"], ["out"]),
+    ]
+    model = _model(nodes, w)
+    qdq, names, amax, _ = _quantized(model, x)
+    assert amax["s1"] * ratio == pytest.approx(amax["s0"], rel=1e-5) and amax["ya"] == amax["s0"]
+    fast = make_fast(qdq, names, amax)
+    inits = {i.name: float(numpy_helper.to_array(i)) for i in fast.model.graph.initializer if not i.dims}
+    scale = {t: inits[fast.names[t].scale] for t in ("ya", "s0", "s1")}
+    changed = {c.tensor: c for c in fast.changes}
+    regridded = ratio <= 2
+    assert scale["s0"] == scale["ya"]  # the wider half's own grid is the input's: nothing changes
+    assert (scale["s1"] == scale["ya"]) is regridded
+    assert ("s1" in changed) is regridded and "s0" not in changed
+    if regridded:
+        assert changed["s1"].op == "Split" and not changed["s1"].new and changed["s1"].readers == ["conv_c"]
+    # float64 reference of the fast model: Conv a's output rounded on its grid, then split
+    dw = _dequantized_weights(qdq)
+    xq = _fq(x.astype(np.float64), amax["x"])
+    yaq = _fq(_conv1x1(xq, dw["conv_a"], w["ba"]), amax["ya"])
+    s1 = yaq[:, C // 2 :] if regridded else _fq(yaq[:, C // 2 :], amax["s1"])  # rounded again on its grid
+    yb, yc = _conv1x1(yaq[:, : C // 2], dw["conv_b"], w["bb"]), _conv1x1(s1, dw["conv_c"], w["bc"])
+    assert ("yb" in names) != ("yc" in names)  # the judged model rounds one input of the Add
+    reference = (_fq(yb, amax["yb"]) + yc) if "yb" in names else (yb + _fq(yc, amax["yc"]))
+    (got,) = _session(fast.model, optimize=False).run(None, {"x": x})
+    assert np.linalg.norm(got - reference) / np.linalg.norm(reference) < 1e-5
+    # what ONNX Runtime's optimizer makes of it: the Split reads Conv a's codes, or a float tensor
+    saved = tmp_path / "optimized.onnx"
+    _session(to_onnxruntime_flavour(fast.model, fast.names), optimize=True, saved=saved)
+    graph = onnx.load(str(saved)).graph
+    writer = {o: n.op_type for n in graph.node for o in n.output}
+    (split,) = [n for n in graph.node if n.op_type == "Split"]
+    assert (writer[split.input[0]] != "DequantizeLinear") is regridded

@@ -17,7 +17,11 @@ graph in order, quantizes:
    constant operand gets one int8 scale (QLinearAdd and QLinearMul take no float operand);
 3. the outputs of :data:`SAME_SCALE_OPS` (Split, MaxPool, Reshape, Relu, Clip...) at their input's grid:
    they only move, pick or clip values already rounded, so nothing new is rounded (a Clip's bounds
-   become codes).
+   become codes). Where the judged model quantizes such an output on a grid of its own, it takes its
+   input's grid instead when that grid's steps are at most :data:`REGRID_LIMIT` times its own.
+
+Before the walk, a Softmax over a short axis other than the last is written out as the element-wise ops
+it is made of (:mod:`quantbench.export.short_softmax`): no rounding, a faster float op.
 
 Every reader of a newly quantized tensor reads it rounded; a reader of an already quantized tensor that
 read it in float reads it rounded too where it now runs in integer. A tensor without a calibrated range,
@@ -47,6 +51,7 @@ from onnx import helper, numpy_helper
 from quantbench.export.conv_fold import fold_into_convs
 from quantbench.export.onnxruntime_flavour import ZERO_POINT, clip_bounds
 from quantbench.export.qdq import QdqNames, node_label
+from quantbench.export.short_softmax import write_out_short_softmaxes
 from quantbench.graph import (
     cleanup,
     constant_tensors,
@@ -90,6 +95,10 @@ QLinearAdd and QLinearMul need."""
 
 UNSIGNED_ZERO_POINT = -128
 """The int8 zero point of the unsigned grid: codes -128..127 hold 0..255 steps."""
+
+REGRID_LIMIT = 2.0
+"""A same-scale op's output that the judged model quantizes on its own grid takes its input's grid (and
+the op runs on the codes) where the input's steps are at most this many times its own."""
 
 ACTIVATIONS = ("Relu", "Clip")
 """Activations the exact flavour already turns into an integer Clip behind a quantized output."""
@@ -143,6 +152,8 @@ class FastModel:
         scales: tensor -> its quantization scale, for each of ``changes``.
         zero_points: tensor -> its int8 zero point where not 0 (the unsigned grid's -128).
         images: how many images the roundings were measured on (None: not measured).
+        rewritten: the float ops written another way (:mod:`quantbench.export.short_softmax`), a line
+            each: the same function, other float rounding.
     """
 
     model: onnx.ModelProto
@@ -151,6 +162,7 @@ class FastModel:
     scales: dict[str, float] = field(default_factory=dict)
     zero_points: dict[str, int] = field(default_factory=dict)
     images: int | None = None
+    rewritten: list[str] = field(default_factory=list)
 
     def details(self) -> dict[str, Any]:
         """What ``results.json`` records: the flavour, every rounding it adds (largest error first where
@@ -161,6 +173,7 @@ class FastModel:
             "tensors_rounded": len(self.changes),
             "measured_on_images": self.images,
             "roundings": [c.as_dict() for c in ordered],
+            "rewritten": list(self.rewritten),
         }
 
 
@@ -179,6 +192,8 @@ class _Graph:
         self.quantized = set(names)
         self.constants = constant_values(graph)
         self.unsigned: set[str] = set()
+        self.regrid: dict[str, str] = {}
+        """A judged quantized output of a same-scale op -> the input whose grid it takes."""
 
     def one_sided(self, tensor: str, node: onnx.NodeProto) -> bool:
         """Whether ``tensor``, written by ``node``, is a Relu's or a Clip-from-0's output whose range lies
@@ -225,6 +240,17 @@ class _Graph:
             and tensor not in self.quantized
         )
 
+    def can_regrid(self, tensor: str, source: str) -> bool:
+        """Whether ``tensor``, a same-scale op's output that the judged model quantizes on its own grid,
+        may take its input ``source``'s grid instead (so that the op runs on the codes): where the input's
+        steps are at most ``REGRID_LIMIT`` times its own, so that it loses at most one bit."""
+        own, wide = self.amax.get(tensor), self.amax.get(source)
+        if own is None or wide is None or not own > 0 or tensor in self.exact or tensor in self.regrid:
+            return False
+        own_step = own / (255.0 if tensor in self.unsigned else 127.0)
+        wide_step = wide / (255.0 if source in self.unsigned else 127.0)
+        return tensor in self.quantized and tensor in self.writer and wide_step <= REGRID_LIMIT * own_step
+
     def target(self, node: onnx.NodeProto) -> str:
         """The tensor to quantize behind a compute node: its output, or its activation's when that
         activation is the output's only reader."""
@@ -258,6 +284,12 @@ def _choose(g: _Graph) -> tuple[dict[str, int], set[int]]:
                 if name not in g.quantized and reads[0] in g.amax:
                     g.amax[name] = g.amax[reads[0]]
                     g.exact.add(name)
+                    if reads[0] in g.unsigned:
+                        g.unsigned.add(name)
+                elif g.can_regrid(name, reads[0]):
+                    g.amax[name] = g.amax[reads[0]]
+                    g.regrid[name] = reads[0]
+                    g.unsigned.discard(name)
                     if reads[0] in g.unsigned:
                         g.unsigned.add(name)
         elif node.op_type in INTEGER_OPS and len(node.output) == 1:
@@ -304,6 +336,7 @@ def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mappi
         its names and the roundings it adds.
     """
     out = fold_into_convs(model)  # as the flavour will: so the walk sees the convolutions' readers
+    rewritten = write_out_short_softmaxes(out)
     graph = out.graph
     g = _Graph(graph, names, amax)
     added, integer = _choose(g)
@@ -317,6 +350,7 @@ def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mappi
     for change in changes:
         change.grid = "uint8" if change.tensor in g.unsigned else "int8"
     changes += _unsigned_grid(g, all_names, {c.tensor for c in changes})
+    changes += _regrid(g, all_names, {c.tensor for c in changes})
     inits = initializers(graph)  # after the grids changed
     scales = {c.tensor: float(numpy_helper.to_array(inits[all_names[c.tensor].scale])) for c in changes}
     changes += _quantize_constants(g, integer, taken, inserts)
@@ -329,7 +363,7 @@ def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mappi
     toposort(graph)  # an old Q/DQ pair sits before its first quantized reader, maybe after a new one
     cleanup(graph)
     zero_points = {t: UNSIGNED_ZERO_POINT for t in g.unsigned}
-    return FastModel(out, all_names, changes, scales, zero_points)
+    return FastModel(out, all_names, changes, scales, zero_points, rewritten=rewritten)
 
 
 def _new_names(
@@ -413,6 +447,30 @@ def _unsigned_grid(g: _Graph, names: Mapping[str, QdqNames], recorded: set[str])
         changes.append(
             Rounding(tensor, node_label(graph.node[w], w), graph.node[w].op_type, labels, False, grid="uint8")
         )
+    return changes
+
+
+def _regrid(g: _Graph, names: Mapping[str, QdqNames], recorded: set[str]) -> list[Rounding]:
+    """Give each of :attr:`_Graph.regrid`'s tensors its input's scale and zero point (copied, so that
+    ONNX Runtime sees one grid and runs the op on the codes). Returns the roundings not recorded yet."""
+    graph, writer = g.graph, g.writer
+    inits = initializers(graph)
+    changes = []
+    for tensor in sorted(g.regrid, key=lambda t: writer[t]):  # an input regridded itself comes first
+        qn, source = names[tensor], names[g.regrid[tensor]]
+        own, wide = ([numpy_helper.to_array(inits[name]).copy() for name in (n.scale, n.zero_point)]
+                     for n in (qn, source))  # fmt: skip
+        set_initializer(graph, qn.scale, wide[0])
+        set_initializer(graph, qn.zero_point, wide[1])
+        same = all(np.array_equal(a, b) for a, b in zip(own, wide, strict=True))
+        if tensor in recorded or same:  # the same grid (a Flatten of one tensor, say): nothing changes
+            continue
+        readers = sorted({i for i, _ in g.uses.get(qn.dequantized, [])})
+        w = writer[tensor]
+        labels = [node_label(graph.node[r], r) for r in readers]
+        grid = "uint8" if tensor in g.unsigned else "int8"
+        label = node_label(graph.node[w], w)
+        changes.append(Rounding(tensor, label, graph.node[w].op_type, labels, False, grid))
     return changes
 
 
