@@ -20,11 +20,13 @@ import json
 import os
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from quantbench import __version__
 from quantbench.calibration.histograms import FINE_BINS, TensorHistogram, load_histograms, save_histograms
@@ -36,6 +38,7 @@ from quantbench.ranges import DynamicRanges, write_ranges
 from quantbench.ranges.formats import registered
 
 if TYPE_CHECKING:
+    from quantbench.calibration.means import FirstSamples
     from quantbench.config import CalibSpec, DataSpec
     from quantbench.data import Dataset
     from quantbench.model import LoadedModel
@@ -65,6 +68,9 @@ class CalibrationResult:
         next_start: position in the shuffled file order after the last file used,
             where held-out samples begin (``Dataset.batches(start=...)``).
         shapes: the sample shapes seen per input (``LoadReport.shapes_seen``).
+        first_means: per-channel means of the tensors ``first`` asked for, over the first
+            ``images_used[:first_count]`` samples (empty when the histograms were reused or none was asked).
+        first_count: the samples ``first_means`` hold.
     """
 
     out_dir: Path
@@ -83,6 +89,8 @@ class CalibrationResult:
     warnings: list[str] = field(default_factory=list)
     next_start: int = 0
     shapes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    first_means: dict[str, np.ndarray] = field(default_factory=dict)
+    first_count: int = 0
 
     def __repr__(self) -> str:
         return (
@@ -174,6 +182,7 @@ def calibrate_dataset(
     out_dir: Path,
     threads: int = 0,
     progress: Progress | None = None,
+    first: FirstSamples | None = None,
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``dataset`` and write range tables for each of ``calib.methods``.
 
@@ -186,6 +195,8 @@ def calibrate_dataset(
         threads: ONNX Runtime intra-op threads (0: all cores).
         progress: a ``collecting`` step, one unit per sample, while the model runs (not when the
             histograms are reused).
+        first: per-channel means to gather on the first samples while the model runs (filled in place;
+            untouched when the histograms are reused).
 
     Returns:
         A :class:`CalibrationResult`.
@@ -207,7 +218,9 @@ def calibrate_dataset(
         sidecar = json.loads(meta_file.read_text(encoding="utf-8"))
     reused = hists is not None and bool(sidecar)
     if not reused:
-        hists, sidecar = _collect(model, dataset, data, calib.batch, threads, progress or QuietProgress())
+        hists, sidecar = _collect(
+            model, dataset, data, calib.batch, threads, progress or QuietProgress(), first
+        )
         if not sidecar["used"]:  # nothing to calibrate on: no table of default ranges is written
             skipped = sidecar["skipped"]
             why = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
@@ -248,11 +261,34 @@ def calibrate_dataset(
         warnings=warnings,
         next_start=int(sidecar.get("next_start") or 0),
         shapes=dict(sidecar.get("shapes") or {}),
+        first_means=first.result() if first is not None and not reused else {},
+        first_count=first.covered if first is not None and not reused else 0,
     )
 
 
+def split_at(feeds: Iterable[dict[str, np.ndarray]], at: int) -> Iterator[dict[str, np.ndarray]]:
+    """``feeds`` with the batch that holds samples on both sides of sample ``at`` split in two there (so
+    that the first ``at`` samples are whole batches; batches cut along their first axis)."""
+    seen = 0
+    for feed in feeds:
+        size = len(next(iter(feed.values()))) if feed else 0
+        if seen < at < seen + size:
+            cut = at - seen
+            yield {name: value[:cut] for name, value in feed.items()}
+            yield {name: value[cut:] for name, value in feed.items()}
+        else:
+            yield feed
+        seen += size
+
+
 def _collect(
-    model: LoadedModel, dataset: Dataset, data: DataSpec, batch: int | None, threads: int, progress: Progress
+    model: LoadedModel,
+    dataset: Dataset,
+    data: DataSpec,
+    batch: int | None,
+    threads: int,
+    progress: Progress,
+    first: FirstSamples | None = None,
 ) -> tuple[dict[str, TensorHistogram], dict[str, Any]]:
     """One pass of the model over the samples: the histograms, and the sidecar that describes them."""
     from quantbench.calibration.collect import collect_histograms
@@ -268,14 +304,18 @@ def _collect(
         )
     exposure = Exposure(model.proto, tensors, [s.name for s in model.inputs], threads)
     stream = dataset.batches(data.n, data.seed, batch_size, workers=data.workers)
+    feeds: Iterable[dict[str, np.ndarray]] = (b.inputs for b in stream)
+    if first is not None and not model.fixed_batch:
+        feeds = split_at(feeds, first.samples)
     progress.start("collecting", stream.total)
     try:
         collection = collect_histograms(
             exposure,
-            (b.inputs for b in stream),
+            feeds,
             progress.advance,
             data.workers,
             nonnegative_tensors(model.proto),
+            first,
         )
     finally:
         progress.finish()

@@ -14,6 +14,7 @@ import numpy as np
 from quantbench.calibration import _kernels
 from quantbench.calibration.exposure import Exposure
 from quantbench.calibration.histograms import TensorHistogram
+from quantbench.calibration.means import FirstSamples
 
 Progress = Callable[[int], None]
 """Called with the number of samples just processed."""
@@ -46,19 +47,25 @@ class _Folding:
     returned to the system as soon as it is folded, not when its whole batch is.
     """
 
-    def __init__(self, hists: dict[str, TensorHistogram], nonnegative: set[str]) -> None:
+    def __init__(
+        self, hists: dict[str, TensorHistogram], nonnegative: set[str], first: FirstSamples | None = None
+    ) -> None:
         self.hists = hists
         self.nonnegative = nonnegative
+        self.first = first
         self.not_float: set[str] = set()
         self.values = 0
         """Elements submitted so far."""
         self._local = threading.local()
 
-    def fold(self, name: str, value: object, owner: object) -> None:
-        """Fold ``value`` into ``name``'s histogram; ``owner`` keeps the memory it views alive."""
+    def fold(self, name: str, value: object, owner: object, first: bool = False) -> None:
+        """Fold ``value`` into ``name``'s histogram; ``owner`` keeps the memory it views alive; ``first``:
+        the batch goes into :attr:`first`'s means too (before the folding, which may overwrite it)."""
         if not (isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)):
             self.not_float.add(name)
             return
+        if first and self.first is not None and name in self.first.axes:
+            self.first.add(name, value)
         scratch = None
         if _kernels.kernel() is None:  # the numpy path's bin indices
             scratch = getattr(self._local, "scratch", None)
@@ -67,14 +74,17 @@ class _Folding:
         self._local.scratch = scratch  # dropped once the compiled kernel takes over
         self.hists[name].update(value, scratch, nonnegative=name in self.nonnegative)
 
-    def submit(self, pool: Executor, values: dict[str, tuple[Any, object]]) -> list[Future[None]]:
+    def submit(
+        self, pool: Executor, values: dict[str, tuple[Any, object]], first: bool = False
+    ) -> list[Future[None]]:
         """Queue every tensor of one batch (name -> array and the owner of its memory); returns the tasks.
+        ``first``: the batch is one of :attr:`first`'s.
 
         ``values`` is emptied: the tasks hold the only references to the arrays.
         """
         order = sorted(values, key=lambda name: -int(getattr(values[name][0], "size", 0)))
         self.values += sum(int(getattr(array, "size", 0)) for array, _ in values.values())
-        return [pool.submit(self.fold, name, *values.pop(name)) for name in order]
+        return [pool.submit(self.fold, name, *values.pop(name), first) for name in order]
 
 
 OVERLAP_BYTES = 128 << 20
@@ -91,6 +101,7 @@ def collect_histograms(
     progress: Progress | None = None,
     workers: int = 2,
     nonnegative: set[str] | frozenset[str] = frozenset(),
+    first: FirstSamples | None = None,
 ) -> Collection:
     """Run every batch through the model and histogram each tensor ``exposure`` returns.
 
@@ -116,6 +127,7 @@ def collect_histograms(
         workers: histogram threads.
         nonnegative: tensors that cannot hold a negative value (outputs of Relu,
             say); the numpy path skips their |x| pass.
+        first: per-channel means to gather over the first samples too (filled in place).
 
     Raises:
         QuantbenchError: ONNX Runtime fails on a batch.
@@ -123,7 +135,7 @@ def collect_histograms(
     from concurrent.futures import ThreadPoolExecutor
 
     hists = {name: TensorHistogram() for name in exposure.tensors}
-    folding = _Folding(hists, set(nonnegative))
+    folding = _Folding(hists, set(nonnegative), first)
     pending: list[Future[None]] = []
     compiled = to_load = _kernels.expected()
     overlap = True  # until a run shows its size
@@ -131,6 +143,8 @@ def collect_histograms(
     started = time.perf_counter()
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="histogram") as pool:
         for feed in batches:
+            size = len(next(iter(feed.values()))) if feed else 0
+            taken = first is not None and first.take(size)
             runs = exposure.runs(feed)
             while True:
                 if not overlap:
@@ -144,8 +158,7 @@ def collect_histograms(
                 nbytes = sum(int(getattr(array, "nbytes", 0)) for array, _ in values.values())
                 overlap = 2 * nbytes <= (OVERLAP_BYTES if compiled else OVERLAP_BYTES_NUMPY)
                 _wait(pending)  # the last run is folded in before its histograms are touched again
-                pending = folding.submit(pool, values)
-            size = len(next(iter(feed.values()))) if feed else 0
+                pending = folding.submit(pool, values, taken)
             samples += size
             if progress is not None:
                 progress(size)

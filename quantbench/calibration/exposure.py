@@ -105,7 +105,7 @@ class Exposure:
         tensors: the tensors to return, in graph order; graph inputs among them come from the batch.
         graph_inputs: names of the model's inputs.
         threads: ONNX Runtime intra-op threads (0: every core).
-        budget: the most bytes one group may take per sample (:data:`GROUP_BYTES`).
+        budget: the most bytes one group may take per sample (None: :data:`GROUP_BYTES`).
         purpose: what the tensors are for, in error messages ("calibration", "bias correction").
     """
 
@@ -115,10 +115,11 @@ class Exposure:
         tensors: list[str],
         graph_inputs: list[str],
         threads: int = 0,
-        budget: int = GROUP_BYTES,
+        budget: int | None = None,
         purpose: str = "calibration",
     ) -> None:
-        self.model, self.tensors, self.threads, self.budget = model, tensors, threads, budget
+        self.model, self.tensors, self.threads = model, tensors, threads
+        self.budget = GROUP_BYTES if budget is None else budget
         self.purpose = purpose
         self.inputs = [name for name in tensors if name in graph_inputs]
         self.computed = [name for name in tensors if name not in graph_inputs]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantbench.calibration.means import ChannelMeans
 from quantbench.data.store import BatchStore
 from quantbench.errors import QuantbenchError
 from quantbench.evaluation.errors import ErrorEnergy
@@ -136,29 +137,6 @@ def _label(node: onnx.NodeProto) -> str:
     return node.name or f"{node.op_type}:{node.output[0]}"
 
 
-def _channel_sums(y: np.ndarray, axis: int) -> np.ndarray:
-    axis %= y.ndim
-    blocks = y.reshape(int(np.prod(y.shape[:axis])), y.shape[axis], -1)  # no copy for a contiguous y
-    return blocks.sum(axis=(0, 2), dtype=np.float64)
-
-
-class _Means:
-    """Per-channel means accumulated over batches (float64 sums)."""
-
-    def __init__(self) -> None:
-        self.sums: np.ndarray | None = None
-        self.count = 0
-
-    def add(self, y: np.ndarray, axis: int) -> None:
-        sums = _channel_sums(y, axis)
-        self.sums = sums if self.sums is None else self.sums + sums
-        self.count += y.size // max(y.shape[axis], 1)
-
-    def mean(self) -> np.ndarray:
-        assert self.sums is not None
-        return self.sums / max(self.count, 1)
-
-
 @dataclass
 class _Target:
     """A node whose bias is corrected.
@@ -222,6 +200,16 @@ def _constant_biases_to_initializers(graph: onnx.GraphProto) -> None:
         del graph.node[index]
 
 
+def correctable_outputs(model: onnx.ModelProto) -> dict[str, int]:
+    """Output name -> channel axis of every node whose bias this module can correct (by op type; the
+    bias itself is checked when correcting)."""
+    return {
+        node.output[0]: -1 if node.op_type == "Gemm" else 1
+        for node in model.graph.node
+        if node.op_type in CORRECTED_OPS and node.domain in ("", "ai.onnx") and node.output
+    }
+
+
 def _find_targets(
     graph: onnx.GraphProto, nodes: Iterable[str], skipped: list[tuple[str, str]]
 ) -> dict[str, _Target]:
@@ -259,7 +247,7 @@ def _fp32_means(
     from quantbench.calibration.exposure import Exposure
 
     names = list(targets)
-    means = {name: _Means() for name in names}
+    means = {name: ChannelMeans() for name in names}
     graph_inputs = [v.name for v in fp32_model.graph.input]
     exposure = Exposure(fp32_model, names, graph_inputs, threads, purpose="bias correction")
     for batch in feeds:
@@ -534,7 +522,7 @@ def _correct(
         The node's entry of the summary.
     """
     assert target.bias is not None  # every target has a private bias by now
-    means = _Means()
+    means = ChannelMeans()
     for (y,) in outputs:
         means.add(y, target.axis)
     delta = (expected - means.mean()) * target.scale

@@ -10,7 +10,7 @@ shared by every decision it makes: a run makes one judge for all its INT8 varian
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from quantbench.evaluation.errors import ErrorEnergy
@@ -35,12 +35,15 @@ class CorrectionData:
         held_apart: whether ``check`` holds other images than ``fit``.
         task: what the outputs hold and how they are judged, for the headline the decisions are made on
             (None: kinds detected, default settings).
+        fit_means: per-channel means of FP32 outputs on ``fit`` measured already (by the calibration
+            pass), by output name; bias correction measures the others.
     """
 
     fit: Sequence[Mapping[str, np.ndarray]]
     check: Sequence[Mapping[str, np.ndarray]]
     held_apart: bool = True
     task: Task | None = None
+    fit_means: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,9 @@ class CheckJudge:
         self.fp32_model, self.data, self.threads = fp32_model, data, threads
         self.images = sum(len(next(iter(batch.values()))) for batch in data.check)
         self._reference: _Reference | None = None
-        self.fit_means: dict[str, np.ndarray] = {}
-        """Per-channel means of FP32 outputs on ``data.fit`` by output name, filled by bias correction and
-        shared by every model it corrects."""
+        self.fit_means: dict[str, np.ndarray] = dict(data.fit_means)
+        """Per-channel means of FP32 outputs on ``data.fit`` by output name, filled by bias correction
+        (where ``data`` did not bring them) and shared by every model it corrects."""
 
     @property
     def reference(self) -> _Reference:

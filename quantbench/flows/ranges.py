@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from quantbench.calibration.calibrate import CalibrationResult
+    from quantbench.calibration.means import FirstSamples
     from quantbench.data import Batch
     from quantbench.flows.context import RunContext
 
@@ -140,9 +141,11 @@ def imported_label(path: Path) -> str:
     return path.stem.replace(" ", "_") or "imported"
 
 
-def calibrate_run(ctx: RunContext, methods: list[str]) -> CalibrationResult:
+def calibrate_run(
+    ctx: RunContext, methods: list[str], first: FirstSamples | None = None
+) -> CalibrationResult:
     """quantbench's calibration pass of a command with ``methods``, written under the run folder (also
-    kept as ``ctx.calibration``)."""
+    kept as ``ctx.calibration``); ``first``: means to gather on the first samples on the way."""
     from quantbench.calibration.calibrate import calibrate_dataset
 
     data, calib = ctx.settings.data, ctx.settings.calib
@@ -150,9 +153,23 @@ def calibrate_run(ctx: RunContext, methods: list[str]) -> CalibrationResult:
     assert dataset is not None
     calib = dataclasses.replace(calib, methods=tuple(methods))
     ctx.calibration = calibrate_dataset(
-        ctx.model, dataset, data, calib, ctx.run_dir, ctx.threads, ctx.progress
+        ctx.model, dataset, data, calib, ctx.run_dir, ctx.threads, ctx.progress, first
     )
     return ctx.calibration
+
+
+def correction_means(ctx: RunContext) -> FirstSamples | None:
+    """Where the run corrects biases: the FP32 means its correction needs, to gather in the calibration
+    pass (the correction's fitting images are that pass's first samples); else None."""
+    from quantbench.calibration.means import FirstSamples
+    from quantbench.export.bias_correction import correctable_outputs
+
+    spec = ctx.settings.variants
+    if not (spec.bias_correction and "int8" in spec.precisions):
+        return None
+    exposed = set(ctx.model.tensors)
+    axes = {name: axis for name, axis in correctable_outputs(ctx.model.proto).items() if name in exposed}
+    return FirstSamples(axes, spec.bias_correction_images) if axes else None
 
 
 def gather_ranges(ctx: RunContext) -> RunRanges:
@@ -178,7 +195,8 @@ def gather_ranges(ctx: RunContext) -> RunRanges:
         out.absmax = dict(table.amax)
     elif settings.data.images is not None and ({"int8", "fp16"} & set(wanted)):
         int8 = "int8" in wanted
-        out.calibration = calibrate_run(ctx, (out.own_methods or ["minmax"]) if int8 else ["minmax"])
+        methods = (out.own_methods or ["minmax"]) if int8 else ["minmax"]
+        out.calibration = calibrate_run(ctx, methods, correction_means(ctx) if out.own_methods else None)
         out.absmax = out.calibration.absmax
         if int8 and out.own_methods:  # else the minmax pass only gave FP16 its absmax
             out.range_sets = dict(out.calibration.ranges)

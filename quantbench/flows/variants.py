@@ -6,6 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from quantbench.data.loader import LoadReport
     from quantbench.data.store import BatchStore
     from quantbench.export.judge import CorrectionData
     from quantbench.export.rounding import WeightRounding
@@ -54,7 +57,9 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | Non
     if ranges.calibration is not None and data.n is not None:
         available = data.n if available is None else min(available, data.n)
     count = spec.bias_correction_images if available is None else min(spec.bias_correction_images, available)
-    fit, next_start = _batches(ctx, count, 0)
+    fit, report = _batches(ctx, count, 0)
+    means = _measured_means(ctx, report.used)
+    next_start = report.next_start
     left = None if available is None else available - count
     check_count = count if left is None else min(count, left)
     if check_count < MIN_CHECK_IMAGES:
@@ -63,17 +68,29 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | Non
                 "bias correction is judged on the images it was fitted on: --n leaves fewer than "
                 f"{MIN_CHECK_IMAGES} calibration images after the first {count}"
             )
-        return CorrectionData(fit, fit, held_apart=False, task=ctx.task)
+        return CorrectionData(fit, fit, held_apart=False, task=ctx.task, fit_means=means)
     check, _ = _batches(ctx, check_count, next_start)
-    return CorrectionData(fit, check, held_apart=True, task=ctx.task)
+    return CorrectionData(fit, check, held_apart=True, task=ctx.task, fit_means=means)
 
 
-def _batches(ctx: RunContext, count: int, start: int) -> tuple[BatchStore, int]:
+def _measured_means(ctx: RunContext, used: list[str]) -> dict[str, np.ndarray]:
+    """The FP32 means the calibration pass gathered for bias correction
+    (:func:`quantbench.flows.ranges.correction_means`), where it gathered them on exactly the samples
+    ``used`` to fit on; else none (bias correction measures them)."""
+    calibration = ctx.calibration
+    if calibration is None or not calibration.first_count:
+        return {}
+    if calibration.images_used[: calibration.first_count] != list(used):
+        return {}
+    return dict(calibration.first_means)
+
+
+def _batches(ctx: RunContext, count: int, start: int) -> tuple[BatchStore, LoadReport]:
     """``count`` calibration samples from position ``start`` of the calibration order, in batches (of the
     model's fixed batch, rounded to whole batches, else of ``--batch``, else :data:`CORRECTION_BATCH` or
     fewer for large samples, see :meth:`~quantbench.flows.context.RunContext.automatic_batch`), kept in
-    memory or, where large, in a temporary folder (:func:`quantbench.data.store.keep`); and the position
-    after them."""
+    memory or, where large, in a temporary folder (:func:`quantbench.data.store.keep`); and what was
+    read (the samples used, the position after them)."""
     from quantbench.data.store import keep
 
     data = ctx.settings.data
@@ -90,7 +107,7 @@ def _batches(ctx: RunContext, count: int, start: int) -> tuple[BatchStore, int]:
         workers=data.workers,
     )
     batches = keep(batch.inputs for batch in stream)
-    return batches, stream.report.next_start
+    return batches, stream.report
 
 
 def fit_rounding(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | None) -> WeightRounding | None:
