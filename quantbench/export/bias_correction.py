@@ -204,10 +204,15 @@ def correctable_outputs(model: onnx.ModelProto) -> dict[str, int]:
     """Output name -> channel axis of every node whose bias this module can correct (by op type; the
     bias itself is checked when correcting)."""
     return {
-        node.output[0]: -1 if node.op_type == "Gemm" else 1
+        node.output[0]: _channel_axis(node)
         for node in model.graph.node
         if node.op_type in CORRECTED_OPS and node.domain in ("", "ai.onnx") and node.output
     }
+
+
+def _channel_axis(node: onnx.NodeProto) -> int:
+    """The channel axis of a corrected node's output: the last for Gemm, 1 for convolutions."""
+    return -1 if node.op_type == "Gemm" else 1
 
 
 def _find_targets(
@@ -231,7 +236,7 @@ def _find_targets(
         if reason:
             skipped.append((_label(node), reason))
         else:
-            targets[name] = _Target(node, bias, scale, -1 if node.op_type == "Gemm" else 1)
+            targets[name] = _Target(node, bias, scale, _channel_axis(node))
     return targets
 
 
