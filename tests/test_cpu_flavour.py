@@ -408,6 +408,7 @@ def test_a_run_times_the_fast_flavour_and_lists_its_roundings(tmp_path: Path) ->
     )
     (line,) = _flavour_lines(fast)
     assert "int8-minmax: fast, 2 tensors rounded" in line
+    assert flavour["rewritten"] == [] and "Softmax" not in line
     report = (fast_dir / "report.html").read_text()
     assert "--cpu-flavour fast" in report and "ya" in report
 
@@ -467,3 +468,32 @@ def test_a_split_output_takes_its_input_grid_within_the_limit(ratio: float, tmp_
     writer = {o: n.op_type for n in graph.node for o in n.output}
     (split,) = [n for n in graph.node if n.op_type == "Split"]
     assert (writer[split.input[0]] != "DequantizeLinear") is regridded
+
+
+def test_a_short_softmax_behind_a_conv_is_written_out_and_said(tmp_path: Path) -> None:
+    """Conv -> Softmax over the 4 channels: the fast flavour writes the Softmax as its element-wise ops
+    (the same outputs as the judged model's, to float rounding), records it, and the summary says so."""
+    from quantbench.cli.summary import _flavour_lines
+
+    rng = np.random.default_rng(8)
+    nodes = [_conv("a", "x", "y"), helper.make_node("Softmax", ["y"], ["out"], axis=1, name="soft")]
+    w = _weights(rng, "a")
+    model = _model(nodes, w)
+    x = rng.normal(0, 1, (2, C, H, H)).astype(np.float32)
+    qdq, names, amax, _ = _quantized(model, x)
+    fast = make_fast(qdq, names, amax)
+    assert fast.rewritten == ["soft: Softmax over axis 1 of 4 (4 values) as its element-wise ops"]
+    assert "Softmax" not in {n.op_type for n in fast.model.graph.node}
+    assert fast.details()["rewritten"] == fast.rewritten
+    assert [c.tensor for c in fast.changes] == ["y"]  # the conv runs in integer, its output rounded
+    # float64 reference: the softmax over channels of the rounded conv output
+    yq = _fq(
+        _conv1x1(_fq(x.astype(np.float64), amax["x"]), _dequantized_weights(qdq)["conv_a"], w["ba"]),
+        amax["y"],
+    )
+    e = np.exp(yq - yq.max(axis=1, keepdims=True))
+    (got,) = _session(fast.model, optimize=False).run(None, {"x": x})
+    assert np.abs(got - e / e.sum(axis=1, keepdims=True)).max() < 1e-6
+    results = {"variants": [{"name": "int8-minmax", "cpu_flavour": fast.details()}]}
+    (line,) = _flavour_lines(results)
+    assert "1 Softmax over a short axis written as element-wise ops" in line

@@ -183,7 +183,8 @@ def _correction_lines(results: dict[str, Any]) -> list[str]:
 
 def _flavour_lines(results: dict[str, Any]) -> list[str]:
     """One line per INT8 variant timed on the fast CPU flavour: how many tensors it rounds that the
-    judged model keeps in float or rounds on another grid, and the largest error measured there."""
+    judged model keeps in float or rounds on another grid, the largest error measured there, and the
+    Softmax ops it writes another way."""
     lines = []
     for variant in results["variants"]:
         flavour = variant.get("cpu_flavour") or {}
@@ -198,6 +199,10 @@ def _flavour_lines(results: dict[str, Any]) -> list[str]:
         if measured:
             worst = max(measured, key=lambda r: r["rel_error"])
             line += f" (largest error {worst['rel_error']:.3g} relative L2, at {worst['tensor']!r})"
+        rewritten = flavour.get("rewritten") or []
+        if rewritten:
+            count = f"{len(rewritten)} Softmax" + ("es" if len(rewritten) > 1 else "")
+            line += f", and {count} over a short axis written as element-wise ops"
         lines.append(line + "; listed in results.json and the report")
     return lines
 
