@@ -28,11 +28,14 @@ def samples(model: Path, images: Path, names: list[str]) -> np.ndarray:
 
 
 def session(path: Path, threads: int):  # type: ignore[no-untyped-def]
+    """A CPU session whose idle threads sleep: a pool left spinning after its runs would take the cores
+    from the next model timed round-robin."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
