@@ -354,7 +354,7 @@ def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mappi
     for change in changes:
         change.grid = "uint8" if change.tensor in g.unsigned else "int8"
     changes += _unsigned_grid(g, all_names, {c.tensor for c in changes})
-    changes += _regrid(g, all_names, {c.tensor for c in changes})
+    changes += _regrid(g, all_names, changes)
     inits = initializers(graph)  # after the grids changed
     scales = {c.tensor: float(numpy_helper.to_array(inits[all_names[c.tensor].scale])) for c in changes}
     changes += _quantize_constants(g, integer, taken, inserts)
@@ -454,11 +454,13 @@ def _unsigned_grid(g: _Graph, names: Mapping[str, QdqNames], recorded: set[str])
     return changes
 
 
-def _regrid(g: _Graph, names: Mapping[str, QdqNames], recorded: set[str]) -> list[Rounding]:
+def _regrid(g: _Graph, names: Mapping[str, QdqNames], recorded: Sequence[Rounding]) -> list[Rounding]:
     """Give each of :attr:`_Graph.regrid`'s tensors its input's scale and zero point (copied, so that
-    ONNX Runtime sees one grid and runs the op on the codes). Returns the roundings not recorded yet."""
+    ONNX Runtime sees one grid and runs the op on the codes). A rounding already ``recorded`` for such a
+    tensor gets every reader of its new grid; returns the roundings not recorded yet."""
     graph, writer = g.graph, g.writer
     inits = initializers(graph)
+    known = {c.tensor: c for c in recorded}
     changes = []
     for tensor in sorted(g.regrid, key=lambda t: writer[t]):  # an input regridded itself comes first
         qn, source = names[tensor], names[g.regrid[tensor]]
@@ -466,12 +468,14 @@ def _regrid(g: _Graph, names: Mapping[str, QdqNames], recorded: set[str]) -> lis
                      for n in (qn, source))  # fmt: skip
         set_initializer(graph, qn.scale, wide[0])
         set_initializer(graph, qn.zero_point, wide[1])
-        same = all(np.array_equal(a, b) for a, b in zip(own, wide, strict=True))
-        if tensor in recorded or same:  # the same grid (a Flatten of one tensor, say): nothing changes
-            continue
+        if all(np.array_equal(a, b) for a, b in zip(own, wide, strict=True)):
+            continue  # the same grid (a Flatten of one tensor, say): nothing changes
         readers = sorted({i for i, _ in g.uses.get(qn.dequantized, [])})
-        w = writer[tensor]
         labels = [node_label(graph.node[r], r) for r in readers]
+        if tensor in known:
+            known[tensor].readers = labels
+            continue
+        w = writer[tensor]
         grid = "uint8" if tensor in g.unsigned else "int8"
         label = node_label(graph.node[w], w)
         changes.append(Rounding(tensor, label, graph.node[w].op_type, labels, False, grid))
