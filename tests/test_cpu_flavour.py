@@ -503,3 +503,34 @@ def test_a_short_softmax_behind_a_conv_is_written_out_and_said(tmp_path: Path) -
     results = {"variants": [{"name": "int8-minmax", "cpu_flavour": fast.details()}]}
     (line,) = _flavour_lines(results)
     assert "1 Softmax over a short axis written as element-wise ops" in line
+
+
+def test_a_regridded_half_lists_its_judged_and_its_integer_readers(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Conv a -> Split -> s1 read by Conv b and by a Concat with Conv b's output, which the judged model
+    reads in float and the fast one in integer: s1's record names both readers of its new grid."""
+    monkeypatch.setattr(onnxruntime_fast, "REGRID_LIMIT", 2.0)
+    rng = np.random.default_rng(23)
+    half = C // 2
+    w = {
+        "wa": rng.normal(0, 0.6, (C, C, 1, 1)),
+        "ba": np.zeros(C),
+        "wb": rng.normal(0, 0.6, (half, half, 1, 1)),
+        "bb": rng.normal(0, 0.3, half),
+        "wc": rng.normal(0, 0.6, (C, C, 1, 1)),
+        "bc": rng.normal(0, 0.3, C),
+    }
+    x = rng.normal(0, 1, (2, C, H, H)).astype(np.float32)
+    ya = _conv1x1(x.astype(np.float64), w["wa"], w["ba"])
+    w["wa"][half:] *= np.abs(ya[:, :half]).max() / np.abs(ya[:, half:]).max() / 1.5
+    nodes = [
+        _conv("a", "x", "ya"),
+        helper.make_node("Split", ["ya"], ["s0", "s1"], axis=1),
+        _conv("b", "s1", "yb"),
+        helper.make_node("Concat", ["yb", "s1"], ["s"], axis=1, name="concat"),
+        _conv("c", "s", "out"),
+    ]
+    qdq, names, amax, _ = _quantized(_model(nodes, w), x)
+    changed = {c.tensor: c for c in make_fast(qdq, names, amax).changes}
+    judged_readers = [n.name for n in qdq.graph.node if names["s1"].dequantized in n.input]
+    assert judged_readers == ["conv_b"]  # the judged model's Concat reads s1 in float
+    assert sorted(changed["s1"].readers) == ["concat", "conv_b"]

@@ -447,13 +447,17 @@ def _unsigned_grid(g: _Graph, names: Mapping[str, QdqNames], recorded: set[str])
         set_initializer(graph, qn.zero_point, np.array(UNSIGNED_ZERO_POINT, np.int8))
         if tensor in recorded or tensor in g.exact:
             continue
-        readers = sorted({i for i, _ in g.uses.get(qn.dequantized, [])})
-        w = writer[tensor]
-        labels = [node_label(graph.node[r], r) for r in readers]
-        changes.append(
-            Rounding(tensor, node_label(graph.node[w], w), graph.node[w].op_type, labels, False, grid="uint8")
-        )
+        changes.append(_grid_change(g, tensor, qn, "uint8"))
     return changes
+
+
+def _grid_change(g: _Graph, tensor: str, qn: QdqNames, grid: str) -> Rounding:
+    """The rounding of a judged model's quantized ``tensor`` that changes grid, read by the judged
+    model's readers of its DequantizeLinear."""
+    graph, w = g.graph, g.writer[tensor]
+    readers = sorted({i for i, _ in g.uses.get(qn.dequantized, [])})
+    labels = [node_label(graph.node[r], r) for r in readers]
+    return Rounding(tensor, node_label(graph.node[w], w), graph.node[w].op_type, labels, False, grid=grid)
 
 
 def _regrid(g: _Graph, names: Mapping[str, QdqNames], recorded: Sequence[Rounding]) -> list[Rounding]:
@@ -472,15 +476,12 @@ def _regrid(g: _Graph, names: Mapping[str, QdqNames], recorded: Sequence[Roundin
         set_initializer(graph, qn.zero_point, wide[1])
         if all(np.array_equal(a, b) for a, b in zip(own, wide, strict=True)):
             continue  # the same grid (a Flatten of one tensor, say): nothing changes
-        readers = sorted({i for i, _ in g.uses.get(qn.dequantized, [])})
-        labels = [node_label(graph.node[r], r) for r in readers]
-        if tensor in known:
-            known[tensor].readers = labels
-            continue
-        w = writer[tensor]
-        grid = "uint8" if tensor in g.unsigned else "int8"
-        label = node_label(graph.node[w], w)
-        changes.append(Rounding(tensor, label, graph.node[w].op_type, labels, False, grid))
+        change = _grid_change(g, tensor, qn, "uint8" if tensor in g.unsigned else "int8")
+        if tensor in known:  # recorded for its new integer readers: the judged ones read the new grid too
+            earlier = known[tensor].readers
+            known[tensor].readers = [*change.readers, *(r for r in earlier if r not in change.readers)]
+        else:
+            changes.append(change)
     return changes
 
 
