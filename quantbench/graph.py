@@ -81,6 +81,11 @@ def tensor_names(graph: onnx.GraphProto) -> set[str]:
     return names | {v.name for v in [*graph.input, *graph.output]}
 
 
+def opset_version(model: onnx.ModelProto) -> int:
+    """The model's version of the default ONNX operator set (0 where it imports none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def unique_name(taken: set[str], name: str) -> str:
     """``name``, or ``name_1``, ``name_2``... when taken; the result is added to ``taken``."""
     candidate, k = name, 1

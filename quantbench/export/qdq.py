@@ -45,6 +45,7 @@ from quantbench.graph import (
     constant_values,
     consumers,
     evaluate_constants,
+    opset_version,
     producers,
     tensor_names,
     unique_name,
@@ -383,7 +384,7 @@ def at_least_opset13(model: onnx.ModelProto) -> onnx.ModelProto:
     Raises:
         QuantbenchError: the conversion fails.
     """
-    version = next((op.version for op in model.opset_import if op.domain in ("", "ai.onnx")), 0)
+    version = opset_version(model)
     if version >= MIN_OPSET:
         return model
     try:

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from quantbench.graph import tensor_names, unique_name
+from quantbench.graph import opset_version, tensor_names, unique_name
 
 SHORT_AXIS = 64
 """A Softmax whose axis holds at most this many values (and is not the last) is written out."""
@@ -27,10 +27,6 @@ FIRST_OPSET = 13
 
 REDUCE_AXES_INPUT = 18
 """From this opset on ReduceMax takes its axes as an input (ReduceSum from 13)."""
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _short_axis(shapes: dict[str, list[int | None]], node: onnx.NodeProto) -> int | None:
@@ -47,7 +43,8 @@ def _short_axis(shapes: dict[str, list[int | None]], node: onnx.NodeProto) -> in
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
-    """Tensor -> dims (None where not a fixed number), from ONNX shape inference; empty where it fails."""
+    """Tensor -> dims (None where not a fixed number), from ONNX shape inference; empty where it fails.
+    (Not :mod:`quantbench.model`'s cached inference: the model is edited right after.)"""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # a model shape inference cannot follow: nothing is rewritten
@@ -71,7 +68,7 @@ def write_out_short_softmaxes(model: onnx.ModelProto) -> list[str]:
     Returns:
         One line per Softmax rewritten, naming it and its axis.
     """
-    opset = _opset(model)
+    opset = opset_version(model)
     softmaxes = [n for n in model.graph.node if n.op_type == "Softmax" and n.domain in ("", "ai.onnx")]
     if opset < FIRST_OPSET or not softmaxes:
         return []
