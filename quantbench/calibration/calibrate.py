@@ -261,8 +261,8 @@ def calibrate_dataset(
         warnings=warnings,
         next_start=int(sidecar.get("next_start") or 0),
         shapes=dict(sidecar.get("shapes") or {}),
-        first_means=first.result() if first is not None and not reused else {},
-        first_count=first.covered if first is not None and not reused else 0,
+        first_means=first.result() if first is not None else {},  # untouched (empty) when reused
+        first_count=first.covered if first is not None else 0,
     )
 
 
