@@ -5,7 +5,8 @@ For each model of ``benchmarks/zoo_models.py`` (EfficientNet-Lite0, nudenet's YO
 rec and cls), one sample set with one shape per model (``fixed_shape``: PP-OCR det pages 3x736x736,
 rec crops 3x48x320, cls 3x48x192):
 
-* ``quantbench.run`` for each weight rounding of ``--weight-rounding`` (nearest and adaptive), with and
+* ``quantbench.run`` for each weight rounding of ``--weight-rounding`` (nearest and adaptive), each setting
+  of ``--activation-offsets`` (off by default; ``off,on`` runs both), with and
   without bias correction, each with every calibration method
   (entropy, minmax, percentile, mse), on the calibration samples, judged by quantbench on the held-out
   ones; precisions FP32 and INT8 (FP16 is left out: on the CPU it is an emulation, never recommended);
@@ -45,10 +46,11 @@ det's Percentile keeps about 0.9 GiB a sample).
 
 Usage:  python benchmarks/zoo.py WORK [--models NAME ...] [--calibration 8] [--held-out 8] [--seed 0]
                                       [--bias-correction-images 32] [--weight-rounding nearest,adaptive]
-                                      [--bench-runs 5]
-                                      [--bench-seconds 0] [--threads 0] [--peer-stride 8] [--json FILE]
-writes the sample sets, quantbench's runs and ORT's models under WORK, prints the markdown tables and
-writes everything measured to ``--json`` (default ``WORK/zoo.json``).
+                                      [--activation-offsets off|on|off,on] [--bench-runs 5]
+                                      [--bench-seconds 0] [--threads 0] [--peer-stride 8] [--peers 1]
+                                      [--json FILE]
+writes the sample sets, quantbench's runs and ORT's models under WORK (``--peers 0``: no ORT models),
+prints the markdown tables and writes everything measured to ``--json`` (default ``WORK/zoo.json``).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -106,10 +108,20 @@ class Options:
     seed: int = 0
     bias_correction_images: int = 32
     weight_rounding: str = "nearest,adaptive"
+    activation_offsets: str = "off"
     bench_runs: int = 5
     bench_seconds: float = 0.0
     threads: int = 0
     peer_stride: int = 8
+    peers: int = 1
+
+
+class Setup(NamedTuple):
+    """One quantbench run of a model: its weight rounding, bias correction and activation offsets."""
+
+    rounding: str
+    bias: bool
+    offsets: bool = False
 
 
 @dataclass
@@ -121,6 +133,7 @@ class Row:
             variant name or ORT's calibration method.
         bias_correction: quantbench: ``kept``, ``not kept`` (measured, worse) or ``off``; ORT: ``-``.
         weight_rounding: quantbench: ``nearest`` or ``adaptive``; ORT: ``-``.
+        offsets: quantbench: activation offsets ``on`` or ``off``; ORT: ``-``.
         independent: the scorer's figures (``zoo_models.agreement``); headline: the one compared.
         quantbench: quantbench's own headline for the variant (None for ORT's models).
         calibration_seconds, peak_mib: the tool run's calibration time and peak memory (see the module
@@ -136,6 +149,7 @@ class Row:
     variant: str
     bias_correction: str = "-"
     weight_rounding: str = "-"
+    offsets: str = "-"
     independent: dict[str, float] = field(default_factory=dict)
     headline: float | None = None
     quantbench: float | None = None
@@ -189,6 +203,7 @@ def quantbench_worker(job: dict[str, Any]) -> dict[str, Any]:
         bias_correction=job["bias_correction"],
         bias_correction_images=job["bias_correction_images"],
         weight_rounding=job["weight_rounding"],
+        activation_offsets=job["activation_offsets"],
         bench_runs=job["bench_runs"],
         bench_seconds=job["bench_seconds"],
         threads=job["threads"],
@@ -211,11 +226,11 @@ def run_quantbench(
     fp32: Path,
     folders: dict[str, Path],
     out: Path,
-    setup: tuple[str, bool],
+    setup: Setup,
     options: Options,
 ) -> dict:
-    """``quantbench_worker`` in a fresh process, with ``setup`` = (weight rounding, bias correction); its
-    result, with ``results.json`` read in.
+    """``quantbench_worker`` in a fresh process, run as ``setup`` says; its result, with ``results.json``
+    read in.
 
     Raises:
         RuntimeError: quantbench failed; the message holds the end of its output.
@@ -227,9 +242,10 @@ def run_quantbench(
         "held_out": str(folders["held_out"]),
         "n": options.calibration,
         "eval_n": options.held_out,
-        "bias_correction": setup[1],
+        "bias_correction": setup.bias,
         "bias_correction_images": options.bias_correction_images,
-        "weight_rounding": setup[0],
+        "weight_rounding": setup.rounding,
+        "activation_offsets": setup.offsets,
         "bench_runs": options.bench_runs,
         "bench_seconds": options.bench_seconds,
         "threads": options.threads,
@@ -276,7 +292,7 @@ def _bias_state(details: dict[str, Any], bias: bool) -> str:
 def quantbench_rows(
     model: ZooModel,
     measured: dict[str, Any],
-    setup: tuple[str, bool],
+    setup: Setup,
     reference: dict[str, Any],
     threads: int,
 ) -> list[Row]:
@@ -295,8 +311,9 @@ def quantbench_rows(
                 model=model.name,
                 tool="quantbench",
                 variant=variant["name"],
-                bias_correction=_bias_state(details, setup[1]),
-                weight_rounding=setup[0],
+                bias_correction=_bias_state(details, setup.bias),
+                weight_rounding=setup.rounding,
+                offsets="on" if setup.offsets else "off",
                 independent=figures,
                 headline=figures[HEADLINE[model.kind]],
                 quantbench=verdict.get("values", {}).get(variant["name"]),
@@ -345,16 +362,18 @@ def peer_rows(
 # --- one model -----------------------------------------------------------------------------------
 
 
-def run_setups(options: Options) -> list[tuple[str, bool]]:
-    """The quantbench runs per model: (weight rounding, bias correction) for each rounding of
-    ``--weight-rounding``, with bias correction and without."""
+def run_setups(options: Options) -> list[Setup]:
+    """The quantbench runs per model: for each setting of ``--activation-offsets`` (``off``, ``on``) and
+    each rounding of ``--weight-rounding``, with bias correction and without."""
     roundings = [item.strip() for item in options.weight_rounding.split(",") if item.strip()]
-    return [(rounding, bias) for rounding in roundings for bias in (True, False)]
+    offsets = [item.strip() == "on" for item in options.activation_offsets.split(",") if item.strip()]
+    return [Setup(r, bias, o) for o in offsets for r in roundings for bias in (True, False)]
 
 
-def run_label(setup: tuple[str, bool]) -> str:
-    """``nearest, bias correction`` ..."""
-    return f"{setup[0]}, {'bias correction' if setup[1] else 'no bias correction'}"
+def run_label(setup: Setup) -> str:
+    """``nearest, bias correction`` ..., with ``, offsets`` where activation offsets are on."""
+    label = f"{setup.rounding}, {'bias correction' if setup.bias else 'no bias correction'}"
+    return label + (", offsets" if setup.offsets else "")
 
 
 def bench_model(name: str, work: Path, options: Options) -> dict[str, Any]:
@@ -384,12 +403,14 @@ def bench_model(name: str, work: Path, options: Options) -> dict[str, Any]:
         except RuntimeError as exc:
             summary["runs"][label] = {"error": str(exc)}
             error = str(exc).strip().splitlines()[-1][:300]
-            state = "on" if setup[1] else "off"
-            rows.append(Row(name, "quantbench", "every method", state, setup[0], error=error))
+            state = "on" if setup.bias else "off"
+            offsets = "on" if setup.offsets else "off"
+            rows.append(Row(name, "quantbench", "every method", state, setup.rounding, offsets, error=error))
             continue
         rows.extend(quantbench_rows(model, measured, setup, reference, options.threads))
         summary["runs"][label] = _run_summary(measured)
-    rows.extend(peer_rows(model, fp32, folders, work / name, reference, options))
+    if options.peers:
+        rows.extend(peer_rows(model, fp32, folders, work / name, reference, options))
     return {"summary": summary, "rows": [asdict(row) for row in rows]}
 
 
@@ -439,7 +460,8 @@ def row_text(row: dict[str, Any], summary: dict[str, Any]) -> str:
     """One markdown row of the main table."""
     kind = ZOO[row["model"]].kind
     if row["error"]:
-        cells = [row["model"], row["tool"], row["variant"], row["weight_rounding"], row["bias_correction"]]
+        cells = [row["model"], row["tool"], row["variant"], row["weight_rounding"], row["offsets"]]
+        cells.append(row["bias_correction"])
         return "| " + " | ".join([*cells, f"failed: {row['error']}"] + [""] * 6) + " |"
     first: dict[str, Any] = next(iter(summary["runs"].values()), {})
     metric = first.get("metric") or "-"
@@ -453,6 +475,7 @@ def row_text(row: dict[str, Any], summary: dict[str, Any]) -> str:
         row["tool"],
         row["variant"] + (" (recommended)" if row["recommended"] else ""),
         row["weight_rounding"],
+        row["offsets"],
         row["bias_correction"],
         _independent_text(kind, row["independent"]),
         ours,
@@ -492,9 +515,9 @@ def summary_text(summary: dict[str, Any]) -> str:
 def tables(models: list[dict[str, Any]]) -> str:
     """The markdown tables: every INT8 model scored, then one line per zoo model."""
     lines = [
-        "| model | tool | variant | weights | bias corr. | independent (vs FP32) | quantbench's headline "
-        "| Δ points | calibration s | rounding s | bias corr. s | peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | tool | variant | weights | offsets | bias corr. | independent (vs FP32) "
+        "| quantbench's headline | Δ points | calibration s | rounding s | bias corr. s | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model in models:
         lines.extend(row_text(row, model["summary"]) for row in model["rows"])

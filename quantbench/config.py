@@ -131,6 +131,9 @@ class VariantSpec:
         cpu_flavour: the model ONNX Runtime times on the CPU for an INT8 variant: ``exact`` (the judged
             model's quantized values) or ``fast`` (more tensors quantized, see
             :mod:`quantbench.export.onnxruntime_fast`).
+        activation_offsets: put the activations a ReLU or Clip bounds below on grids shifted by half
+            their range, in the INT8 models of quantbench's ranges (see
+            :mod:`quantbench.export.offsets`).
     """
 
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -139,6 +142,7 @@ class VariantSpec:
     bias_correction_images: int = 32
     weight_rounding: str = "nearest"
     cpu_flavour: str = "exact"
+    activation_offsets: bool = False
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,15 @@ CpuFlavourOption = Annotated[
         rich_help_panel=VARIANTS,
     ),
 ]
+ActivationOffsetsOption = Annotated[
+    bool,
+    typer.Option(
+        help="Quantize the activations a ReLU or Clip bounds below (ReLU6 outputs) on a grid shifted by "
+        "half their range: twice the resolution on TensorRT's symmetric INT8 grid; the shift is written "
+        "into the biases around them (and a Pad before a padded convolution), the float model unchanged.",
+        rich_help_panel=VARIANTS,
+    ),
+]
 BackendOption = Annotated[
     str, typer.Option(help="auto | onnxruntime | tensorrt | tensorrt-rtx.", rich_help_panel=VARIANTS)
 ]
@@ -185,6 +194,7 @@ def run_command(
     bias_correction_images: BiasCorrectionImagesOption = 32,
     weight_rounding: WeightRoundingOption = "nearest",
     cpu_flavour: CpuFlavourOption = "exact",
+    activation_offsets: ActivationOffsetsOption = False,
     backend: BackendOption = "auto",
     threads: Threads = 0,
     plugins: PluginsOption = None,

@@ -157,11 +157,27 @@ def _rounding_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _offset_lines(results: dict[str, Any]) -> list[str]:
+    """One line per INT8 variant built with activation offsets: how many tensors, how many through a Pad."""
+    lines = []
+    for variant in results["variants"]:
+        offsets = variant.get("activation_offsets")
+        if offsets is None:
+            continue
+        tensors = offsets.get("tensors") or []
+        padded = sum(1 for t in tensors if t.get("padded_readers"))
+        lines.append(
+            f"activation offsets of {variant['name']}: {len(tensors)} tensors bounded below on offset grids"
+            + (f" ({padded} read through a Pad)" if padded else "")
+        )
+    return lines
+
+
 def _correction_lines(results: dict[str, Any]) -> list[str]:
     """One line per INT8 variant whose biases were corrected: kept or not, on which figure, and how many
-    layers the correction had to leave as they were; after the adaptive rounding's line, where the run
-    rounded adaptively."""
-    lines = _rounding_lines(results)
+    layers the correction had to leave as they were; after the activation offsets' and the adaptive
+    rounding's lines, where the run has them."""
+    lines = _offset_lines(results) + _rounding_lines(results)
     for variant in results["variants"]:
         correction = variant.get("bias_correction") or {}
         decision = correction.get("decision")

@@ -663,6 +663,7 @@ def correct_if_better(
     threads: int = 0,
     judge: CheckJudge | None = None,
     before: Figures | None = None,
+    shifted: Mapping[str, float] | None = None,
 ) -> BiasCorrection:
     """:func:`correct_biases` on ``data.fit``, kept only where it improves the headline on ``data.check``.
 
@@ -677,6 +678,10 @@ def correct_if_better(
     Args:
         judge: a judge of ``data`` made before (its FP32 outputs are reused); None: one is made.
         before: ``qdq_model``'s figures, where ``judge`` already has them.
+        shifted: output name -> the constant ``fp32_model`` subtracts from that output where the judge's
+            FP32 model does not (activation offsets, :mod:`quantbench.export.offsets`): the judge's
+            means of those outputs are moved by it, and the means measured here of them are not kept
+            for other models.
 
     Raises:
         QuantbenchError: as :func:`correct_biases`; a bad ``--task`` item.
@@ -684,9 +689,14 @@ def correct_if_better(
     from quantbench.export.judge import CheckJudge
 
     judge = judge or CheckJudge(fp32_model, data, threads)
-    result = correct_biases(
-        fp32_model, qdq_model, nodes, data.fit, threads=threads, fp32_means=judge.fit_means
-    )
+    known = judge.fit_means
+    if shifted:
+        from quantbench.export.judge import moved_means
+
+        known = moved_means(known, shifted)
+    result = correct_biases(fp32_model, qdq_model, nodes, data.fit, threads=threads, fp32_means=known)
+    if shifted:
+        judge.fit_means.update({name: mean for name, mean in known.items() if name not in shifted})
     if not result.nodes:
         return result
     started = time.time()

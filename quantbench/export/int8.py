@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from quantbench.export.bias_correction import BiasCorrection
     from quantbench.export.judge import CheckJudge, CorrectionData, Figures
+    from quantbench.export.offsets import Offset, OffsetModel
     from quantbench.export.qdq import QdqNames, QdqPlan
     from quantbench.export.rounding import WeightRounding
 
@@ -36,6 +37,8 @@ class Int8Fitting:
         threads: ONNX Runtime threads for the fitted steps (0: every core).
         judge: a judge of ``data`` shared by the INT8 models of a run (FP32's outputs on the check images
             computed once); None: one is made for this model when a step needs it.
+        offsets: put the activations a ReLU or Clip bounds below on grids shifted by half their range
+            (:mod:`quantbench.export.offsets`), before every other step.
     """
 
     data: CorrectionData | None = None
@@ -43,6 +46,7 @@ class Int8Fitting:
     rounding: WeightRounding | None = None
     threads: int = 0
     judge: CheckJudge | None = None
+    offsets: bool = False
 
 
 @dataclass
@@ -50,8 +54,8 @@ class Int8Model:
     """An INT8 model in both flavours and how it was built.
 
     Attributes:
-        source: the FP32 model it was built from, at opset 13 or more (the node indices of ``plan``
-            are its nodes').
+        source: the FP32 model it was built from, at opset 13 or more, with its activation offsets
+            written in where there are some (the node indices of ``plan`` are its nodes').
         plan: where the Q/DQ nodes went.
         names: tensor -> the names of its Q/DQ nodes.
         tensorrt: the TensorRT-flavour Q/DQ model, bias-corrected when the correction helped.
@@ -64,6 +68,7 @@ class Int8Model:
         rounding_applied: whether the model took them (they judged better than nearest rounding).
         rounding_decision: the judgement (:meth:`quantbench.export.judge.CheckJudge.decision`).
         cpu_flavour: which flavour ``onnxruntime`` is and, for ``fast``, the roundings it adds.
+        offsets: the activations shifted onto offset grids (None: not asked for).
     """
 
     source: onnx.ModelProto
@@ -77,6 +82,7 @@ class Int8Model:
     rounding_applied: bool = False
     rounding_decision: dict[str, Any] | None = None
     cpu_flavour: dict[str, Any] = field(default_factory=lambda: {"name": "exact"})
+    offsets: list[Offset] | None = None
 
     def details(self) -> dict[str, Any]:
         """What the build did, JSON-ready: quantized tensors and nodes, fused residual Adds, tensors
@@ -93,6 +99,9 @@ class Int8Model:
             "onnxruntime_flavour_notes": self.flavour_notes,
             "cpu_flavour": self.cpu_flavour,
             "weight_rounding": self._rounding_details(),
+            "activation_offsets": None
+            if self.offsets is None
+            else {"tensors": [o.to_json() for o in self.offsets]},
             "bias_correction": self.correction.details()
             if self.correction is not None
             else {"applied": False},
@@ -135,12 +144,29 @@ def build_int8_model(
 
     fitting = fitting or Int8Fitting()
     model = at_least_opset13(model)
+    offsets = None
+    if fitting.offsets:
+        from quantbench.export.offsets import offset_activations
+
+        offsets = offset_activations(model, amax, exclude)
+        model, amax = offsets.model, offsets.amax
     plan = plan_qdq(model, amax, exclude)
-    qdq_model, names = build_qdq(model, amax, plan)
+
+    def build(
+        codes: Mapping[tuple[str, int], Any] | None = None,
+    ) -> tuple[onnx.ModelProto, dict[str, QdqNames]]:
+        built, names = build_qdq(model, amax, plan, codes)
+        if offsets is not None:
+            from quantbench.export.offsets import restore_weight_errors
+
+            restore_weight_errors(built, offsets, plan.folded)
+        return built, names
+
+    qdq_model, names = build()
     judged = _Judged(model, fitting)
     applied, decision = False, None
     if fitting.rounding is not None and plan.quantized_nodes:
-        rounded, _ = build_qdq(model, amax, plan, fitting.rounding.codes)
+        rounded, _ = build(fitting.rounding.codes)
         applied, decision = judged.choose(qdq_model, rounded)
         qdq_model = rounded if applied else qdq_model
     corrected = None
@@ -150,14 +176,15 @@ def build_int8_model(
         targets = [model.graph.node[i].output[0] for i in plan.quantized_nodes]
         corrected = correct_if_better(
             model, qdq_model, targets, fitting.data, threads=fitting.threads, judge=judged.judge,
-            before=judged.kept,
+            before=judged.kept, shifted=offsets.shifted_outputs() if offsets else None,
         )  # fmt: skip
         qdq_model = corrected.model
     notes: list[str] = []
-    cpu_model, flavour = _cpu_flavour(qdq_model, names, amax, cpu_flavour, fitting, notes)
+    cpu_model, flavour = _cpu_flavour(qdq_model, names, amax, offsets, cpu_flavour, fitting, notes)
     built = Int8Model(model, plan, names, qdq_model, cpu_model, notes, corrected, fitting.rounding)
     built.rounding_applied, built.rounding_decision = applied, decision
     built.cpu_flavour = flavour
+    built.offsets = offsets.offsets if offsets else None
     return built
 
 
@@ -165,14 +192,21 @@ def _cpu_flavour(
     qdq_model: onnx.ModelProto,
     names: dict[str, QdqNames],
     amax: Mapping[str, float],
+    offsets: OffsetModel | None,
     flavour: str,
     fitting: Int8Fitting,
     notes: list[str],
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """ONNX Runtime's flavour of the judged model (``exact``), or of its faster relative (``fast``, see
     :mod:`quantbench.export.onnxruntime_fast`, its roundings measured on the check images where there
-    are some); and what ``results.json`` records of it."""
+    are some); and what ``results.json`` records of it. A model with activation offsets is first written
+    back with zero points (:func:`quantbench.export.offsets.with_zero_points`)."""
     from quantbench.export.onnxruntime_flavour import to_onnxruntime_flavour
+
+    if offsets is not None:
+        from quantbench.export.offsets import with_zero_points
+
+        qdq_model, names, amax = with_zero_points(qdq_model, names, offsets)
 
     if flavour != "fast":
         return to_onnxruntime_flavour(qdq_model, names, notes), {"name": "exact"}

@@ -83,9 +83,9 @@ def mixed_search(
         raise QuantbenchError("--target-agreement / --target-rel-l2 need ranges to quantize with")
     label, table = next(iter(ranges.range_sets.items()))
     own_feeds = feeds if label not in ranges.native_labels else None
-    build = Int8Build(
-        settings.variants.exclude, ctx.models_dir, ctx.threads, own_feeds, settings.variants.cpu_flavour
-    )
+    spec = settings.variants
+    offsets = spec.activation_offsets and label not in ranges.native_labels
+    build = Int8Build(spec.exclude, ctx.models_dir, ctx.threads, own_feeds, spec.cpu_flavour, offsets)
     size = ctx.model.fixed_batch or settings.bench.batch[0]
     timing = (size, settings.bench.runs, settings.bench.seconds)
     budget = Budget(settings.target.sensitivity_n, timing, ctx.task)

@@ -229,6 +229,7 @@ def arguments(settings: Settings, ranges: RunRanges) -> dict[str, Any]:
         "bias_correction_images": spec.bias_correction_images,
         "weight_rounding": spec.weight_rounding,
         "cpu_flavour": spec.cpu_flavour,
+        "activation_offsets": spec.activation_offsets,
         "backend": backend.name,
         "plugins": [str(p) for p in backend.plugins],
         "cuda_graph": backend.cuda_graph,
@@ -290,7 +291,7 @@ def run(model: Any, images: Any = None, **keywords: Any) -> RunResult:
     data (``n``, ``seed``, ``eval_images``, ``eval_n``, ``labels``, ``workers``), preprocessing
     (``preset`` and its overrides, or a ``preprocess`` dict), calibration (``methods``, ``ranges``,
     ``batch``), variants (``precisions``, ``exclude``, ``bias_correction``, ``bias_correction_images``,
-    ``weight_rounding``),
+    ``weight_rounding``, ``cpu_flavour``, ``activation_offsets``),
     the backend (``backend``, ``threads``, ``plugins``, ``cuda_graph``), timing (``bench_batch``,
     ``bench_runs``, ``bench_seconds``), a mixed-precision target (``target_agreement``,
     ``target_rel_l2``, ``sensitivity_n``), output (``out``, ``command``) and ``progress`` (a

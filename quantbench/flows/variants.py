@@ -174,7 +174,9 @@ def build_variants(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | N
                 ctx.model.proto, table, label, spec.exclude, ctx.models_dir,
                 Int8Fitting(None, threads=ctx.threads)
                 if native
-                else Int8Fitting(feeds, spec.bias_correction, rounding, ctx.threads, judge),
+                else Int8Fitting(
+                    feeds, spec.bias_correction, rounding, ctx.threads, judge, spec.activation_offsets
+                ),
                 spec.cpu_flavour,
             )  # fmt: skip
             variants.append(variant)

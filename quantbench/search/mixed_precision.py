@@ -408,6 +408,7 @@ class Int8Build:
             candidates of the search and the variant are corrected on them too; the ranking is not (a
             correction per node would cost about one model pass each).
         cpu_flavour: the ONNX Runtime flavour the mixed variant is timed on (``--cpu-flavour``).
+        offsets: activation offsets (``--activation-offsets``) in every model built.
     """
 
     exclude: Sequence[str]
@@ -415,6 +416,7 @@ class Int8Build:
     threads: int = 0
     correction: CorrectionData | None = None
     cpu_flavour: str = "exact"
+    offsets: bool = False
 
 
 @dataclass(frozen=True)
@@ -431,6 +433,24 @@ class Budget:
     samples: int = SAMPLES
     timing: tuple[int, int, float] | None = None
     task: Task | None = None
+
+
+def _offset(
+    model: onnx.ModelProto, amax: dict[str, float], build: Int8Build
+) -> tuple[onnx.ModelProto, dict[str, float], CorrectionData | None]:
+    """The FP32 model, ranges and correction data the candidates are built from: with ``build.offsets``,
+    the model with its activation offsets written in once for every candidate (float-exact, so a
+    candidate that keeps more nodes in float differs from the variant built for it by float rounding
+    alone), and the correction's means moved with the outputs that moved."""
+    if not build.offsets:
+        return model, amax, build.correction
+    from quantbench.export.offsets import offset_activations
+
+    shifted = offset_activations(model, amax, build.exclude)
+    correction = build.correction
+    if correction is not None:
+        correction = correction.shifted(shifted.shifted_outputs())
+    return shifted.model, shifted.amax, correction
 
 
 def mixed_precision(
@@ -475,11 +495,12 @@ def mixed_precision(
     _check_output(target, evaluator)
     seconds = {"reference": time.perf_counter() - started}
     subset = evaluator.head(budget.samples)
-    ranked = Candidates(model, ranges.amax, build.exclude, build.threads)
+    source, amax, correction = _offset(model, ranges.amax, build)
+    ranked = Candidates(source, amax, build.exclude, build.threads)
     ranking = rank(node_sensitivity(ranked, subset, ("only",), progress))
     candidates = ranked
-    if build.correction is not None:
-        candidates = Candidates(model, ranges.amax, build.exclude, build.threads, build.correction)
+    if correction is not None:
+        candidates = Candidates(source, amax, build.exclude, build.threads, correction)
     seconds["ranking"] = time.perf_counter() - started - seconds["reference"]
     bench = None
     if budget.timing is not None:
@@ -490,7 +511,7 @@ def mixed_precision(
     result.seconds = time.perf_counter() - started
     result.models_evaluated = ranked.built + (candidates.built if candidates is not ranked else 0)
     kept = [*build.exclude, *result.excluded]
-    fitting = Int8Fitting(build.correction, True, None, build.threads)
+    fitting = Int8Fitting(build.correction, True, None, build.threads, offsets=build.offsets)
     variant = int8_variant(
         model, ranges, f"{label}-mixed", kept, build.models_dir, fitting, build.cpu_flavour
     )
