@@ -313,3 +313,31 @@ def test_a_run_records_its_weight_rounding(tmp_path: Path) -> None:
     if len(taken) == 2:  # one fit for both: the same codes, whatever the activation ranges
         for name in ("w1_int8", "w2_int8"):
             np.testing.assert_array_equal(codes["adaptive", "mse"][name], codes["adaptive", "minmax"][name])
+
+
+@pytest.mark.parametrize(
+    ("shape", "group", "strides", "pads", "size"),
+    [
+        ((8, 4, 1, 1), 1, [1, 1], [0, 0, 0, 0], 7),  # pointwise: products from the input as it lies
+        ((8, 4, 1, 1), 1, [2, 1], [0, 0, 0, 0], 7),
+        ((8, 4, 1, 1), 1, [1, 1], [0, 0, 0, 0], 90),  # beyond MAX_POSITIONS: a strided grid
+        ((8, 2, 3, 3), 2, [1, 1], [1, 1, 1, 1], 7),  # patches
+    ],
+)
+def test_input_products_are_the_sums_of_patch_outer_products(shape, group, strides, pads, size) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 4, size, size)).astype(np.float32)
+    attributes = {"group": group, "strides": strides, "pads": pads, "dilations": [1, 1]}
+    site = R.WeightSite("w", 0, "conv", "Conv", "x", attributes)
+    step = 1
+    if size == 90:  # the grid input_vectors keeps: every step-th position of each axis
+        step = int(np.ceil(np.sqrt(size * size / R.MAX_POSITIONS)))
+        assert step > 1
+    patches = patches_by_loops(x.astype(np.float64), shape, group, strides, pads, [1, 1])
+    if step > 1:
+        keep = np.zeros((3, size, size), bool)
+        keep[:, ::step, ::step] = True
+        patches = patches[:, keep.reshape(-1)]
+    want = np.matmul(patches.transpose(0, 2, 1), patches)
+    got = R.input_products(x, site, shape)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)

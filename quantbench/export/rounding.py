@@ -199,6 +199,28 @@ def input_vectors(x: np.ndarray, site: WeightSite, weight_shape: Sequence[int]) 
     return np.ascontiguousarray(vectors.reshape(g, n * oh * ow, (c // g) * kh * kw), dtype=np.float32)
 
 
+def input_products(x: np.ndarray, site: WeightSite, weight_shape: Sequence[int]) -> np.ndarray:
+    """``Σ v vᵀ`` over :func:`input_vectors` ``v``, float64 ``(groups, d, d)``. A pointwise convolution
+    (1x1 kernel, one group, no padding) multiplies its input's channels at each position: its products
+    come from the input as it lies, one image at a time, without laying out patches."""
+    a = site.attributes
+    pointwise = (
+        site.op == "Conv"
+        and tuple(weight_shape[2:]) == (1, 1)
+        and site.groups == 1
+        and not any(a.get("pads", [0, 0, 0, 0]))
+    )
+    if not pointwise:
+        vectors = input_vectors(x, site, weight_shape)
+        return np.matmul(vectors.transpose(0, 2, 1), vectors).astype(np.float64)
+    sh, sw = a.get("strides", [1, 1])
+    strided = x[:, :, ::sh, ::sw]
+    step = int(np.ceil(np.sqrt(strided.shape[2] * strided.shape[3] / MAX_POSITIONS)))
+    rows = np.ascontiguousarray(strided[:, :, ::step, ::step], dtype=np.float32)
+    rows = rows.reshape(rows.shape[0], rows.shape[1], -1)
+    return np.matmul(rows, rows.transpose(0, 2, 1)).sum(axis=0, dtype=np.float64)[None]
+
+
 # --- the rounding itself ---------------------------------------------------------------------------
 
 
@@ -299,8 +321,7 @@ def collect_hessians(
             values = dict(zip(names, runner.run(names, piece), strict=True))
             samples += len(next(iter(piece.values())))
             for site in sites:
-                vectors = input_vectors(values[site.data], site, weights[site.weight].shape)
-                product = np.matmul(vectors.transpose(0, 2, 1), vectors).astype(np.float64)
+                product = input_products(values[site.data], site, weights[site.weight].shape)
                 if site.node in hessians:
                     hessians[site.node] += product
                 else:
