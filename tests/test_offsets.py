@@ -313,3 +313,53 @@ def test_a_run_records_its_offsets(tmp_path: Path) -> None:
     int8 = next(v for v in results["variants"] if v["precision"] == "int8")
     tensors = int8["activation_offsets"]["tensors"]
     assert [t["tensor"] for t in tensors] == ["relu1"] and tensors[0]["padded_readers"]
+
+
+def test_a_batch_norm_feeder_and_readers_padded_and_not() -> None:
+    """Conv -> BatchNormalization -> Relu read by a padded and an unpadded convolution: the float model
+    unchanged, the INT8 model against float64 window sums, and ONNX Runtime's form keeping this tensor
+    shifted (it is quantized both through a Pad and directly)."""
+    rng = np.random.default_rng(4)
+    weights = {
+        "w": rng.normal(0, 0.5, (4, 3, 1, 1)),
+        "scale": rng.uniform(0.5, 1.5, 4),
+        "beta": rng.normal(0, 0.3, 4),
+        "mean": rng.normal(0, 0.1, 4),
+        "var": rng.uniform(0.5, 1.5, 4),
+        "wp": rng.normal(0, 0.5, (2, 4, 3, 3)),
+        "bp": rng.normal(0, 0.2, 2),
+        "wq": rng.normal(0, 0.5, (2, 4, 1, 1)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], "conv"),
+        helper.make_node("BatchNormalization", ["c", "scale", "beta", "mean", "var"], ["n"], "bn"),
+        helper.make_node("Relu", ["n"], ["t"], "relu"),
+        helper.make_node("Conv", ["t", "wp", "bp"], ["p"], "padded", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["t", "wq"], ["q"], "plain"),
+        helper.make_node("Add", ["p", "q"], ["y"], "add"),
+    ]
+    value = helper.make_tensor_value_info
+    model = make_model(
+        nodes, [value("x", TensorProto.FLOAT, ["N", 3, 5, 6])], [value("y", TensorProto.FLOAT, None)], weights
+    )
+    x = rng.normal(size=(2, 3, 5, 6)).astype(np.float32)
+    amax = amax_of(model, x, ["x", "t"])
+    shifted = offset_activations(model, amax)
+    assert [(o.feeder, o.padded) for o in shifted.offsets] == [("bn", ("padded",))]
+    assert shifted.shifted_outputs() == {}  # the batch norm's input did not move
+    (want,), (got,) = run(model, x), run(shifted.model, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    built = build_int8_model(model, amax, fitting=Int8Fitting(offsets=True))
+    w = weights_of(model)
+    c = conv64(symmetric(x.astype(np.float64), amax["x"]), per_channel(w["w"]), np.zeros(4))
+    gain = w["scale"] / np.sqrt(w["var"] + 1e-5)
+    n = (c - w["mean"][None, :, None, None]) * gain[None, :, None, None] + w["beta"][None, :, None, None]
+    t = offset(np.maximum(n, 0), amax["t"])
+    expected = conv64(t, per_channel(w["wp"]), w["bp"], (1, 1, 1, 1)) + conv64(
+        t, per_channel(w["wq"]), np.zeros(2)
+    )
+    (int8,) = run(built.tensorrt, x)
+    np.testing.assert_allclose(int8, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    plain, _, _ = with_zero_points(built.tensorrt, built.names, shifted)
+    assert "Pad" in [node.op_type for node in plain.graph.node]
+    np.testing.assert_allclose(run(plain, x)[0], int8, rtol=1e-6, atol=1e-6 * np.abs(int8).max())
