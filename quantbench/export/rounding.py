@@ -180,10 +180,17 @@ def input_vectors(x: np.ndarray, site: WeightSite, weight_shape: Sequence[int]) 
     """The vectors the node multiplies each weight row with, as ``(groups, positions, d)`` float32: image
     patches for a convolution (at most :data:`MAX_POSITIONS` output positions per sample, on a strided
     grid), rows of the input matrix for Gemm and MatMul."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
     if site.op != "Conv":
         return np.ascontiguousarray(x.reshape(1, -1, x.shape[-1]), dtype=np.float32)
+    return np.ascontiguousarray(patch_columns(x, site, weight_shape).transpose(0, 2, 1))
+
+
+def patch_columns(x: np.ndarray, site: WeightSite, weight_shape: Sequence[int]) -> np.ndarray:
+    """A convolution's :func:`input_vectors` as columns, ``(groups, d, positions)`` float32: laid out
+    with the positions last, the copy out of the input's windows reads them in order (2-4x faster than
+    rows where the kernel is large against the channels of a group, as in depthwise convolutions)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
     a, (kh, kw) = site.attributes, weight_shape[2:]
     sh, sw = a.get("strides", [1, 1])
     dh, dw = a.get("dilations", [1, 1])
@@ -195,8 +202,8 @@ def input_vectors(x: np.ndarray, site: WeightSite, weight_shape: Sequence[int]) 
     windows = windows[:, :, ::step, ::step]
     n, c, oh, ow = windows.shape[:4]
     g = site.groups
-    vectors = windows.reshape(n, g, c // g, oh, ow, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6)
-    return np.ascontiguousarray(vectors.reshape(g, n * oh * ow, (c // g) * kh * kw), dtype=np.float32)
+    columns = windows.reshape(n, g, c // g, oh, ow, kh, kw).transpose(1, 2, 5, 6, 0, 3, 4)
+    return np.ascontiguousarray(columns, dtype=np.float32).reshape(g, (c // g) * kh * kw, n * oh * ow)
 
 
 def input_products(x: np.ndarray, site: WeightSite, weight_shape: Sequence[int]) -> np.ndarray:
@@ -210,9 +217,12 @@ def input_products(x: np.ndarray, site: WeightSite, weight_shape: Sequence[int])
         and site.groups == 1
         and not any(a.get("pads", [0, 0, 0, 0]))
     )
-    if not pointwise:
+    if site.op != "Conv":
         vectors = input_vectors(x, site, weight_shape)
         return np.matmul(vectors.transpose(0, 2, 1), vectors).astype(np.float64)
+    if not pointwise:
+        columns = patch_columns(x, site, weight_shape)
+        return np.matmul(columns, columns.transpose(0, 2, 1)).astype(np.float64)
     sh, sw = a.get("strides", [1, 1])
     strided = x[:, :, ::sh, ::sw]
     step = int(np.ceil(np.sqrt(strided.shape[2] * strided.shape[3] / MAX_POSITIONS)))
