@@ -239,7 +239,12 @@ def at_least(model: onnx.ModelProto) -> onnx.ModelProto:
 def test_tensors_that_cannot_take_the_shift_are_left_alone() -> None:
     rng = np.random.default_rng(2)
     value = helper.make_tensor_value_info
-    weights = {"w": rng.normal(size=(3, 3, 1, 1)), "v": rng.normal(size=(3, 3, 1, 1))}
+    weights = {
+        "w": rng.normal(size=(3, 3, 1, 1)),
+        "v": rng.normal(size=(3, 3, 1, 1)),
+        "b0": rng.normal(size=3),
+        "zero": np.array(0.0),
+    }
     inputs = [value("x", TensorProto.FLOAT, ["N", 3, 4, 4])]
     cases = {
         "an Add reads it": [
@@ -253,6 +258,18 @@ def test_tensors_that_cannot_take_the_shift_are_left_alone() -> None:
             helper.make_node("Relu", ["c"], ["r"], "relu"),
             helper.make_node("Conv", ["r", "v"], ["d"], "reader"),
             helper.make_node("Add", ["c", "d"], ["y"], "add"),
+        ],
+        "its feeder's bias is computed": [
+            helper.make_node("Add", ["b0", "b0"], ["b"], "bias"),
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], "conv"),
+            helper.make_node("Relu", ["c"], ["r"], "relu"),
+            helper.make_node("Conv", ["r", "v"], ["y"], "reader"),
+        ],
+        "its Clip's upper bound is computed": [
+            helper.make_node("Add", ["b0", "b0"], ["top"], "top"),
+            helper.make_node("Conv", ["x", "w"], ["c"], "conv"),
+            helper.make_node("Clip", ["c", "zero", "top"], ["r"], "clip"),
+            helper.make_node("Conv", ["r", "v"], ["y"], "reader"),
         ],
         "no node with a bias feeds it": [
             helper.make_node("Add", ["x", "x"], ["c"], "add"),

@@ -115,19 +115,28 @@ def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
 
 
 def _lower_bound(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> float | None:
-    """The constant lower bound a ReLU or Clip puts on its output; None for other nodes or a bound
-    that is not a constant."""
+    """The constant lower bound a ReLU or Clip puts on its output; None for other nodes, or a bound
+    (or a Clip's upper bound) that is not a constant."""
     if node.op_type == "Relu":
         return 0.0
     if node.op_type != "Clip" or len(node.input) < 2 or not node.input[1]:
+        return None
+    if len(node.input) > 2 and node.input[2] and node.input[2] not in constants:
         return None
     value = constants.get(node.input[1])
     return None if value is None or value.size != 1 else float(value.reshape(-1)[0])
 
 
+def _constant_bias(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> bool:
+    """Whether the node's bias (third input) is a constant or absent."""
+    return len(node.input) < 3 or not node.input[2] or node.input[2] in constants
+
+
 def _reader_ok(node: onnx.NodeProto, slot: int, constants: Mapping[str, np.ndarray]) -> bool:
     """Whether a reader can take the shift back into its bias."""
     if slot != 0 or node.op_type not in READERS or len(node.input) < 2 or node.input[1] not in constants:
+        return False
+    if not _constant_bias(node, constants):
         return False
     a = _attributes(node)
     if node.op_type == "Conv":
@@ -141,7 +150,9 @@ def _feeder_ok(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> boo
         return len(node.input) >= 5 and node.input[2] in constants and len(node.output) == 1
     if node.op_type == "Gemm" and float(_attributes(node).get("beta", 1.0)) == 0.0:
         return False
-    return node.op_type in ("Conv", "Gemm") and len(node.input) >= 2 and node.input[1] in constants
+    if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in constants:
+        return False
+    return _constant_bias(node, constants)
 
 
 def bias_sums(node: onnx.NodeProto, weight: np.ndarray) -> np.ndarray:
