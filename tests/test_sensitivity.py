@@ -466,3 +466,23 @@ def test_a_headline_target_is_met_in_its_direction_and_refuses_other_metrics() -
     for bad in ("f1=0.9", "det_f1", "det_f1=high", "det_f1=inf"):
         with pytest.raises(QuantbenchError, match="--target"):
             parse_target(None, None, bad)
+
+
+def test_the_search_scores_the_models_the_run_writes_with_offsets_and_adaptive_rounding(outlier, tmp_path):
+    """With activation offsets and adaptive rounding, the search's k = 0 candidate is the run's INT8
+    variant and its chosen candidate the mixed variant, figure for figure."""
+    model, images = outlier
+    run = quantbench.run(
+        model, images, n=24, methods=["minmax"], precisions=["fp32", "int8"], target_rel_l2=TARGET_REL_L2,
+        sensitivity_n=8, activation_offsets=True, weight_rounding="adaptive", bias_correction_images=12,
+        out=tmp_path, **FAST,
+    )  # fmt: skip
+    search = run.results["sensitivity"]
+    by_k = {point["k"]: point for point in search["curve"]}
+    variants = {v["name"]: v for v in run.results["variants"]}
+    plain, mixed = variants["int8-minmax"], variants["int8-minmax-mixed"]
+    assert plain["activation_offsets"]["tensors"] and mixed["activation_offsets"]["tensors"]
+    assert plain["weight_rounding"]["method"] == mixed["weight_rounding"]["method"] == "adaptive"
+    assert plain["outputs"]["scores"]["rel_l2"] == pytest.approx(by_k[0]["rel_l2"], rel=1e-6)
+    chosen = len(search["excluded"])
+    assert mixed["outputs"]["scores"]["rel_l2"] == pytest.approx(by_k[chosen]["rel_l2"], rel=1e-6)

@@ -10,7 +10,7 @@ shared by every decision it makes: a run makes one judge for all its INT8 varian
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from quantbench.evaluation.errors import ErrorEnergy
@@ -44,11 +44,6 @@ class CorrectionData:
     held_apart: bool = True
     task: Task | None = None
     fit_means: Mapping[str, np.ndarray] = field(default_factory=dict)
-
-    def shifted(self, outputs: Mapping[str, float]) -> CorrectionData:
-        """The same data for an FP32 model that subtracts a constant from some outputs (activation offsets,
-        :mod:`quantbench.export.offsets`): output name -> that constant; their means move with them."""
-        return replace(self, fit_means=moved_means(self.fit_means, outputs))
 
 
 def moved_means(means: Mapping[str, np.ndarray], outputs: Mapping[str, float]) -> dict[str, np.ndarray]:

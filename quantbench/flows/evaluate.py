@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from quantbench.data import BatchStream
     from quantbench.evaluation.compare import Comparison
     from quantbench.export.judge import CorrectionData
+    from quantbench.export.rounding import WeightRounding
     from quantbench.flows.context import RunContext
     from quantbench.flows.ranges import RunRanges
     from quantbench.search.mixed_precision import HeldOut, SearchResult
@@ -66,10 +67,16 @@ def held_out(ctx: RunContext, start: int) -> BatchStream:
 
 
 def mixed_search(
-    ctx: RunContext, ranges: RunRanges, batches: HeldOut, feeds: CorrectionData | None
+    ctx: RunContext,
+    ranges: RunRanges,
+    batches: HeldOut,
+    feeds: CorrectionData | None,
+    rounding: WeightRounding | None = None,
 ) -> tuple[SearchResult, Variant]:
     """Keep the fewest most harmful nodes of the first set of ranges in float to meet the target on the
-    held-out batches: the search, and the ``int8-<label>-mixed`` variant.
+    held-out batches: the search, and the ``int8-<label>-mixed`` variant. The candidates are corrected on
+    ``feeds`` and offered ``rounding`` (the run's adaptive codes), as the run's INT8 models are, where
+    those are quantbench's ranges and ``feeds`` are given.
 
     Raises:
         QuantbenchError: no ranges, or a target out of reach.
@@ -84,8 +91,11 @@ def mixed_search(
     label, table = next(iter(ranges.range_sets.items()))
     own_feeds = feeds if label not in ranges.native_labels else None
     spec = settings.variants
-    offsets = spec.activation_offsets and label not in ranges.native_labels
-    build = Int8Build(spec.exclude, ctx.models_dir, ctx.threads, own_feeds, spec.cpu_flavour, offsets)
+    own = label not in ranges.native_labels
+    build = Int8Build(
+        spec.exclude, ctx.models_dir, ctx.threads, own_feeds, spec.cpu_flavour,
+        offsets=spec.activation_offsets and own, rounding=rounding if own_feeds is not None else None,
+    )  # fmt: skip
     size = ctx.model.fixed_batch or settings.bench.batch[0]
     timing = (size, settings.bench.runs, settings.bench.seconds)
     budget = Budget(settings.target.sensitivity_n, timing, ctx.task)

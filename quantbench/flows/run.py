@@ -173,14 +173,15 @@ def _run_steps(ctx: RunContext, labels: dict[str, int] | None) -> RunResult:
     from quantbench.flows import evaluate
     from quantbench.flows.checks import unlabelled_note
     from quantbench.flows.ranges import gather_ranges
-    from quantbench.flows.variants import build_variants, correction_feeds
+    from quantbench.flows.variants import build_variants, correction_feeds, fit_rounding
     from quantbench.search.mixed_precision import HeldOut
 
     settings = ctx.settings
     ctx.backend  # noqa: B018  (made now: a backend that cannot run here fails before any work)
     ranges = gather_ranges(ctx)
     feeds = correction_feeds(ctx, ranges)
-    variants = build_variants(ctx, ranges, feeds)
+    rounding = fit_rounding(ctx, ranges, feeds)  # one fit for every INT8 model of the run
+    variants = build_variants(ctx, ranges, feeds, rounding)
     correction = feeds if settings.target.given and settings.variants.bias_correction else None
     del feeds  # the correction images (up to some 500 MiB on large inputs) go unless the search needs them
     start = evaluate.held_out_start(ctx, ranges)
@@ -188,7 +189,7 @@ def _run_steps(ctx: RunContext, labels: dict[str, int] | None) -> RunResult:
     search = None
     if settings.target.given:
         batches = HeldOut(batches)
-        search, mixed = evaluate.mixed_search(ctx, ranges, batches, correction)
+        search, mixed = evaluate.mixed_search(ctx, ranges, batches, correction, rounding)
         variants.append(mixed)
     del correction
     comparison = evaluate.compare(ctx, variants, batches, labels)

@@ -133,10 +133,13 @@ def fit_rounding(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | Non
         ctx.progress.finish()
 
 
-def build_variants(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | None) -> list[Variant]:
+def build_variants(
+    ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | None, rounding: WeightRounding | None = None
+) -> list[Variant]:
     """FP32, then FP16 and one INT8 variant per set of ranges, as ``--precisions`` asks, written under
-    ``<run>/models``; INT8 models of quantbench's ranges take adaptive weight codes and are
-    bias-corrected on ``feeds`` (each where asked for and ``feeds`` are given).
+    ``<run>/models``; INT8 models of quantbench's ranges are offered ``rounding`` (the run's adaptive
+    weight codes, :func:`fit_rounding`) and are bias-corrected on ``feeds`` (each where asked for and
+    ``feeds`` are given).
 
     Raises:
         QuantbenchError: a variant cannot be built.
@@ -147,7 +150,6 @@ def build_variants(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | N
     from quantbench.export.variants import fp16_variant, fp32_variant, int8_variant
 
     spec = ctx.settings.variants
-    rounding = fit_rounding(ctx, ranges, feeds)
     judge = None  # one for every INT8 variant: FP32's outputs on the check images computed once
     if feeds is not None:
         judge = CheckJudge(at_least_opset13(ctx.model.proto), feeds, ctx.threads)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from quantbench.export.judge import CorrectionData
     from quantbench.export.qdq import QdqPlan
+    from quantbench.export.rounding import WeightRounding
 
 
 def replay_name(graph: onnx.GraphProto, index: int) -> str:
@@ -47,6 +48,8 @@ def build_int8(
     exclude: Iterable[str] = (),
     correction: CorrectionData | None = None,
     threads: int = 0,
+    rounding: WeightRounding | None = None,
+    offsets: bool = False,
 ) -> tuple[onnx.ModelProto, QdqPlan]:
     """The INT8 model ``quantbench run --exclude`` would write and judge, the TensorRT-flavour Q/DQ model,
     in memory (:func:`quantbench.export.int8.build_int8_model`).
@@ -58,13 +61,17 @@ def build_int8(
         correction: batches to correct the quantized nodes' biases on, as ``quantbench run`` does
             (:mod:`quantbench.export.bias_correction`); None: no correction.
         threads: ONNX Runtime threads for the correction.
+        rounding: adaptive weight codes, kept where they judge better on ``correction``'s check images
+            (as ``quantbench run --weight-rounding adaptive`` keeps them); None: nearest rounding.
+        offsets: activation offsets, as ``--activation-offsets`` writes them.
 
     Returns:
         (the Q/DQ model, the plan it was built from).
     """
     from quantbench.export.int8 import Int8Fitting, build_int8_model
 
-    built = build_int8_model(model, amax, exclude, Int8Fitting(correction, True, None, threads))
+    fitting = Int8Fitting(correction, True, rounding, threads, offsets=offsets)
+    built = build_int8_model(model, amax, exclude, fitting)
     return built.tensorrt, built.plan
 
 
@@ -76,7 +83,8 @@ class Candidates:
     ONNX Runtime reads them from memory, shared by every session (``add_external_initializers``). The
     model that runs is :func:`build_int8`'s, value for value. With ``correction`` every candidate has its
     biases corrected as ``quantbench run`` corrects its INT8 models (the correction reads every weight,
-    so those candidates are built whole).
+    so those candidates are built whole), and takes ``rounding``'s adaptive codes where they judge
+    better, as the run's INT8 models do.
 
     Attributes:
         model: the FP32 model, opset 13 or more.
@@ -84,6 +92,8 @@ class Candidates:
         exclude: ``--exclude`` patterns kept in float in every candidate.
         threads: ONNX Runtime threads.
         correction: batches the biases are corrected on (None: no correction).
+        rounding: adaptive weight codes offered with ``correction`` (None: nearest rounding).
+        offsets: activation offsets in every candidate (built whole: the shift reads every weight).
         built: candidates loaded so far.
     """
 
@@ -94,6 +104,8 @@ class Candidates:
         exclude: Sequence[str] = (),
         threads: int = 0,
         correction: CorrectionData | None = None,
+        rounding: WeightRounding | None = None,
+        offsets: bool = False,
     ) -> None:
         import onnx
 
@@ -101,7 +113,7 @@ class Candidates:
         from quantbench.graph import reader_nodes
 
         self.model, self.amax, self.exclude, self.threads = model, dict(amax), list(exclude), threads
-        self.correction = correction
+        self.correction, self.rounding, self.offsets = correction, rounding, offsets
         self.built = 0
         graph = model.graph
         boundary = {v.name for v in [*graph.input, *graph.output]}
@@ -147,8 +159,11 @@ class Candidates:
         from quantbench.export.qdq import match_excluded
 
         patterns = [*self.exclude, *kept]
-        if self.correction is not None:
-            return build_int8(self.model, self.amax, patterns, self.correction, self.threads)[0], []
+        if self.correction is not None or self.offsets:
+            built = build_int8(
+                self.model, self.amax, patterns, self.correction, self.threads, self.rounding, self.offsets
+            )
+            return built[0], []
         excluded: set[int] = set()
         for pattern in patterns:
             found = self._excluded_by.get(pattern)

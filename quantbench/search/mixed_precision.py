@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from quantbench.data.loader import Batch
     from quantbench.evaluation.tasks import Task
     from quantbench.export.judge import CorrectionData
+    from quantbench.export.rounding import WeightRounding
     from quantbench.progress import Progress
     from quantbench.ranges import DynamicRanges
     from quantbench.variant import Variant
@@ -408,7 +409,11 @@ class Int8Build:
             candidates of the search and the variant are corrected on them too; the ranking is not (a
             correction per node would cost about one model pass each).
         cpu_flavour: the ONNX Runtime flavour the mixed variant is timed on (``--cpu-flavour``).
-        offsets: activation offsets (``--activation-offsets``) in every model built.
+        offsets: activation offsets (``--activation-offsets``) in the search's candidates and the variant
+            (the ranking keeps TensorRT's grids).
+        rounding: adaptive weight codes offered to the search's candidates and the variant, each judged
+            on ``correction``'s check images against nearest rounding as the run's INT8 models are (the
+            ranking keeps nearest rounding); None: nearest rounding.
     """
 
     exclude: Sequence[str]
@@ -417,6 +422,7 @@ class Int8Build:
     correction: CorrectionData | None = None
     cpu_flavour: str = "exact"
     offsets: bool = False
+    rounding: WeightRounding | None = None
 
 
 @dataclass(frozen=True)
@@ -433,24 +439,6 @@ class Budget:
     samples: int = SAMPLES
     timing: tuple[int, int, float] | None = None
     task: Task | None = None
-
-
-def _offset(
-    model: onnx.ModelProto, amax: dict[str, float], build: Int8Build
-) -> tuple[onnx.ModelProto, dict[str, float], CorrectionData | None]:
-    """The FP32 model, ranges and correction data the candidates are built from: with ``build.offsets``,
-    the model with its activation offsets written in once for every candidate (float-exact, so a
-    candidate that keeps more nodes in float differs from the variant built for it by float rounding
-    alone), and the correction's means moved with the outputs that moved."""
-    if not build.offsets:
-        return model, amax, build.correction
-    from quantbench.export.offsets import offset_activations
-
-    shifted = offset_activations(model, amax, build.exclude)
-    correction = build.correction
-    if correction is not None:
-        correction = correction.shifted(shifted.shifted_outputs())
-    return shifted.model, shifted.amax, correction
 
 
 def mixed_precision(
@@ -495,12 +483,13 @@ def mixed_precision(
     _check_output(target, evaluator)
     seconds = {"reference": time.perf_counter() - started}
     subset = evaluator.head(budget.samples)
-    source, amax, correction = _offset(model, ranges.amax, build)
-    ranked = Candidates(source, amax, build.exclude, build.threads)
+    ranked = Candidates(model, ranges.amax, build.exclude, build.threads)
     ranking = rank(node_sensitivity(ranked, subset, ("only",), progress))
     candidates = ranked
-    if correction is not None:
-        candidates = Candidates(source, amax, build.exclude, build.threads, correction)
+    if build.correction is not None or build.offsets:
+        candidates = Candidates(
+            model, ranges.amax, build.exclude, build.threads, build.correction, build.rounding, build.offsets
+        )
     seconds["ranking"] = time.perf_counter() - started - seconds["reference"]
     bench = None
     if budget.timing is not None:
@@ -511,7 +500,7 @@ def mixed_precision(
     result.seconds = time.perf_counter() - started
     result.models_evaluated = ranked.built + (candidates.built if candidates is not ranked else 0)
     kept = [*build.exclude, *result.excluded]
-    fitting = Int8Fitting(build.correction, True, None, build.threads, offsets=build.offsets)
+    fitting = Int8Fitting(build.correction, True, build.rounding, build.threads, offsets=build.offsets)
     variant = int8_variant(
         model, ranges, f"{label}-mixed", kept, build.models_dir, fitting, build.cpu_flavour
     )
