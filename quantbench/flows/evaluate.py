@@ -89,9 +89,9 @@ def mixed_search(
     if not ranges.range_sets:
         raise QuantbenchError("--target-agreement / --target-rel-l2 need ranges to quantize with")
     label, table = next(iter(ranges.range_sets.items()))
-    own_feeds = feeds if label not in ranges.native_labels else None
+    own = label not in ranges.native_labels  # quantbench's ranges, not a TensorRT calibrator's
+    own_feeds = feeds if own else None
     spec = settings.variants
-    own = label not in ranges.native_labels
     build = Int8Build(
         spec.exclude, ctx.models_dir, ctx.threads, own_feeds, spec.cpu_flavour,
         offsets=spec.activation_offsets and own, rounding=rounding if own_feeds is not None else None,
