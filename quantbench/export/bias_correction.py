@@ -690,10 +690,8 @@ def correct_if_better(
 
     judge = judge or CheckJudge(fp32_model, data, threads)
     known = judge.fit_means
-    if shifted:
-        from quantbench.export.judge import moved_means
-
-        known = moved_means(known, shifted)
+    if shifted:  # the judge's means of the outputs that moved, moved with them
+        known = {name: mean - shifted[name] if name in shifted else mean for name, mean in known.items()}
     result = correct_biases(fp32_model, qdq_model, nodes, data.fit, threads=threads, fp32_means=known)
     if shifted:
         judge.fit_means.update({name: mean for name, mean in known.items() if name not in shifted})

@@ -46,11 +46,6 @@ class CorrectionData:
     fit_means: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
-def moved_means(means: Mapping[str, np.ndarray], outputs: Mapping[str, float]) -> dict[str, np.ndarray]:
-    """Per-channel means by output name, those of ``outputs`` moved down by its constant."""
-    return {name: mean - outputs[name] if name in outputs else mean for name, mean in means.items()}
-
-
 @dataclass(frozen=True)
 class Figures:
     """A Q/DQ model on the check images: its headline value and its outputs' relative L2 error."""

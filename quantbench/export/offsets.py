@@ -132,6 +132,11 @@ def _constant_bias(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) ->
     return len(node.input) < 3 or not node.input[2] or node.input[2] in constants
 
 
+def _beta(node: onnx.NodeProto) -> float:
+    """What a node's bias is multiplied by: a Gemm's ``beta``, else 1."""
+    return float(_attributes(node).get("beta", 1.0)) if node.op_type == "Gemm" else 1.0
+
+
 def _reader_ok(node: onnx.NodeProto, slot: int, constants: Mapping[str, np.ndarray]) -> bool:
     """Whether a reader can take the shift back into its bias."""
     if slot != 0 or node.op_type not in READERS or len(node.input) < 2 or node.input[1] not in constants:
@@ -141,16 +146,16 @@ def _reader_ok(node: onnx.NodeProto, slot: int, constants: Mapping[str, np.ndarr
     a = _attributes(node)
     if node.op_type == "Conv":
         return a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and constants[node.input[1]].ndim >= 3
-    return not a.get("transA", 0) and float(a.get("beta", 1.0)) != 0.0 and constants[node.input[1]].ndim == 2
+    return not a.get("transA", 0) and _beta(node) != 0.0 and constants[node.input[1]].ndim == 2
 
 
 def _feeder_ok(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> bool:
     """Whether a feeder can take the shift into its bias."""
+    if node.op_type not in FEEDERS:
+        return False
     if node.op_type == "BatchNormalization":
         return len(node.input) >= 5 and node.input[2] in constants and len(node.output) == 1
-    if node.op_type == "Gemm" and float(_attributes(node).get("beta", 1.0)) == 0.0:
-        return False
-    if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in constants:
+    if _beta(node) == 0.0 or len(node.input) < 2 or node.input[1] not in constants:
         return False
     return _constant_bias(node, constants)
 
@@ -163,7 +168,7 @@ def bias_sums(node: onnx.NodeProto, weight: np.ndarray) -> np.ndarray:
         return weight.reshape(weight.shape[0], -1).sum(axis=1)
     a = _attributes(node)
     sums = weight.sum(axis=1) if a.get("transB", 0) else weight.sum(axis=0)
-    return sums * float(a.get("alpha", 1.0)) / float(a.get("beta", 1.0))
+    return sums * float(a.get("alpha", 1.0)) / _beta(node)
 
 
 # --- the rewrite ----------------------------------------------------------------------------------
@@ -176,7 +181,6 @@ class _Rewrite:
         from quantbench.export.qdq import match_excluded
         from quantbench.graph import constant_values, tensor_names
 
-        self.model = model
         self.graph = model.graph
         self.amax = dict(amax)
         self.constants = constant_values(self.graph)
@@ -245,16 +249,14 @@ class _Rewrite:
 
     def shift_feeder(self, feeder: onnx.NodeProto, c: float) -> None:
         """Subtract ``c`` from the feeder's output through its bias."""
-        weight = self.constants[feeder.input[1]]
         if feeder.op_type == "BatchNormalization":
             self.set(feeder, 2, self.own(feeder, 2, 0, feeder.input[2]) - c)
-        elif feeder.op_type == "Conv":
-            self.set(feeder, 2, self.own(feeder, 2, weight.shape[0], feeder.output[0]) - c)
-        else:  # Gemm: beta * C
-            a = _attributes(feeder)
-            columns = weight.shape[0] if a.get("transB", 0) else weight.shape[1]
-            beta = float(a.get("beta", 1.0))
-            self.set(feeder, 2, self.own(feeder, 2, columns, feeder.output[0]) - c / beta)
+            return
+        weight = self.constants[feeder.input[1]]
+        channels = weight.shape[0]  # a Conv's output channels, a Gemm's columns where transB
+        if feeder.op_type == "Gemm" and not _attributes(feeder).get("transB", 0):
+            channels = weight.shape[1]
+        self.set(feeder, 2, self.own(feeder, 2, channels, feeder.output[0]) - c / _beta(feeder))
 
     def shift_activation(self, node: onnx.NodeProto, c: float, bound: float) -> None:
         """Move the activation's bounds by ``-c`` (a ReLU becomes ``Clip(min=bound - c)``)."""
@@ -452,7 +454,7 @@ def with_zero_points(
         c = offset.shift
         activation = graph.node[writer[offset.tensor]]
         feeder = graph.node[writer[activation.input[0]]]
-        add(feeder, 2, c / float(_attributes(feeder).get("beta", 1.0)) if feeder.op_type == "Gemm" else c)
+        add(feeder, 2, c / _beta(feeder))
         for slot in range(1, len(activation.input)):
             if activation.input[slot]:
                 add(activation, slot, c)
@@ -509,9 +511,8 @@ def _computed_weight(
     name = node.input[1]
     if name in constants:
         return np.asarray(constants[name], np.float64)
+    from quantbench.export.qdq import dequantize_weight
+
     dq = graph.node[writer[name]]
-    codes, scales = constants[dq.input[0]].astype(np.float64), constants[dq.input[1]].astype(np.float64)
     axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-    shape = [1] * codes.ndim
-    shape[axis] = -1
-    return codes * scales.reshape(shape)
+    return dequantize_weight(constants[dq.input[0]], constants[dq.input[1]], axis, np.float64)

@@ -42,7 +42,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from quantbench.export.conv_fold import fold_into_convs
-from quantbench.export.qdq import QdqNames
+from quantbench.export.qdq import QdqNames, dequantize_weight
 from quantbench.graph import (
     cleanup,
     constant_values,
@@ -343,14 +343,11 @@ def _rescale_for_bias(
 
 def _float_weight(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], dq: onnx.NodeProto) -> str:
     """A constant holding ``dq``'s dequantized weights (``int8 * scale``); returns its name."""
-    q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
-    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
-    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-    shape = [1] * q.ndim
-    shape[axis] = -1
     name = f"{dq.output[0]}_constant"
     if name not in inits:
-        graph.initializer.append(numpy_helper.from_array(q * scale.reshape(shape), name))
+        q, scale = (numpy_helper.to_array(inits[n]) for n in dq.input[:2])
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        graph.initializer.append(numpy_helper.from_array(dequantize_weight(q, scale, axis), name))
     return name
 
 

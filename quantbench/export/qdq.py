@@ -243,6 +243,16 @@ def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarr
     return q, scales
 
 
+def dequantize_weight(
+    codes: np.ndarray, scales: np.ndarray, axis: int, dtype: type = np.float32
+) -> np.ndarray:
+    """``codes * scales`` with the scales along ``axis`` (the inverse of :func:`quantize_weight`), computed
+    in ``dtype``."""
+    shape = [1] * codes.ndim
+    shape[axis] = -1
+    return codes.astype(dtype) * np.asarray(scales).astype(dtype).reshape(shape)
+
+
 @dataclass
 class QdqNames:
     """The names the Q/DQ of one activation tensor use in the built model."""

@@ -185,6 +185,13 @@ def input_vectors(x: np.ndarray, site: WeightSite, weight_shape: Sequence[int]) 
     return np.ascontiguousarray(patch_columns(x, site, weight_shape).transpose(0, 2, 1))
 
 
+def _on_grid(positions: np.ndarray) -> np.ndarray:
+    """Every ``step``-th output position along axes 2 and 3, ``step`` the smallest that leaves at most
+    :data:`MAX_POSITIONS` of them."""
+    step = int(np.ceil(np.sqrt(positions.shape[2] * positions.shape[3] / MAX_POSITIONS)))
+    return positions[:, :, ::step, ::step]
+
+
 def patch_columns(x: np.ndarray, site: WeightSite, weight_shape: Sequence[int]) -> np.ndarray:
     """A convolution's :func:`input_vectors` as columns, ``(groups, d, positions)`` float32: laid out
     with the positions last, the copy out of the input's windows reads them in order (2-4x faster than
@@ -197,9 +204,7 @@ def patch_columns(x: np.ndarray, site: WeightSite, weight_shape: Sequence[int]) 
     top, left, bottom, right = a.get("pads", [0, 0, 0, 0])
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     windows = sliding_window_view(padded, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]
-    step = int(np.ceil(np.sqrt(windows.shape[2] * windows.shape[3] / MAX_POSITIONS)))
-    windows = windows[:, :, ::step, ::step]
+    windows = _on_grid(windows[:, :, ::sh, ::sw, ::dh, ::dw])
     n, c, oh, ow = windows.shape[:4]
     g = site.groups
     columns = windows.reshape(n, g, c // g, oh, ow, kh, kw).transpose(1, 2, 5, 6, 0, 3, 4)
@@ -210,23 +215,16 @@ def input_products(x: np.ndarray, site: WeightSite, weight_shape: Sequence[int])
     """``Σ v vᵀ`` over :func:`input_vectors` ``v``, float64 ``(groups, d, d)``. A pointwise convolution
     (1x1 kernel, one group, no padding) multiplies its input's channels at each position: its products
     come from the input as it lies, one image at a time, without laying out patches."""
-    a = site.attributes
-    pointwise = (
-        site.op == "Conv"
-        and tuple(weight_shape[2:]) == (1, 1)
-        and site.groups == 1
-        and not any(a.get("pads", [0, 0, 0, 0]))
-    )
     if site.op != "Conv":
         vectors = input_vectors(x, site, weight_shape)
         return np.matmul(vectors.transpose(0, 2, 1), vectors).astype(np.float64)
+    a = site.attributes
+    pointwise = tuple(weight_shape[2:]) == (1, 1) and site.groups == 1 and not any(a.get("pads", [0] * 4))
     if not pointwise:
         columns = patch_columns(x, site, weight_shape)
         return np.matmul(columns, columns.transpose(0, 2, 1)).astype(np.float64)
     sh, sw = a.get("strides", [1, 1])
-    strided = x[:, :, ::sh, ::sw]
-    step = int(np.ceil(np.sqrt(strided.shape[2] * strided.shape[3] / MAX_POSITIONS)))
-    rows = np.ascontiguousarray(strided[:, :, ::step, ::step], dtype=np.float32)
+    rows = np.ascontiguousarray(_on_grid(x[:, :, ::sh, ::sw]), dtype=np.float32)
     rows = rows.reshape(rows.shape[0], rows.shape[1], -1)
     return np.matmul(rows, rows.transpose(0, 2, 1)).sum(axis=0, dtype=np.float64)[None]
 
