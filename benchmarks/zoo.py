@@ -6,7 +6,8 @@ rec and cls), one sample set with one shape per model (``fixed_shape``: PP-OCR d
 rec crops 3x48x320, cls 3x48x192):
 
 * ``quantbench.run`` for each weight rounding of ``--weight-rounding`` (nearest and adaptive), each setting
-  of ``--activation-offsets`` (off by default; ``off,on`` runs both), with and
+  of ``--activation-offsets`` (off by default; ``off,on`` runs both) and of ``--range-search`` (likewise;
+  a searched run's variants are named ``int8-<method>, searched ranges``), with and
   without bias correction, each with every calibration method
   (entropy, minmax, percentile, mse), on the calibration samples, judged by quantbench on the held-out
   ones; precisions FP32 and INT8 (FP16 is left out: on the CPU it is an emulation, never recommended);
@@ -46,7 +47,8 @@ det's Percentile keeps about 0.9 GiB a sample).
 
 Usage:  python benchmarks/zoo.py WORK [--models NAME ...] [--calibration 8] [--held-out 8] [--seed 0]
                                       [--bias-correction-images 32] [--weight-rounding nearest,adaptive]
-                                      [--activation-offsets off|on|off,on] [--bench-runs 5]
+                                      [--activation-offsets off|on|off,on] [--range-search off|on|off,on]
+                                      [--bench-runs 5]
                                       [--bench-seconds 0] [--threads 0] [--peer-stride 8] [--peers 1]
                                       [--json FILE]
 writes the sample sets, quantbench's runs and ORT's models under WORK (``--peers 0``: no ORT models),
@@ -109,6 +111,7 @@ class Options:
     bias_correction_images: int = 32
     weight_rounding: str = "nearest,adaptive"
     activation_offsets: str = "off"
+    range_search: str = "off"
     bench_runs: int = 5
     bench_seconds: float = 0.0
     threads: int = 0
@@ -117,11 +120,13 @@ class Options:
 
 
 class Setup(NamedTuple):
-    """One quantbench run of a model: its weight rounding, bias correction and activation offsets."""
+    """One quantbench run of a model: its weight rounding, bias correction, activation offsets and range
+    search."""
 
     rounding: str
     bias: bool
     offsets: bool = False
+    search: bool = False
 
 
 @dataclass
@@ -204,6 +209,7 @@ def quantbench_worker(job: dict[str, Any]) -> dict[str, Any]:
         bias_correction_images=job["bias_correction_images"],
         weight_rounding=job["weight_rounding"],
         activation_offsets=job["activation_offsets"],
+        range_search=job["range_search"],
         bench_runs=job["bench_runs"],
         bench_seconds=job["bench_seconds"],
         threads=job["threads"],
@@ -246,6 +252,7 @@ def run_quantbench(
         "bias_correction_images": options.bias_correction_images,
         "weight_rounding": setup.rounding,
         "activation_offsets": setup.offsets,
+        "range_search": setup.search,
         "bench_runs": options.bench_runs,
         "bench_seconds": options.bench_seconds,
         "threads": options.threads,
@@ -310,7 +317,7 @@ def quantbench_rows(
             Row(
                 model=model.name,
                 tool="quantbench",
-                variant=variant["name"],
+                variant=variant["name"] + (", searched ranges" if setup.search else ""),
                 bias_correction=_bias_state(details, setup.bias),
                 weight_rounding=setup.rounding,
                 offsets="on" if setup.offsets else "off",
@@ -363,17 +370,25 @@ def peer_rows(
 
 
 def run_setups(options: Options) -> list[Setup]:
-    """The quantbench runs per model: for each setting of ``--activation-offsets`` (``off``, ``on``) and
-    each rounding of ``--weight-rounding``, with bias correction and without."""
+    """The quantbench runs per model: for each setting of ``--range-search`` and ``--activation-offsets``
+    (``off``, ``on``) and each rounding of ``--weight-rounding``, with bias correction and without."""
     roundings = [item.strip() for item in options.weight_rounding.split(",") if item.strip()]
     offsets = [item.strip() == "on" for item in options.activation_offsets.split(",") if item.strip()]
-    return [Setup(r, bias, o) for o in offsets for r in roundings for bias in (True, False)]
+    searches = [item.strip() == "on" for item in options.range_search.split(",") if item.strip()]
+    return [
+        Setup(r, bias, o, search)
+        for search in searches
+        for o in offsets
+        for r in roundings
+        for bias in (True, False)
+    ]
 
 
 def run_label(setup: Setup) -> str:
-    """``nearest, bias correction`` ..., with ``, offsets`` where activation offsets are on."""
+    """``nearest, bias correction`` ..., with ``, offsets`` where activation offsets are on and ``, range
+    search`` where the ranges are searched."""
     label = f"{setup.rounding}, {'bias correction' if setup.bias else 'no bias correction'}"
-    return label + (", offsets" if setup.offsets else "")
+    return label + (", offsets" if setup.offsets else "") + (", range search" if setup.search else "")
 
 
 def bench_model(name: str, work: Path, options: Options) -> dict[str, Any]:

@@ -134,6 +134,9 @@ class VariantSpec:
         activation_offsets: put the activations a ReLU or Clip bounds below on grids shifted by half
             their range, in the INT8 models of quantbench's ranges (see
             :mod:`quantbench.export.offsets`).
+        range_search: replace each calibrated range of quantbench's sets by the candidate around it
+            that leaves the least error at the next quantized tensors, on those images (see
+            :mod:`quantbench.export.range_search`).
     """
 
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -143,6 +146,7 @@ class VariantSpec:
     weight_rounding: str = "nearest"
     cpu_flavour: str = "exact"
     activation_offsets: bool = False
+    range_search: bool = False
 
 
 @dataclass(frozen=True)

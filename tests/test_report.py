@@ -1000,3 +1000,45 @@ def test_the_engine_s_int8_nodes_and_lint_are_tabled():
     assert row["float between INT8 layers"] == "2"
     assert row["Q/DQ left unfused"] == "QuantizeLinear:pool_q"
     assert int8_node_table({"variants": [{"name": "fp32"}]}) is None
+
+
+def test_report_says_how_each_int8_variant_was_built():
+    results = stored()
+
+    def judged(applied: bool, before: float, after: float, **more: Any) -> dict[str, Any]:
+        decision = {"metric": "top1_agreement", "output": "logits", "images": 32, "held_apart": True}
+        return {"applied": applied, "decision": decision | {"before": before, "after": after}, **more}
+
+    steps = {
+        "int8-entropy": {
+            "weight_rounding": judged(True, 0.8, 0.9, method="adaptive"),
+            "bias_correction": judged(False, 0.9, 0.85, nodes=50),
+            "activation_offsets": {"tensors": [{"tensor": "a", "padded_readers": ["n"]}, {"tensor": "b"}]},
+            "cpu_flavour": {"name": "fast"},
+        },
+        "int8-minmax": {
+            "weight_rounding": judged(False, 0.9, 0.8, method="adaptive"),
+            "bias_correction": judged(True, 0.9, 0.95, nodes=50),
+        },
+    }
+    for variant in results["variants"]:
+        variant.update(steps.get(variant["name"], {}))
+    table = tables.build_table(results)
+    assert table is not None
+    rows = {row[0]: dict(zip(table.columns, row, strict=True)) for row in table.rows}
+    int8 = [v["name"] for v in results["variants"] if v["precision"] == "int8"]
+    assert sorted(rows) == sorted(int8) and "fp32" not in rows
+    entropy, minmax = rows["int8-entropy"], rows["int8-minmax"]
+    assert entropy["weights"] == "adaptive: top1_agreement 0.8 -> 0.9 on 32 images held apart"
+    assert entropy["bias correction"].startswith("rejected: top1_agreement 0.9 -> 0.85")
+    assert "layers" not in entropy["bias correction"]
+    assert entropy["activation offsets"] == "2 tensors (1 read through a Pad)"
+    assert entropy["CPU flavour"] == "fast"
+    assert minmax["weights"].startswith("nearest (adaptive judged worse): top1_agreement 0.9 -> 0.8")
+    assert minmax["bias correction"].endswith("; 50 layers") and minmax["bias correction"].startswith("kept")
+    assert minmax["activation offsets"] == "off"
+    plain = next(name for name in int8 if name not in steps)
+    assert rows[plain]["weights"] == "nearest" and rows[plain]["bias correction"] == "off"
+    page = page_text(render_report(results))
+    assert "How the INT8 variants were built" in page
+    assert "nearest (adaptive judged worse): top1_agreement 0.9 -> 0.8 on 32 images held apart" in page

@@ -105,6 +105,15 @@ ActivationOffsetsOption = Annotated[
         rich_help_panel=VARIANTS,
     ),
 ]
+RangeSearchOption = Annotated[
+    bool,
+    typer.Option(
+        help="Search each calibrated range on what the model computes from the tensor: the candidate "
+        "around it (0.35x to 3x) with the least error at the next quantized tensors, on the bias-correction "
+        "images, replaces it where it leaves at most 98 % of the error.",
+        rich_help_panel=VARIANTS,
+    ),
+]
 BackendOption = Annotated[
     str, typer.Option(help="auto | onnxruntime | tensorrt | tensorrt-rtx.", rich_help_panel=VARIANTS)
 ]
@@ -195,6 +204,7 @@ def run_command(
     weight_rounding: WeightRoundingOption = "nearest",
     cpu_flavour: CpuFlavourOption = "exact",
     activation_offsets: ActivationOffsetsOption = False,
+    range_search: RangeSearchOption = False,
     backend: BackendOption = "auto",
     threads: Threads = 0,
     plugins: PluginsOption = None,

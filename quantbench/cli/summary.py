@@ -173,11 +173,33 @@ def _offset_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _search_lines(results: dict[str, Any]) -> list[str]:
+    """One line per set of ranges searched (``--range-search``): tensors changed, samples, seconds."""
+    lines = []
+    for label, info in (results.get("ranges") or {}).items():
+        search = info.get("search") if isinstance(info, dict) else None
+        if not isinstance(search, dict):
+            continue
+        changed = search.get("changed") or []
+        line = (
+            f"range search of {label}: {len(changed)} of {search.get('searched')} ranges changed on "
+            f"{search.get('samples')} calibration images in {_plain(search.get('seconds'))} s"
+        )
+        if changed:
+            top = min(changed, key=lambda t: t.get("error_ratio", 1.0))
+            line += (
+                f"; largest gain {top['tensor']!r} {_plain(top['calibrated'])} -> {_plain(top['searched'])} "
+                f"(error x{_plain(top['error_ratio'])})"
+            )
+        lines.append(line)
+    return lines
+
+
 def _correction_lines(results: dict[str, Any]) -> list[str]:
     """One line per INT8 variant whose biases were corrected: kept or not, on which figure, and how many
     layers the correction had to leave as they were; after the activation offsets' and the adaptive
     rounding's lines, where the run has them."""
-    lines = _offset_lines(results) + _rounding_lines(results)
+    lines = _search_lines(results) + _offset_lines(results) + _rounding_lines(results)
     for variant in results["variants"]:
         correction = variant.get("bias_correction") or {}
         decision = correction.get("decision")

@@ -33,7 +33,8 @@ class RunRanges:
 
     Attributes:
         range_sets: label -> ranges, one INT8 variant each.
-        range_info: label -> file, unknown names, tensors without a range, header warnings.
+        range_info: label -> file, unknown names, tensors without a range, header warnings, and
+            ``search`` where ``--range-search`` changed the set (:mod:`quantbench.export.range_search`).
         calibration: quantbench's calibration, when it ran.
         absmax: tensor -> largest |x| seen (or imported amax), for the FP16 overflow check.
         native_labels: the labels whose ranges came from the backend's own calibrators.

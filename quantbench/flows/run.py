@@ -173,13 +173,14 @@ def _run_steps(ctx: RunContext, labels: dict[str, int] | None) -> RunResult:
     from quantbench.flows import evaluate
     from quantbench.flows.checks import unlabelled_note
     from quantbench.flows.ranges import gather_ranges
-    from quantbench.flows.variants import build_variants, correction_feeds, fit_rounding
+    from quantbench.flows.variants import build_variants, correction_feeds, fit_rounding, search_ranges
     from quantbench.search.mixed_precision import HeldOut
 
     settings = ctx.settings
     ctx.backend  # noqa: B018  (made now: a backend that cannot run here fails before any work)
     ranges = gather_ranges(ctx)
     feeds = correction_feeds(ctx, ranges)
+    search_ranges(ctx, ranges, feeds)  # quantbench's sets searched in place, before anything reads them
     rounding = fit_rounding(ctx, ranges, feeds)  # one fit for every INT8 model of the run
     variants = build_variants(ctx, ranges, feeds, rounding)
     correction = feeds if settings.target.given and settings.variants.bias_correction else None
@@ -231,6 +232,7 @@ def arguments(settings: Settings, ranges: RunRanges) -> dict[str, Any]:
         "weight_rounding": spec.weight_rounding,
         "cpu_flavour": spec.cpu_flavour,
         "activation_offsets": spec.activation_offsets,
+        "range_search": spec.range_search,
         "backend": backend.name,
         "plugins": [str(p) for p in backend.plugins],
         "cuda_graph": backend.cuda_graph,
@@ -292,7 +294,7 @@ def run(model: Any, images: Any = None, **keywords: Any) -> RunResult:
     data (``n``, ``seed``, ``eval_images``, ``eval_n``, ``labels``, ``workers``), preprocessing
     (``preset`` and its overrides, or a ``preprocess`` dict), calibration (``methods``, ``ranges``,
     ``batch``), variants (``precisions``, ``exclude``, ``bias_correction``, ``bias_correction_images``,
-    ``weight_rounding``, ``cpu_flavour``, ``activation_offsets``),
+    ``weight_rounding``, ``cpu_flavour``, ``activation_offsets``, ``range_search``),
     the backend (``backend``, ``threads``, ``plugins``, ``cuda_graph``), timing (``bench_batch``,
     ``bench_runs``, ``bench_seconds``), a mixed-precision target (``target_agreement``,
     ``target_rel_l2``, ``sensitivity_n``), output (``out``, ``command``) and ``progress`` (a

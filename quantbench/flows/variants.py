@@ -35,7 +35,7 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | Non
     settings = ctx.settings
     spec, data = settings.variants, settings.data
     corrected = [label for label in ranges.range_sets if label not in ranges.native_labels]
-    fitted = spec.bias_correction or spec.weight_rounding == "adaptive"
+    fitted = spec.bias_correction or spec.weight_rounding == "adaptive" or spec.range_search
     measured = spec.cpu_flavour == "fast"
     if not ((fitted or measured) and corrected and "int8" in spec.precisions):
         return None
@@ -108,6 +108,43 @@ def _batches(ctx: RunContext, count: int, start: int) -> tuple[BatchStore, LoadR
     )
     batches = keep(batch.inputs for batch in stream)
     return batches, stream.report
+
+
+def search_ranges(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | None) -> None:
+    """With ``--range-search``: each of quantbench's sets of ranges (not the backend's) searched on
+    ``feeds.fit`` (:mod:`quantbench.export.range_search`), in place: the set, its files under
+    ``ranges/`` and its ``range_info`` (``search``: what changed) then hold the searched ranges.
+
+    Raises:
+        QuantbenchError: ONNX Runtime cannot run the model.
+    """
+    import dataclasses
+
+    from quantbench.export.qdq import at_least_opset13, plan_qdq
+    from quantbench.export.range_search import search_ranges as search
+    from quantbench.ranges import write_ranges
+
+    spec = ctx.settings.variants
+    own = [label for label in ranges.range_sets if label not in ranges.native_labels]
+    if not spec.range_search or feeds is None or not own or "int8" not in spec.precisions:
+        return
+    model = at_least_opset13(ctx.model.proto)
+    ctx.progress.start("range search", len(own))
+    try:
+        for label in own:
+            table = ranges.range_sets[label]
+            found = search(
+                model, table.amax, plan_qdq(model, table.amax, spec.exclude), feeds.fit, ranges.absmax,
+                ctx.threads,
+            )  # fmt: skip
+            ranges.range_sets[label] = dataclasses.replace(table, amax=found.amax)
+            calibration = ranges.calibration
+            for path in calibration.files.get(label, []) if calibration is not None else []:
+                write_ranges(ranges.range_sets[label], path)
+            ranges.range_info.setdefault(label, {})["search"] = found.details()
+            ctx.progress.advance()
+    finally:
+        ctx.progress.finish()
 
 
 def fit_rounding(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | None) -> WeightRounding | None:

@@ -249,7 +249,8 @@ def latency(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def details(results: dict[str, Any]) -> dict[str, Any]:
-    """Section 6: calibration facts, tensors without ranges, excluded nodes, warnings, layers by precision."""
+    """Section 6: calibration facts, how each INT8 variant was built, tensors without ranges, excluded
+    nodes, warnings, layers by precision."""
     calibration = results.get("calibration")
     data = results.get("data") or {}
     facts = []
@@ -288,6 +289,7 @@ def details(results: dict[str, Any]) -> dict[str, Any]:
         "facts": facts,
         "lists": [item for item in lists if item.total],
         "layers": tables.layer_table(results),
+        "built": tables.build_table(results),
         "int8_nodes": tables.int8_node_table(results),
     }
 

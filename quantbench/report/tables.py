@@ -608,6 +608,76 @@ def int8_node_table(results: dict[str, Any]) -> Table | None:
     return to_table(frame, formats, caption="nodes quantbench quantized, as the engine runs them")
 
 
+def _decided(step: dict[str, Any], kept: str, dropped: str) -> str:
+    """A judged step's cell: kept or not, and the figure that decided it (before -> after, images)."""
+    decision = step.get("decision")
+    text = kept if step.get("applied") else dropped
+    if not isinstance(decision, dict):
+        return text
+    where = "held apart" if decision.get("held_apart") else "fitted on"
+    return (
+        f"{text}: {decision.get('metric')} {general(decision.get('before'))} -> "
+        f"{general(decision.get('after'))} on {decision.get('images')} images {where}"
+    )
+
+
+def _offsets_cell(offsets: Any) -> str:
+    if not isinstance(offsets, dict):
+        return "off"
+    tensors = [t for t in offsets.get("tensors") or [] if isinstance(t, dict)]
+    padded = sum(1 for t in tensors if t.get("padded_readers"))
+    return f"{len(tensors)} tensors" + (f" ({padded} read through a Pad)" if padded else "")
+
+
+def build_table(results: dict[str, Any]) -> Table | None:
+    """Per INT8 variant, how it was built: the calibration method (and what the range search changed),
+    the weights' rounding, the bias
+    correction, the activation offsets and the CPU flavour timed; a judged step (adaptive rounding, bias
+    correction) with whether it was kept and the figure that decided it.
+
+    Returns:
+        The table, or None when the run has no INT8 variant.
+    """
+    rows = []
+    for variant in results["variants"]:
+        if variant.get("precision") != "int8":
+            continue
+        rounding = variant.get("weight_rounding") or {}
+        correction = variant.get("bias_correction") or {}
+        flavour = variant.get("cpu_flavour") or {}
+        weights = "nearest"
+        if rounding.get("method") == "adaptive":
+            weights = _decided(rounding, "adaptive", "nearest (adaptive judged worse)")
+        corrected = "off"
+        if correction.get("decision") or correction.get("applied"):
+            corrected = _decided(correction, "kept", "rejected")
+            if correction.get("applied") and correction.get("nodes") is not None:
+                corrected += f"; {correction['nodes']} layers"
+        method = str(variant.get("method") or "?")
+        search = ((results.get("ranges") or {}).get(method) or {}).get("search")
+        if isinstance(search, dict):
+            method += f", searched: {len(search.get('changed') or [])} of {search.get('searched')} changed"
+        rows.append(
+            {
+                "variant": str(variant.get("name", "?")),
+                "ranges": method,
+                "weights": weights,
+                "bias correction": corrected,
+                "activation offsets": _offsets_cell(variant.get("activation_offsets")),
+                "CPU flavour": str(flavour.get("name")) if flavour.get("name") else None,
+            }
+        )
+    if not rows:
+        return None
+    columns = ["variant", "ranges", "weights", "bias correction", "activation offsets", "CPU flavour"]
+    return to_table(
+        _frame(rows, columns),
+        {},
+        caption="how each INT8 variant was built; a judged step is kept only where its figure improved",
+        keep_empty=("variant",),
+    )
+
+
 def layer_table(results: dict[str, Any]) -> Table | None:
     """Per variant, how many layers run in each precision (from a backend's per-layer data).
 
