@@ -167,3 +167,16 @@ def test_a_run_with_range_search_writes_the_searched_ranges_into_the_model_and_r
             assert float(inits[node.input[1]]) * 127 == pytest.approx(searched[node.input[0]], rel=1e-6)
     for change in search["changed"]:
         assert searched[change["tensor"]] == change["searched"] != change["calibrated"]
+
+
+def test_large_pages_are_searched_on_fewer_samples():
+    from quantbench.export.range_search import SAMPLES, sample_count
+
+    def feeds(shape: tuple[int, ...], batches: int = 2) -> list[dict[str, np.ndarray]]:
+        return [{"x": np.zeros((16, *shape), np.float32)} for _ in range(batches)]
+
+    assert sample_count(feeds((3, 224, 224))) == SAMPLES
+    assert sample_count(feeds((3, 320, 320))) == 16
+    assert sample_count(feeds((3, 736, 736))) == 3
+    assert sample_count(feeds((3, 2048, 2048))) == 2
+    assert sample_count([]) == 0
