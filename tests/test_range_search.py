@@ -180,3 +180,24 @@ def test_large_pages_are_searched_on_fewer_samples():
     assert sample_count(feeds((3, 736, 736))) == 3
     assert sample_count(feeds((3, 2048, 2048))) == 2
     assert sample_count([]) == 0
+
+
+def test_range_search_without_images_to_fit_on_says_so(tmp_path):
+    import quantbench
+
+    model, _ = chain_model()
+    model_path = tmp_path / "chain.onnx"
+    onnx.save(model, model_path)
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    for i, sample in enumerate(heavy_tailed(4, seed=8)):
+        np.save(held_out / f"{i:03d}.npy", sample)
+    ranges = tmp_path / "ranges.txt"
+    ranges.write_text("x:4.0\nt:6.0\n")
+    result = quantbench.run(
+        model_path, None, eval_images=held_out, ranges=ranges, precisions=["fp32", "int8"], range_search=True,
+        bias_correction=False, bench_runs=1, out=tmp_path / "out",
+    )  # fmt: skip
+    notes = json.loads((result.run_dir / "results.json").read_text())["notes"]
+    assert "range search skipped: --ranges without --images gives no images to fit on" in notes
+    assert "search" not in json.loads((result.run_dir / "results.json").read_text())["ranges"]["ranges"]

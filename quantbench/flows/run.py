@@ -96,7 +96,10 @@ def check_settings(settings: Settings) -> None:
             f"--cpu-flavour {variants.cpu_flavour!r} is not one of {', '.join(CPU_FLAVOURS)}"
         )
     fitted = (
-        variants.bias_correction or variants.weight_rounding == "adaptive" or variants.cpu_flavour == "fast"
+        variants.bias_correction
+        or variants.weight_rounding == "adaptive"
+        or variants.cpu_flavour == "fast"
+        or variants.range_search
     )
     if fitted and variants.bias_correction_images < 1:
         raise QuantbenchError("--bias-correction-images must be at least 1")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from quantbench.config import VariantSpec
     from quantbench.data.loader import LoadReport
     from quantbench.data.store import BatchStore
     from quantbench.export.judge import CorrectionData
@@ -43,15 +44,14 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | Non
     if dataset is None and not fitted:
         return None  # the fast flavour's roundings go unmeasured: results.json says so
     if dataset is None:
-        steps = "bias correction" if spec.bias_correction else "adaptive rounding"
-        if spec.bias_correction and spec.weight_rounding == "adaptive":
-            steps = "bias correction and adaptive rounding"
-        ctx.notes.append(f"{steps} skipped: --ranges without --images gives no images to fit on")
+        ctx.notes.append(
+            f"{_fitted_steps(spec)} skipped: --ranges without --images gives no images to fit on"
+        )
         return None
     if fitted and settings.calib.ranges is not None and data.eval_images is None:
         ctx.notes.append(
-            f"bias correction and adaptive rounding ran on the first images of {data.images}, which the "
-            "evaluation also uses; pass --eval-images with held-out images"
+            f"{_fitted_steps(spec)} ran on the first images of {data.images}, which the evaluation also "
+            "uses; pass --eval-images with held-out images"
         )
     available = len(dataset.files) if dataset.kind == "images" else None
     if ranges.calibration is not None and data.n is not None:
@@ -71,6 +71,20 @@ def correction_feeds(ctx: RunContext, ranges: RunRanges) -> CorrectionData | Non
         return CorrectionData(fit, fit, held_apart=False, task=ctx.task, fit_means=means)
     check, _ = _batches(ctx, check_count, next_start)
     return CorrectionData(fit, check, held_apart=True, task=ctx.task, fit_means=means)
+
+
+def _fitted_steps(spec: VariantSpec) -> str:
+    """The fitted steps asked for, in words: ``bias correction, adaptive rounding and range search``."""
+    steps = [
+        name
+        for name, asked in (
+            ("bias correction", spec.bias_correction),
+            ("adaptive rounding", spec.weight_rounding == "adaptive"),
+            ("range search", spec.range_search),
+        )
+        if asked
+    ]
+    return ", ".join(steps[:-1]) + (" and " if len(steps) > 1 else "") + steps[-1]
 
 
 def _measured_means(ctx: RunContext, used: list[str]) -> dict[str, np.ndarray]:
