@@ -75,7 +75,7 @@ class CheckJudge:
 
     def __init__(self, fp32_model: onnx.ModelProto, data: CorrectionData, threads: int = 0) -> None:
         self.fp32_model, self.data, self.threads = fp32_model, data, threads
-        self.images = sum(len(next(iter(batch.values()))) for batch in data.check)
+        self.images = sum(passes.batch_size(batch) for batch in data.check)
         self._reference: _Reference | None = None
         self.fit_means: dict[str, np.ndarray] = dict(data.fit_means)
         """Per-channel means of FP32 outputs on ``data.fit`` by output name, filled by bias correction

@@ -550,4 +550,4 @@ def measure_rounding(
     for change in fast.changes:
         if change.tensor in energy:
             change.rel_error = energy[change.tensor].rel_l2()
-    fast.images = sum(len(next(iter(batch.values()))) for batch in feeds)
+    fast.images = sum(passes.batch_size(batch) for batch in feeds)

@@ -43,9 +43,14 @@ def session(
     return make_session(model, settings, f"{what} for {purpose}")
 
 
+def batch_size(batch: Mapping[str, np.ndarray]) -> int:
+    """Samples in ``batch``: the first axis of its first input."""
+    return len(next(iter(batch.values())))
+
+
 def pieces(batch: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
     """``batch`` in slices of :data:`PIECE` samples (every input sliced alike)."""
-    size = len(next(iter(batch.values())))
+    size = batch_size(batch)
     for start in range(0, size, PIECE):
         yield {name: value[start : start + PIECE] for name, value in batch.items()}
 

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantbench.export import passes
+
 if TYPE_CHECKING:
     import onnx
 
@@ -166,7 +168,6 @@ class _Group:
         return list(dict.fromkeys(n for r in self.regions for n in (*r.fed, *r.ends)))
 
     def _session(self, region: Region, values: Mapping[str, np.ndarray], threads: int) -> Any:
-        from quantbench.export import passes
         from quantbench.graph import constant_nodes_for, constant_tensors, initializers, node_reads, sub_model
 
         graph = self.model.graph
@@ -225,7 +226,6 @@ def search_ranges(
     Raises:
         QuantbenchError: ONNX Runtime cannot run the model or a region of it.
     """
-    from quantbench.export import passes
     from quantbench.model import expose_tensors
 
     started = time.time()
@@ -243,7 +243,7 @@ def search_ranges(
         for batch in _first(feeds, sample_count(feeds)):
             for piece in passes.pieces(batch):
                 group.add(dict(zip(names, runner.run(names, piece), strict=True)), threads)
-                result.samples += len(next(iter(piece.values())))
+                result.samples += passes.batch_size(piece)
         del runner
         for region in group.regions:
             errors, options = group.relative_errors(region), tried[region.tensor]
@@ -279,7 +279,7 @@ def _first(feeds: Sequence[Mapping[str, np.ndarray]], count: int) -> list[dict[s
     for batch in feeds:
         if left <= 0:
             break
-        size = len(next(iter(batch.values())))
+        size = passes.batch_size(batch)
         out.append({name: value[:left] for name, value in batch.items()})
         left -= min(size, left)
     return out

@@ -327,7 +327,7 @@ def collect_hessians(
     for batch in feeds:
         for piece in passes.pieces(batch):
             values = dict(zip(names, runner.run(names, piece), strict=True))
-            samples += len(next(iter(piece.values())))
+            samples += passes.batch_size(piece)
             for site in sites:
                 product = input_products(values[site.data], site, weights[site.weight].shape)
                 if site.node in hessians:
