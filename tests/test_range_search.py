@@ -105,7 +105,9 @@ def test_the_search_picks_the_float64_references_amax_and_moves_a_heavy_tailed_r
     amax = {"x": float(np.abs(x).max()), "t": peak}
     plan = plan_qdq(model, amax, [])
     assert set(plan.activations) == {"x", "t"}
-    found = search_ranges(model, amax, plan, [{"x": x[:8]}, {"x": x[8:]}], {"t": peak, "x": amax["x"]})
+    found = search_ranges(
+        model, {"set": amax}, plan, [{"x": x[:8]}, {"x": x[8:]}], {"t": peak, "x": amax["x"]}
+    )["set"]
     expected = reference_choice(x, weights, peak, peak)
     assert found.amax["t"] == pytest.approx(expected, rel=1e-12)
     assert expected < peak  # the largest |x| is not the best range here
@@ -116,13 +118,32 @@ def test_the_search_picks_the_float64_references_amax_and_moves_a_heavy_tailed_r
     assert found.details()["changed"][0]["tensor"] in ("x", "t")
 
 
+def test_one_search_for_several_sets_gives_each_what_its_own_search_gives():
+    model, weights = chain_model()
+    x = heavy_tailed(16)
+    t = np.maximum(conv1x1(x, weights["wa"], weights["ba"]), 0)
+    peak = float(np.abs(t).max())
+    tables = {"a": {"x": 3.0, "t": peak}, "b": {"x": 5.0, "t": peak / 3}, "c": {"x": 4.0, "t": 0.9 * peak}}
+    peaks = {"t": peak, "x": float(np.abs(x).max())}
+    plan = plan_qdq(model, tables["a"], [])
+    together = search_ranges(model, tables, plan, [{"x": x}], peaks)
+    for label, table in tables.items():
+        alone = search_ranges(model, {label: table}, plan, [{"x": x}], peaks)[label]
+        assert together[label].amax == alone.amax
+        assert together[label].tensors == alone.tensors
+        assert together[label].sets == 3 and alone.sets == 1
+        assert together[label].amax["t"] == pytest.approx(
+            reference_choice(x, weights, table["t"], peak), rel=1e-12
+        )
+
+
 def test_the_search_does_not_depend_on_how_the_samples_are_batched():
     model, _ = chain_model(3)
     x = heavy_tailed(16, seed=4)
     amax = {"x": float(np.abs(x).max()), "t": 5.0}
     plan = plan_qdq(model, amax, [])
-    one = search_ranges(model, amax, plan, [{"x": x}], {})
-    many = search_ranges(model, amax, plan, [{"x": x[:3]}, {"x": x[3:10]}, {"x": x[10:]}], {})
+    one = search_ranges(model, {"set": amax}, plan, [{"x": x}], {})["set"]
+    many = search_ranges(model, {"set": amax}, plan, [{"x": x[:3]}, {"x": x[3:10]}, {"x": x[10:]}], {})["set"]
     assert one.amax == many.amax
     for a, b in zip(one.tensors, many.tensors, strict=True):
         assert a["error_ratio"] == pytest.approx(b["error_ratio"], rel=1e-6)
@@ -135,7 +156,7 @@ def test_a_calibrated_range_that_is_already_best_stays():
     peak = float(np.abs(t).max())
     best = reference_choice(x, weights, peak, peak)
     amax = {"x": float(np.abs(x).max()), "t": best}
-    found = search_ranges(model, amax, plan_qdq(model, amax, []), [{"x": x}], {"t": peak})
+    found = search_ranges(model, {"set": amax}, plan_qdq(model, amax, []), [{"x": x}], {"t": peak})["set"]
     assert found.amax["t"] == best
 
 

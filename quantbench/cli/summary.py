@@ -184,6 +184,7 @@ def _search_lines(results: dict[str, Any]) -> list[str]:
         line = (
             f"range search of {label}: {len(changed)} of {search.get('searched')} ranges changed on "
             f"{search.get('samples')} calibration images in {_plain(search.get('seconds'))} s"
+            + (f" (one search for {search['sets']} sets)" if (search.get("sets") or 1) > 1 else "")
         )
         if changed:
             top = min(changed, key=lambda t: t.get("error_ratio", 1.0))

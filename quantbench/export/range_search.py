@@ -76,13 +76,30 @@ class RangeSearch:
         tensors: per searched tensor: ``tensor``, ``calibrated``, ``searched`` amax, ``error_ratio`` (the
             searched amax's region error over the calibrated one's; 1.0 where it stayed).
         samples: samples searched on.
-        seconds: wall time.
+        seconds: wall time of the search, which served ``sets`` sets at once.
+        sets: the sets of ranges one search served.
     """
 
     amax: dict[str, float]
     tensors: list[dict[str, Any]] = field(default_factory=list)
     samples: int = 0
     seconds: float = 0.0
+    sets: int = 1
+
+    def choose(
+        self, tensor: str, calibrated: float, options: Sequence[float], errors: Mapping[float, float]
+    ) -> None:
+        """Keep ``calibrated`` for ``tensor``, or the option with the least error where it leaves at most
+        ``1 - MIN_GAIN`` of calibrated's (``errors``: amax -> error), and record it."""
+        best = min(options, key=lambda a: errors[a])
+        own = errors[calibrated]
+        moved = own > 0 and errors[best] <= (1 - MIN_GAIN) * own
+        chosen = best if moved else calibrated
+        self.amax[tensor] = chosen
+        ratio = errors[best] / own if moved else 1.0
+        self.tensors.append(
+            {"tensor": tensor, "calibrated": calibrated, "searched": chosen, "error_ratio": ratio}
+        )
 
     def details(self) -> dict[str, Any]:
         """JSON-ready summary for ``results.json``: the tensors whose amax changed, and counts."""
@@ -92,6 +109,7 @@ class RangeSearch:
             "changed": changed,
             "samples": self.samples,
             "seconds": round(self.seconds, 3),
+            "sets": self.sets,
         }
 
 
@@ -205,23 +223,27 @@ class _Group:
 
 def search_ranges(
     model: onnx.ModelProto,
-    amax: Mapping[str, float],
+    tables: Mapping[str, Mapping[str, float]],
     plan: QdqPlan,
     feeds: Sequence[Mapping[str, np.ndarray]],
     peaks: Mapping[str, float],
     threads: int = 0,
-) -> RangeSearch:
-    """The amax of every activation ``plan`` quantizes, searched on the first samples of ``feeds``
-    (:func:`sample_count`; see the module docstring).
+) -> dict[str, RangeSearch]:
+    """The amax of every activation ``plan`` quantizes, for each set of ``tables``, searched on the first
+    samples of ``feeds`` (:func:`sample_count`; see the module docstring). One search serves every set: a
+    candidate's error does not depend on the set it came from, so each is measured once.
 
     Args:
         model: the FP32 model ``plan`` was made for.
-        amax: the calibrated ranges (tensor -> amax).
+        tables: label -> the calibrated ranges (tensor -> amax) of one set.
         plan: the Q/DQ plan: its activations are the tensors searched and the regions' ends.
         feeds: the fitting batches.
         peaks: tensor -> largest |x| seen in calibration (the largest candidate); missing: three times
             the calibrated amax.
         threads: ONNX Runtime threads (0: every core).
+
+    Returns:
+        label -> that set's search.
 
     Raises:
         QuantbenchError: ONNX Runtime cannot run the model or a region of it.
@@ -229,39 +251,44 @@ def search_ranges(
     from quantbench.model import expose_tensors
 
     started = time.time()
-    quantized = list(plan.activations)
-    found = [r for r in regions(model.graph, quantized) if amax.get(r.tensor, 0.0) > 0]
-    tried = {r.tensor: candidates(amax[r.tensor], peaks.get(r.tensor, 3 * amax[r.tensor])) for r in found}
-    result = RangeSearch(dict(amax))
+    options = {
+        label: {
+            tensor: candidates(amax, peaks.get(tensor, 3 * amax))
+            for tensor, amax in table.items()
+            if amax > 0
+        }
+        for label, table in tables.items()
+    }
+    found = [
+        r
+        for r in regions(model.graph, list(plan.activations))
+        if any(r.tensor in o for o in options.values())
+    ]
+    tried = {r.tensor: sorted({a for o in options.values() for a in o.get(r.tensor, [])}) for r in found}
+    results = {label: RangeSearch(dict(table), sets=len(tables)) for label, table in tables.items()}
+    samples = 0
     for start in range(0, len(found), GROUP):
         group = _Group(model, found[start : start + GROUP], tried)
         names = group.names()
         runner = passes.session(
             expose_tensors(model, names), threads, "the FP32 model", purpose="range search", release=True
         )
-        result.samples = 0
+        samples = 0
         for batch in _first(feeds, sample_count(feeds)):
             for piece in passes.pieces(batch):
                 group.add(dict(zip(names, runner.run(names, piece), strict=True)), threads)
-                result.samples += passes.batch_size(piece)
+                samples += passes.batch_size(piece)
         del runner
         for region in group.regions:
-            errors, options = group.relative_errors(region), tried[region.tensor]
-            own = errors[options.index(amax[region.tensor])]
-            best = int(np.argmin(errors))
-            moved = own > 0 and errors[best] <= (1 - MIN_GAIN) * own
-            chosen = options[best] if moved else amax[region.tensor]
-            result.amax[region.tensor] = chosen
-            result.tensors.append(
-                {
-                    "tensor": region.tensor,
-                    "calibrated": amax[region.tensor],
-                    "searched": chosen,
-                    "error_ratio": float(errors[best] / own) if moved else 1.0,
-                }
-            )
-    result.seconds = time.time() - started
-    return result
+            errors = dict(zip(tried[region.tensor], group.relative_errors(region), strict=True))
+            for label, table in tables.items():
+                if region.tensor in options[label]:
+                    results[label].choose(
+                        region.tensor, table[region.tensor], options[label][region.tensor], errors
+                    )
+    for result in results.values():
+        result.samples, result.seconds = samples, time.time() - started
+    return results
 
 
 def sample_count(feeds: Sequence[Mapping[str, np.ndarray]]) -> int:

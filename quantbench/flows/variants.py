@@ -125,8 +125,8 @@ def _batches(ctx: RunContext, count: int, start: int) -> tuple[BatchStore, LoadR
 
 
 def search_ranges(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | None) -> None:
-    """With ``--range-search``: each of quantbench's sets of ranges (not the backend's) searched on
-    ``feeds.fit`` (:mod:`quantbench.export.range_search`), in place: the set, its files under
+    """With ``--range-search``: quantbench's sets of ranges (not the backend's) searched on ``feeds.fit``
+    in one search (:mod:`quantbench.export.range_search`), in place: the set, its files under
     ``ranges/`` and its ``range_info`` (``search``: what changed) then hold the searched ranges.
 
     Raises:
@@ -143,22 +143,19 @@ def search_ranges(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | No
     if not spec.range_search or feeds is None or not own or "int8" not in spec.precisions:
         return
     model = at_least_opset13(ctx.model.proto)
-    ctx.progress.start("range search", len(own))
+    tables = {label: ranges.range_sets[label].amax for label in own}
+    ctx.progress.start("range search", 1)
     try:
-        for label in own:
-            table = ranges.range_sets[label]
-            found = search(
-                model, table.amax, plan_qdq(model, table.amax, spec.exclude), feeds.fit, ranges.absmax,
-                ctx.threads,
-            )  # fmt: skip
-            ranges.range_sets[label] = dataclasses.replace(table, amax=found.amax)
-            calibration = ranges.calibration
-            for path in calibration.files.get(label, []) if calibration is not None else []:
-                write_ranges(ranges.range_sets[label], path)
-            ranges.range_info.setdefault(label, {})["search"] = found.details()
-            ctx.progress.advance()
+        plan = plan_qdq(model, tables[own[0]], spec.exclude)
+        found = search(model, tables, plan, feeds.fit, ranges.absmax, ctx.threads)
     finally:
         ctx.progress.finish()
+    calibration = ranges.calibration
+    for label in own:
+        ranges.range_sets[label] = dataclasses.replace(ranges.range_sets[label], amax=found[label].amax)
+        for path in calibration.files.get(label, []) if calibration is not None else []:
+            write_ranges(ranges.range_sets[label], path)
+        ranges.range_info.setdefault(label, {})["search"] = found[label].details()
 
 
 def fit_rounding(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | None) -> WeightRounding | None:
