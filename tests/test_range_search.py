@@ -4,6 +4,7 @@ of the error at the next quantized tensors, batch-size invariance, and a run tha
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -79,6 +80,19 @@ def reference_choice(x: np.ndarray, weights: dict[str, np.ndarray], calibrated: 
     own = errors[tried.index(calibrated)]
     best = int(np.argmin(errors))
     return tried[best] if errors[best] <= (1 - MIN_GAIN) * own else calibrated
+
+
+def saved_chain(tmp_path: Path, folder: str, count: int, seed: int) -> tuple[Path, Path]:
+    """:func:`chain_model` saved under ``tmp_path``, and a folder of ``count`` heavy-tailed ``.npy``
+    samples."""
+    model, _ = chain_model()
+    model_path = tmp_path / "chain.onnx"
+    onnx.save(model, model_path)
+    samples = tmp_path / folder
+    samples.mkdir()
+    for i, sample in enumerate(heavy_tailed(count, seed=seed)):
+        np.save(samples / f"{i:03d}.npy", sample)
+    return model_path, samples
 
 
 def test_regions_run_from_a_tensor_to_the_next_quantized_tensors_and_outputs():
@@ -164,13 +178,7 @@ def test_a_run_with_range_search_writes_the_searched_ranges_into_the_model_and_r
     import quantbench
     from quantbench.ranges import read_ranges
 
-    model, _ = chain_model()
-    model_path = tmp_path / "chain.onnx"
-    onnx.save(model, model_path)
-    images = tmp_path / "calib"
-    images.mkdir()
-    for i, sample in enumerate(heavy_tailed(24, seed=7)):
-        np.save(images / f"{i:03d}.npy", sample)
+    model_path, images = saved_chain(tmp_path, "calib", 24, seed=7)
     result = quantbench.run(
         model_path, images, n=24, methods=["minmax"], precisions=["fp32", "int8"], range_search=True,
         bias_correction=False, bias_correction_images=16, bench_runs=1, out=tmp_path / "out",
@@ -206,13 +214,7 @@ def test_large_pages_are_searched_on_fewer_samples():
 def test_range_search_without_images_to_fit_on_says_so(tmp_path):
     import quantbench
 
-    model, _ = chain_model()
-    model_path = tmp_path / "chain.onnx"
-    onnx.save(model, model_path)
-    held_out = tmp_path / "held_out"
-    held_out.mkdir()
-    for i, sample in enumerate(heavy_tailed(4, seed=8)):
-        np.save(held_out / f"{i:03d}.npy", sample)
+    model_path, held_out = saved_chain(tmp_path, "held_out", 4, seed=8)
     ranges = tmp_path / "ranges.txt"
     ranges.write_text("x:4.0\nt:6.0\n")
     result = quantbench.run(

@@ -243,6 +243,17 @@ def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarr
     return q, scales
 
 
+def fake_quantize(values: np.ndarray, amax: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Symmetric int8 quantize-dequantize as an activation's Q/DQ pair computes it (scale ``amax / 127``,
+    float32, round half to even, codes in [-128, 127]), into the float32 array ``out`` where given."""
+    scale = np.float32(amax / 127.0)
+    out = np.divide(values, scale, out=out, dtype=np.float32)
+    np.rint(out, out=out)
+    np.clip(out, -128, 127, out=out)
+    out *= scale
+    return out
+
+
 def dequantize_weight(
     codes: np.ndarray, scales: np.ndarray, axis: int, dtype: type = np.float32
 ) -> np.ndarray:

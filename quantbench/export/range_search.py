@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantbench.export import passes
+from quantbench.export.qdq import fake_quantize
 
 if TYPE_CHECKING:
     import onnx
@@ -145,17 +146,6 @@ def regions(graph: onnx.GraphProto, quantized: Sequence[str]) -> list[Region]:
     return found
 
 
-def fake_quantize(values: np.ndarray, amax: float, out: np.ndarray | None = None) -> np.ndarray:
-    """``values`` rounded as a symmetric int8 QuantizeLinear / DequantizeLinear pair with scale amax / 127
-    (into ``out`` where given)."""
-    scale = np.float32(amax / 127.0)
-    out = np.divide(values, scale, out=out)
-    np.rint(out, out=out)
-    np.clip(out, -128, 127, out=out)
-    out *= scale
-    return out
-
-
 def candidates(calibrated: float, peak: float) -> list[float]:
     """The amax values tried: :data:`FACTORS` of ``calibrated`` below ``peak``, and ``peak`` (calibrated
     itself always)."""
@@ -176,7 +166,12 @@ class _Group:
     known) and each candidate's error, summed over the pieces."""
 
     def __init__(self, model: onnx.ModelProto, regions: list[Region], tried: Mapping[str, list[float]]):
+        from quantbench.graph import constant_tensors, initializers
+
         self.model, self.regions, self.tried = model, regions, tried
+        constants = constant_tensors(model.graph)
+        self.writers = {o: node for node in model.graph.node for o in node.output if o in constants}
+        self.inits = initializers(model.graph)
         self.sessions: list[Any] = []
         self.errors = {r.tensor: np.zeros((len(tried[r.tensor]), len(r.ends))) for r in regions}
         self.energy = {r.tensor: np.zeros(len(r.ends)) for r in regions}
@@ -186,17 +181,14 @@ class _Group:
         return list(dict.fromkeys(n for r in self.regions for n in (*r.fed, *r.ends)))
 
     def _session(self, region: Region, values: Mapping[str, np.ndarray], threads: int) -> Any:
-        from quantbench.graph import constant_nodes_for, constant_tensors, initializers, node_reads, sub_model
+        from quantbench.graph import constant_nodes_for, node_reads, sub_model
 
         graph = self.model.graph
-        constants = constant_tensors(graph)
-        writers = {o: node for node in graph.node for o in node.output if o in constants}
         nodes = [graph.node[i] for i in region.nodes]
-        ordered = constant_nodes_for(graph, writers, [n for node in nodes for n in node_reads(node)]) + nodes
-        inits = initializers(graph)
-        weights = [
-            inits[n] for n in dict.fromkeys(n for node in ordered for n in node_reads(node)) if n in inits
-        ]
+        reads = [n for node in nodes for n in node_reads(node)]
+        ordered = constant_nodes_for(graph, self.writers, reads) + nodes
+        needed = dict.fromkeys(n for node in ordered for n in node_reads(node))
+        weights = [self.inits[n] for n in needed if n in self.inits]
         types = {n: values[n].dtype for n in region.fed}
         part = sub_model(self.model, ordered, types, region.ends, weights, "region")
         return passes.session(part, threads, "a region of the model", purpose="range search", release=True)

@@ -215,12 +215,6 @@ class TensorFidelity:
     own_snr_db: float
 
 
-def fake_quantize(values: np.ndarray, amax: float) -> np.ndarray:
-    """Symmetric int8 quantize-dequantize as the Q/DQ pair computes it (float32, round half to even)."""
-    scale = np.float32(amax / 127.0)
-    return np.clip(np.rint(values / scale), -128, 127).astype(np.float32) * scale
-
-
 def _exposed(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
     """A copy of ``model`` whose outputs are its own followed by the float tensors ``names``."""
     import onnx
@@ -260,7 +254,7 @@ def analyse_tensors(
         QuantbenchError: no batches, or no node can be quantized.
     """
     from quantbench.backends.onnxruntime import SessionSettings, make_session
-    from quantbench.export.qdq import build_qdq, plan_qdq
+    from quantbench.export.qdq import build_qdq, fake_quantize, plan_qdq
     from quantbench.graph import producers
 
     if not feeds:
