@@ -7,7 +7,8 @@ writes them, one shape per model):
 * ``quantbench.run`` with minmax ranges, without bias correction, once per ``--cpu-flavour``: ``exact``
   (the judged Q/DQ model's quantized values) and ``fast`` (more tensors quantized,
   ``quantbench/export/onnxruntime_fast.py``); both write the same judged model
-  (``models/int8-minmax.onnx``) and time their ``models/int8-minmax.onnxruntime.onnx``;
+  (``models/int8-minmax.onnx``) and time their ``models/int8-minmax.onnxruntime.onnx``; with
+  ``--equalize``, also ``exact`` of the model with cross-layer equalization (its own judged model);
 * ONNX Runtime's ``quantize_static`` with its own CPU settings (``benchmarks/zoo_peers.py``): uint8
   asymmetric activations, int8 per-channel weights, MinMax, every operator type it knows (its fastest
   model), in QDQ and in QOperator format.
@@ -23,7 +24,7 @@ optimization off) is scored too, since that is the figure its verdict reports. F
 of tensors it rounds that the judged model keeps in float comes from ``results.json``.
 
 Usage:  python benchmarks/cpu_flavour.py WORK [--models NAME ...] [--calibration 32] [--held-out 16]
-                                              [--rounds 60] [--threads 2] [--seed 0]
+                                              [--rounds 60] [--threads 2] [--seed 0] [--equalize]
 """
 
 from __future__ import annotations
@@ -50,12 +51,13 @@ def quantbench_models(model: ZooModel, fp32: Path, folders: dict[str, Path], out
     import quantbench
 
     found: dict[str, Any] = {}
-    for flavour in FLAVOURS:
+    for flavour in flavours(options):
         result = quantbench.run(
             fp32, folders["calibration"], n=options.calibration, eval_images=folders["held_out"],
             eval_n=options.held_out, methods=["minmax"], precisions=["fp32", "int8"], bias_correction=False,
-            cpu_flavour=flavour, bench_runs=1, bench_seconds=0, threads=options.threads,
-            task_option=list(model.task_options), out=out / flavour,
+            cpu_flavour=flavour.split(",")[0], equalize=flavour.endswith("equalized"), bench_runs=1,
+            bench_seconds=0, threads=options.threads, task_option=list(model.task_options),
+            out=out / flavour.replace(", ", "-"),
         )  # fmt: skip
         run_dir = Path(result.run_dir)
         variant = json.loads((run_dir / "results.json").read_text())["variants"][1]
@@ -67,13 +69,18 @@ def quantbench_models(model: ZooModel, fp32: Path, folders: dict[str, Path], out
     return found
 
 
+def flavours(options: Any) -> list[str]:
+    """``exact``, ``fast`` and, with ``--equalize``, ``exact, equalized``."""
+    return [*FLAVOURS, *(["exact, equalized"] if options.equalize else [])]
+
+
 def bench_model(name: str, work: Path, options: Any) -> list[dict[str, Any]]:
     """Every model of one zoo model built, timed round-robin and scored: one row each."""
     model = ZOO[name]
     folders = write_samples(model, work / name, options.calibration, options.held_out, options.seed)
     fp32 = model.locate(work)
     ours = quantbench_models(model, fp32, folders, work / name / "runs", options)
-    timed = {"FP32": fp32, **{f"quantbench {f}": ours[f]["timed"] for f in FLAVOURS}}
+    timed = {"FP32": fp32, **{f"quantbench {f}": ours[f]["timed"] for f in flavours(options)}}
     for label, layout in PEERS.items():
         path = work / name / "peers" / f"uint8-{layout}.onnx"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +96,7 @@ def bench_model(name: str, work: Path, options: Any) -> list[dict[str, Any]]:
     rows = []
     for label, path in timed.items():
         scores = {} if label == "FP32" else evaluate(model, path, reference, options.threads)
-        rounded = next((ours[f]["rounded"] for f in FLAVOURS if label == f"quantbench {f}"), None)
+        rounded = next((ours[f]["rounded"] for f in flavours(options) if label == f"quantbench {f}"), None)
         rows.append(
             {
                 "model": name,
@@ -141,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--equalize", action="store_true", help="also the exact flavour of --equalize")
     options = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
     for name in options.models:

@@ -6,8 +6,9 @@ rec and cls), one sample set with one shape per model (``fixed_shape``: PP-OCR d
 rec crops 3x48x320, cls 3x48x192):
 
 * ``quantbench.run`` for each weight rounding of ``--weight-rounding`` (nearest and adaptive), each setting
-  of ``--activation-offsets`` (off by default; ``off,on`` runs both) and of ``--range-search`` (likewise;
-  a searched run's variants are named ``int8-<method>, searched ranges``), with and
+  of ``--activation-offsets`` (off by default; ``off,on`` runs both), of ``--range-search`` (likewise;
+  a searched run's variants are named ``int8-<method>, searched ranges``) and of ``--equalize``
+  (likewise; ``int8-<method>, equalized``), with and
   without bias correction, each with every calibration method
   (entropy, minmax, percentile, mse), on the calibration samples, judged by quantbench on the held-out
   ones; precisions FP32 and INT8 (FP16 is left out: on the CPU it is an emulation, never recommended);
@@ -48,6 +49,7 @@ det's Percentile keeps about 0.9 GiB a sample).
 Usage:  python benchmarks/zoo.py WORK [--models NAME ...] [--calibration 8] [--held-out 8] [--seed 0]
                                       [--bias-correction-images 32] [--weight-rounding nearest,adaptive]
                                       [--activation-offsets off|on|off,on] [--range-search off|on|off,on]
+                                      [--equalize off|on|off,on]
                                       [--bench-runs 5]
                                       [--bench-seconds 0] [--threads 0] [--peer-stride 8] [--peers 1]
                                       [--json FILE]
@@ -112,6 +114,7 @@ class Options:
     weight_rounding: str = "nearest,adaptive"
     activation_offsets: str = "off"
     range_search: str = "off"
+    equalize: str = "off"
     bench_runs: int = 5
     bench_seconds: float = 0.0
     threads: int = 0
@@ -120,13 +123,14 @@ class Options:
 
 
 class Setup(NamedTuple):
-    """One quantbench run of a model: its weight rounding, bias correction, activation offsets and range
-    search."""
+    """One quantbench run of a model: its weight rounding, bias correction, activation offsets, range
+    search and equalization."""
 
     rounding: str
     bias: bool
     offsets: bool = False
     search: bool = False
+    equalize: bool = False
 
 
 @dataclass
@@ -210,6 +214,7 @@ def quantbench_worker(job: dict[str, Any]) -> dict[str, Any]:
         weight_rounding=job["weight_rounding"],
         activation_offsets=job["activation_offsets"],
         range_search=job["range_search"],
+        equalize=job["equalize"],
         bench_runs=job["bench_runs"],
         bench_seconds=job["bench_seconds"],
         threads=job["threads"],
@@ -253,6 +258,7 @@ def run_quantbench(
         "weight_rounding": setup.rounding,
         "activation_offsets": setup.offsets,
         "range_search": setup.search,
+        "equalize": setup.equalize,
         "bench_runs": options.bench_runs,
         "bench_seconds": options.bench_seconds,
         "threads": options.threads,
@@ -317,7 +323,9 @@ def quantbench_rows(
             Row(
                 model=model.name,
                 tool="quantbench",
-                variant=variant["name"] + (", searched ranges" if setup.search else ""),
+                variant=variant["name"]
+                + (", searched ranges" if setup.search else "")
+                + (", equalized" if setup.equalize else ""),
                 bias_correction=_bias_state(details, setup.bias),
                 weight_rounding=setup.rounding,
                 offsets="on" if setup.offsets else "off",
@@ -370,25 +378,30 @@ def peer_rows(
 
 
 def run_setups(options: Options) -> list[Setup]:
-    """The quantbench runs per model: for each setting of ``--range-search`` and ``--activation-offsets``
-    (``off``, ``on``) and each rounding of ``--weight-rounding``, with bias correction and without."""
+    """The quantbench runs per model: for each setting of ``--equalize``, ``--range-search`` and
+    ``--activation-offsets`` (``off``, ``on``) and each rounding of ``--weight-rounding``, with bias
+    correction and without."""
     roundings = [item.strip() for item in options.weight_rounding.split(",") if item.strip()]
-    offsets = [item.strip() == "on" for item in options.activation_offsets.split(",") if item.strip()]
-    searches = [item.strip() == "on" for item in options.range_search.split(",") if item.strip()]
+
+    def settings(text: str) -> list[bool]:
+        return [item.strip() == "on" for item in text.split(",") if item.strip()]
+
     return [
-        Setup(r, bias, o, search)
-        for search in searches
-        for o in offsets
+        Setup(r, bias, o, search, equal)
+        for equal in settings(options.equalize)
+        for search in settings(options.range_search)
+        for o in settings(options.activation_offsets)
         for r in roundings
         for bias in (True, False)
     ]
 
 
 def run_label(setup: Setup) -> str:
-    """``nearest, bias correction`` ..., with ``, offsets`` where activation offsets are on and ``, range
-    search`` where the ranges are searched."""
+    """``nearest, bias correction`` ..., with ``, offsets`` where activation offsets are on, ``, range
+    search`` where the ranges are searched and ``, equalized`` with cross-layer equalization."""
     label = f"{setup.rounding}, {'bias correction' if setup.bias else 'no bias correction'}"
-    return label + (", offsets" if setup.offsets else "") + (", range search" if setup.search else "")
+    label += (", offsets" if setup.offsets else "") + (", range search" if setup.search else "")
+    return label + (", equalized" if setup.equalize else "")
 
 
 def bench_model(name: str, work: Path, options: Options) -> dict[str, Any]:

@@ -137,6 +137,8 @@ class VariantSpec:
         range_search: replace each calibrated range of quantbench's sets by the candidate around it
             that leaves the least error at the next quantized tensors, on those images (see
             :mod:`quantbench.export.range_search`).
+        equalize: calibrate and build the FP16 and INT8 variants from the model with cross-layer
+            equalization (see :mod:`quantbench.export.equalize`; FP32 stays the given model).
     """
 
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -147,6 +149,7 @@ class VariantSpec:
     cpu_flavour: str = "exact"
     activation_offsets: bool = False
     range_search: bool = False
+    equalize: bool = False
 
 
 @dataclass(frozen=True)

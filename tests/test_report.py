@@ -1042,3 +1042,8 @@ def test_report_says_how_each_int8_variant_was_built():
     page = page_text(render_report(results))
     assert "How the INT8 variants were built" in page
     assert "nearest (adaptive judged worse): top1_agreement 0.9 -> 0.8 on 32 images held apart" in page
+    results["equalization"] = {"convs": 9, "rounds": 3, "pairs": [{"first": "a"}, {"first": "b"}]}
+    equalized = tables.build_table(results)
+    assert equalized is not None
+    rows = {row[0]: dict(zip(equalized.columns, row, strict=True)) for row in equalized.rows}
+    assert rows[plain]["weights"] == "equalized (2 pairs), nearest"

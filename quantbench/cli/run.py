@@ -114,6 +114,15 @@ RangeSearchOption = Annotated[
         rich_help_panel=VARIANTS,
     ),
 ]
+EqualizeOption = Annotated[
+    bool,
+    typer.Option(
+        help="Cross-layer equalization: rescale consecutive convolutions per channel (across ReLU, ReLU6, "
+        "batch normalization) so the second's input channels even out, the float model's outputs "
+        "unchanged; calibration and the FP16 / INT8 variants use that model (models/equalized.onnx).",
+        rich_help_panel=VARIANTS,
+    ),
+]
 BackendOption = Annotated[
     str, typer.Option(help="auto | onnxruntime | tensorrt | tensorrt-rtx.", rich_help_panel=VARIANTS)
 ]
@@ -205,6 +214,7 @@ def run_command(
     cpu_flavour: CpuFlavourOption = "exact",
     activation_offsets: ActivationOffsetsOption = False,
     range_search: RangeSearchOption = False,
+    equalize: EqualizeOption = False,
     backend: BackendOption = "auto",
     threads: Threads = 0,
     plugins: PluginsOption = None,

@@ -11,7 +11,8 @@ nothing it does not already run:
 
 * the node that feeds the activation (Conv, Gemm or BatchNormalization, read by the activation alone)
   subtracts ``c`` from its bias, and the activation's bounds move by ``-c`` (a ReLU becomes a Clip with
-  only a lower bound, ``-c``);
+  only a lower bound, ``-c``), as does the bound of a Min with a constant between them (cross-layer
+  equalization writes ``Relu(Min(y, b))`` for a ReLU6 whose bound became one per channel);
 * every reader (Conv, Gemm) adds ``c`` times the sum of its weights over its input to its bias; a
   padded convolution reads the tensor through a ``Pad`` of value ``-c`` (the shifted zero, on the grid)
   and pads no more itself, so its border sees what it saw before.
@@ -189,8 +190,9 @@ class _Rewrite:
         self.offsets: list[Offset] = []
         self.pads: dict[int, onnx.NodeProto] = {}  # reader index -> the Pad that goes before it
 
-    def candidates(self) -> list[tuple[int, int, list[int], float]]:
-        """(feeder index, activation index, reader indices, lower bound) of every tensor to shift."""
+    def candidates(self) -> list[tuple[int, int | None, int, list[int], float]]:
+        """(feeder index, index of a Min between it and the activation or None, activation index, reader
+        indices, lower bound) of every tensor to shift."""
         from quantbench.graph import consumers, producers
 
         graph = self.graph
@@ -205,18 +207,31 @@ class _Rewrite:
                 continue
             if amax <= bound or amax - bound > LARGEST_SPAN * amax:
                 continue
-            source = producer.get(node.input[0])
-            if source is None or node.input[0] in outputs or len(uses.get(node.input[0], [])) != 1:
-                continue
-            if not _feeder_ok(graph.node[source], self.constants):
+            source, between = self._feeder(node.input[0], uses, producer, outputs), None
+            if source is not None and self._bounded_above(graph.node[source]):
+                between, source = source, self._feeder(graph.node[source].input[0], uses, producer, outputs)
+            if source is None or not _feeder_ok(graph.node[source], self.constants):
                 continue
             reads = uses.get(tensor, [])
             if not reads or not all(_reader_ok(graph.node[i], j, self.constants) for i, j in reads):
                 continue
             if all(i in self.excluded for i, _ in reads):
                 continue
-            found.append((source, k, [i for i, _ in reads], bound))
+            found.append((source, between, k, [i for i, _ in reads], bound))
         return found
+
+    def _feeder(
+        self, name: str, uses: Mapping[str, list], producer: Mapping[str, int], outputs: set[str]
+    ) -> int | None:
+        """The index of the node writing ``name`` where ``name`` is read once and is not a graph output."""
+        if name in outputs or len(uses.get(name, [])) != 1:
+            return None
+        return producer.get(name)
+
+    def _bounded_above(self, node: onnx.NodeProto) -> bool:
+        """Whether ``node`` is a Min of its data and a constant bound (one per channel after cross-layer
+        equalization, :mod:`quantbench.export.equalize`): the shift moves that bound too."""
+        return node.op_type == "Min" and len(node.input) == 2 and node.input[1] in self.constants
 
     def own(self, node: onnx.NodeProto, slot: int, channels: int, stem: str) -> np.ndarray:
         """The node's constant input ``slot`` (a bias) as an initializer of its own, float32, created as
@@ -257,6 +272,11 @@ class _Rewrite:
         if feeder.op_type == "Gemm" and not _attributes(feeder).get("transB", 0):
             channels = weight.shape[1]
         self.set(feeder, 2, self.own(feeder, 2, channels, feeder.output[0]) - c / _beta(feeder))
+
+    def shift_bound(self, node: onnx.NodeProto, c: float) -> None:
+        """Move a Min's constant bound by ``-c``."""
+        value = self.own(node, 1, 0, node.output[0])
+        self.set(node, 1, value - c)
 
     def shift_activation(self, node: onnx.NodeProto, c: float, bound: float) -> None:
         """Move the activation's bounds by ``-c`` (a ReLU becomes ``Clip(min=bound - c)``)."""
@@ -347,7 +367,7 @@ def offset_activations(
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     rewrite = _Rewrite(copy, amax, exclude)
-    for source, k, readers, bound in rewrite.candidates():
+    for source, between, k, readers, bound in rewrite.candidates():
         graph = copy.graph
         activation = graph.node[k]
         tensor = activation.output[0]
@@ -355,6 +375,8 @@ def offset_activations(
         c, h = (top + bound) / 2.0, (top - bound) / 2.0
         feeder = graph.node[source]
         rewrite.shift_feeder(feeder, c)
+        if between is not None:
+            rewrite.shift_bound(graph.node[between], c)
         rewrite.shift_activation(activation, c, bound)
         padded = [node_label(graph.node[i], i) for i in readers if rewrite.shift_reader(i, c, h)]
         rewrite.amax[tensor] = h
@@ -454,6 +476,9 @@ def with_zero_points(
         c = offset.shift
         activation = graph.node[writer[offset.tensor]]
         feeder = graph.node[writer[activation.input[0]]]
+        if feeder.op_type == "Min":  # a bound between the feeder and the activation takes c back too
+            add(feeder, 1, c)
+            feeder = graph.node[writer[feeder.input[0]]]
         add(feeder, 2, c / _beta(feeder))
         for slot in range(1, len(activation.input)):
             if activation.input[slot]:

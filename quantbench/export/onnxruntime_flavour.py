@@ -17,7 +17,10 @@ computes:
    quantization moved before the activation, and the activation becomes an integer Clip on the
    quantized values. Rounding is monotonic, so ``round(clip(y, lo, hi) / s)`` equals
    ``clip(round(y / s), round(lo / s), round(hi / s))``: the stored integers are the same. Where the
-   grid's own saturation already clips at those codes, no Clip is needed and none is written.
+   grid's own saturation already clips at those codes, no Clip is needed and none is written. A Min of
+   one bound per channel before the activation (cross-layer equalization's ``Relu(Min(y, 6 / s_c))``)
+   becomes an integer Min on the codes the same way: ``round(min(y, b) / s) = min(round(y / s),
+   round(b / s))``.
 3. The float bias of a quantized Conv/Gemm becomes int32 at scale ``s_x * s_w`` (the accumulator's
    own step), which ONNX Runtime's fusion requires; it moves the bias by at most half a step of the
    int32 accumulator. A channel whose weights are all but zero (``s_w`` ~ 1e-11, common after batch
@@ -153,10 +156,10 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
         if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
             continue
         y = node.output[0]
-        users = consumers.get(y, [])
-        if y in outputs or len(users) != 1 or graph.node[users[0]].op_type not in ("Relu", "Clip"):
+        chain = _activation_chain(graph, consumers, constants, outputs, y)
+        if chain is None:
             continue
-        act = graph.node[users[0]]
+        act = graph.node[chain[-1]]
         z = act.output[0]
         bounds = clip_bounds(constants, act)
         z_users = consumers.get(z, [])
@@ -166,21 +169,64 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
         z_quantize = graph.node[z_users[0]]
         if z_quantize.op_type != "QuantizeLinear" or z_quantize.output[0] != qn.quantized:
             continue
+        new = [helper.make_node("QuantizeLinear", [y, qn.scale, qn.zero_point], [f"{y}_quantized"], f"{y}_Q")]
+        if len(chain) == 2:  # Min(y, bound per channel) first: Q(min(y, b)) = min(Q(y), Q(b))
+            bound = constants[graph.node[chain[0]].input[1]]
+            new.append(_integer_min(graph, z, _min_codes(inits, qn, bound), f"{y}_quantized", f"{y}_min"))
         codes = _clip_codes(inits, qn, bounds)
-        if codes is None:  # the grid's own saturation clips: the QuantizeLinear writes z's codes
-            replaced[users[0]] = [
-                helper.make_node("QuantizeLinear", [y, qn.scale, qn.zero_point], [qn.quantized], f"{y}_Q")
-            ]
-            replaced[z_users[0]] = []
-            continue
-        q_out = f"{y}_quantized"
-        replaced[users[0]] = [
-            helper.make_node("QuantizeLinear", [y, qn.scale, qn.zero_point], [q_out], f"{y}_Q"),
-            _integer_clip(graph, z, codes, q_out, qn.quantized),
-        ]
-        replaced[z_users[0]] = []  # the integer Clip now writes z's quantized values
+        if codes is not None:  # else the grid's own saturation clips
+            new.append(_integer_clip(graph, z, codes, new[-1].output[0], qn.quantized))
+        new[-1].output[0] = qn.quantized  # the last node now writes z's quantized values
+        replaced[chain[0]] = new
+        for index in [*chain[1:], z_users[0]]:
+            replaced[index] = []
     _clips_between_quantized(graph, names, constants, consumers, replaced)
     _rebuild(graph, replaced)
+
+
+def _activation_chain(
+    graph: onnx.GraphProto,
+    consumers: dict[str, list[int]],
+    constants: dict[str, np.ndarray],
+    outputs: set[str],
+    y: str,
+) -> list[int] | None:
+    """The node indices from ``y``'s only reader to the Relu or Clip of step 2: that node alone, or a
+    ``Min`` of ``y`` and a constant with one bound per channel (what cross-layer equalization writes for
+    ``Clip(x, 0, 6)``, :mod:`quantbench.export.equalize`) and the Relu or Clip reading it; None where
+    ``y`` does not go on so."""
+    chain: list[int] = []
+    name = y
+    while True:
+        users = consumers.get(name, [])
+        if name in outputs or len(users) != 1:
+            return None
+        node = graph.node[users[0]]
+        if node.op_type in ("Relu", "Clip"):
+            return [*chain, users[0]]
+        bound = constants.get(node.input[1]) if node.op_type == "Min" and len(node.input) == 2 else None
+        if chain or node.input[0] != name or bound is None or bound.dtype != np.float32:
+            return None
+        chain.append(users[0])
+        name = node.output[0]
+
+
+def _min_codes(inits: dict[str, onnx.TensorProto], qn: QdqNames, bound: np.ndarray) -> np.ndarray:
+    """A Min's constant bound as uint8 codes of ``qn``'s grid (its int8 zero point applied, then shifted by
+    128), its shape kept."""
+    scale = np.float32(numpy_helper.to_array(inits[qn.scale]))
+    zero = int(numpy_helper.to_array(inits[qn.zero_point]))
+    codes = np.clip(np.rint(bound.astype(np.float32) / scale) + zero, -128, 127) + ZERO_POINT
+    return codes.astype(np.uint8)
+
+
+def _integer_min(
+    graph: onnx.GraphProto, z: str, codes: np.ndarray, source: str, target: str
+) -> onnx.NodeProto:
+    """A Min of the uint8 codes ``source`` and ``codes`` (an initializer named after the activation's output
+    ``z``), writing ``target``."""
+    graph.initializer.append(numpy_helper.from_array(codes, f"{z}_min_codes"))
+    return helper.make_node("Min", [source, f"{z}_min_codes"], [target], f"{z}_integer_min")
 
 
 def _integer_clip(

@@ -46,7 +46,12 @@ def parse_precisions(items: Iterable[str]) -> list[str]:
     return [p for p in PRECISIONS if p in given or p == "fp32"]
 
 
-def _save(model: onnx.ModelProto, path: Path, check: bool = True) -> Path:
+def save_model(model: onnx.ModelProto, path: Path, check: bool = True) -> Path:
+    """Write ``model`` to ``path`` atomically, checked by ``onnx.checker`` first (unless ``check`` is False).
+
+    Raises:
+        QuantbenchError: the model fails the checker.
+    """
     if check:
         try:
             onnx.checker.check_model(model, full_check=True)
@@ -74,9 +79,9 @@ def fp16_variant(model: onnx.ModelProto, absmax: Mapping[str, float], models_dir
     from quantbench.export.fp16 import convert_to_fp16, runnable_on_cpu
 
     converted = convert_to_fp16(model, absmax=dict(absmax), keep_io_types=True)
-    path = _save(converted.model, models_dir / "fp16.onnx")
+    path = save_model(converted.model, models_dir / "fp16.onnx")
     cpu_model, emulated = runnable_on_cpu(converted.model)
-    cpu_path = _save(cpu_model, models_dir / "fp16.cpu.onnx") if emulated else path
+    cpu_path = save_model(cpu_model, models_dir / "fp16.cpu.onnx") if emulated else path
     details = {"kept_fp32": converted.kept_fp32, "kept_fp32_reasons": converted.reasons}
     return Variant("fp16", "fp16", path, cpu_path, emulated=emulated, details=details)
 
@@ -114,6 +119,6 @@ def int8_variant(
             f"({len(built.plan.missing)} of their inputs have no range)"
         )
     name = f"int8-{label}"
-    path = _save(built.tensorrt, models_dir / f"{name}.onnx")
-    cpu_path = _save(built.onnxruntime, models_dir / f"{name}.onnxruntime.onnx")
+    path = save_model(built.tensorrt, models_dir / f"{name}.onnx")
+    cpu_path = save_model(built.onnxruntime, models_dir / f"{name}.onnxruntime.onnx")
     return Variant(name, "int8", path, cpu_path, method=label, details=built.details())

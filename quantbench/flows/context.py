@@ -153,6 +153,12 @@ class RunContext:
     ) -> None:
         self.settings = settings
         self.model = model
+        """The model as given: the FP32 reference, and what the run folder is named after."""
+        self.source = model
+        """The model calibration and the FP16 / INT8 variants start from: ``model``, or with ``--equalize``
+        its equalized copy (:func:`quantbench.flows.variants.equalize_source`)."""
+        self.equalization: dict[str, Any] | None = None
+        """What ``--equalize`` did (``results.json``'s ``equalization``), once it ran."""
         self.run_dir = run_dir
         self.progress: Progress = progress or QuietProgress()
         self.notes: list[str] = []

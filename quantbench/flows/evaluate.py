@@ -100,7 +100,7 @@ def mixed_search(
     timing = (size, settings.bench.runs, settings.bench.seconds)
     budget = Budget(settings.target.sensitivity_n, timing, ctx.task)
     search, mixed = mixed_precision(
-        ctx.model.proto, table, label, batches, target, build, budget, ctx.progress
+        ctx.source.proto, table, label, batches, target, build, budget, ctx.progress
     )
     return search, mixed
 

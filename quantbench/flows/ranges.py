@@ -154,7 +154,7 @@ def calibrate_run(
     assert dataset is not None
     calib = dataclasses.replace(calib, methods=tuple(methods))
     ctx.calibration = calibrate_dataset(
-        ctx.model, dataset, data, calib, ctx.run_dir, ctx.threads, ctx.progress, first
+        ctx.source, dataset, data, calib, ctx.run_dir, ctx.threads, ctx.progress, first
     )
     return ctx.calibration
 
@@ -168,8 +168,8 @@ def correction_means(ctx: RunContext) -> FirstSamples | None:
     spec = ctx.settings.variants
     if not (spec.bias_correction and "int8" in spec.precisions):
         return None
-    exposed = set(ctx.model.tensors)
-    axes = {name: axis for name, axis in correctable_outputs(ctx.model.proto).items() if name in exposed}
+    exposed = set(ctx.source.tensors)
+    axes = {name: axis for name, axis in correctable_outputs(ctx.source.proto).items() if name in exposed}
     return FirstSamples(axes, spec.bias_correction_images) if axes else None
 
 
@@ -210,7 +210,7 @@ def gather_ranges(ctx: RunContext) -> RunRanges:
         for name, shapes in held_out_shapes(ctx, out.calibration).items():
             samples[name] = [*samples.get(name, []), *(s for s in shapes if s not in samples.get(name, []))]
     plan = RunPlan(
-        ctx.model.path, ctx.model.inputs, ctx.run_dir, ctx.model.sha256, settings.bench.batch,
+        ctx.source.path, ctx.source.inputs, ctx.run_dir, ctx.source.sha256, settings.bench.batch,
         ctx.eval_batch, settings.calib.batch, dict(imported), samples,
     )  # fmt: skip
     ctx.backend.begin(plan)
@@ -301,7 +301,7 @@ def native_ranges(ctx: RunContext, out: RunRanges) -> None:
         for fmt in ("txt", "json"):
             write_ranges(table, ctx.run_dir / "ranges" / f"{label}.{fmt}")
         cache = ctx.run_dir / "ranges" / f"{label}.cache"
-        out.range_info[label] = _info(str(cache), table, ctx.model.tensors, [])
+        out.range_info[label] = _info(str(cache), table, ctx.source.tensors, [])
     if dropped:
         ctx.notes.append(
             f"TensorRT calibration left out {sum(dropped)} image(s) that did not fill a batch of {size}"

@@ -103,6 +103,11 @@ def check_settings(settings: Settings) -> None:
     )
     if fitted and variants.bias_correction_images < 1:
         raise QuantbenchError("--bias-correction-images must be at least 1")
+    if variants.equalize and settings.calib.ranges is not None:
+        raise QuantbenchError(
+            "--equalize changes the tensors a --ranges file describes; calibrate the equalized model "
+            "with --images instead"
+        )
     if bench.runs < 1 or bench.seconds < 0 or not bench.batch or min(bench.batch) < 1:
         raise QuantbenchError("--bench-batch sizes and --bench-runs must be at least 1")
     target = parse_target(settings.target.agreement, settings.target.rel_l2, settings.target.headline)
@@ -176,11 +181,18 @@ def _run_steps(ctx: RunContext, labels: dict[str, int] | None) -> RunResult:
     from quantbench.flows import evaluate
     from quantbench.flows.checks import unlabelled_note
     from quantbench.flows.ranges import gather_ranges
-    from quantbench.flows.variants import build_variants, correction_feeds, fit_rounding, search_ranges
+    from quantbench.flows.variants import (
+        build_variants,
+        correction_feeds,
+        equalize_source,
+        fit_rounding,
+        search_ranges,
+    )
     from quantbench.search.mixed_precision import HeldOut
 
     settings = ctx.settings
     ctx.backend  # noqa: B018  (made now: a backend that cannot run here fails before any work)
+    equalize_source(ctx)  # with --equalize, calibration and the FP16 / INT8 models start from its model
     ranges = gather_ranges(ctx)
     feeds = correction_feeds(ctx, ranges)
     search_ranges(ctx, ranges, feeds)  # quantbench's sets searched in place, before anything reads them
@@ -236,6 +248,7 @@ def arguments(settings: Settings, ranges: RunRanges) -> dict[str, Any]:
         "cpu_flavour": spec.cpu_flavour,
         "activation_offsets": spec.activation_offsets,
         "range_search": spec.range_search,
+        "equalize": spec.equalize,
         "backend": backend.name,
         "plugins": [str(p) for p in backend.plugins],
         "cuda_graph": backend.cuda_graph,
@@ -280,7 +293,7 @@ def write_run(
         hashes=hashes, calibration=ranges.calibration, range_sets=ranges.range_sets,
         range_info=ranges.range_info, variants=variants, comparison=comparison, evaluation=evaluation,
         notes=ctx.notes, seconds=time.time() - ctx.started,
-        sensitivity=search.to_json() if search is not None else None,
+        sensitivity=search.to_json() if search is not None else None, equalization=ctx.equalization,
     )  # fmt: skip
     verdict = decide(comparison, settings.verdict.tolerance)
     record.verdict = verdict.to_json() if verdict is not None else None
@@ -297,7 +310,7 @@ def run(model: Any, images: Any = None, **keywords: Any) -> RunResult:
     data (``n``, ``seed``, ``eval_images``, ``eval_n``, ``labels``, ``workers``), preprocessing
     (``preset`` and its overrides, or a ``preprocess`` dict), calibration (``methods``, ``ranges``,
     ``batch``), variants (``precisions``, ``exclude``, ``bias_correction``, ``bias_correction_images``,
-    ``weight_rounding``, ``cpu_flavour``, ``activation_offsets``, ``range_search``),
+    ``weight_rounding``, ``cpu_flavour``, ``activation_offsets``, ``range_search``, ``equalize``),
     the backend (``backend``, ``threads``, ``plugins``, ``cuda_graph``), timing (``bench_batch``,
     ``bench_runs``, ``bench_seconds``), a mixed-precision target (``target_agreement``,
     ``target_rel_l2``, ``sensitivity_n``), output (``out``, ``command``) and ``progress`` (a

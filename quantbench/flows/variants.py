@@ -1,9 +1,10 @@
 """The variants step of ``quantbench run``: FP32, FP16 and one INT8 model per set of ranges, with adaptive
-weight rounding and bias correction fitted on the first calibration images where asked for."""
+weight rounding and bias correction fitted on the first calibration images where asked for, and the
+FP16 / INT8 models built from the equalized model with ``--equalize``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,21 +108,64 @@ def _batches(ctx: RunContext, count: int, start: int) -> tuple[BatchStore, LoadR
     read (the samples used, the position after them)."""
     from quantbench.data.store import keep
 
+    stream = _stream(ctx, count, start, ctx.automatic_batch(CORRECTION_BATCH))
+    batches = keep(batch.inputs for batch in stream)
+    return batches, stream.report
+
+
+def _stream(ctx: RunContext, count: int, start: int, most: int) -> Any:
+    """The stream of :func:`_batches`, read as it goes: batches of the model's fixed batch (``count``
+    rounded to whole ones), else of ``--batch``, else of ``most``."""
     data = ctx.settings.data
     dataset = ctx.calibration_data
     assert dataset is not None
     fixed = ctx.model.fixed_batch
     if fixed:
         count = max(fixed, count - count % fixed)
-    stream = dataset.batches(
-        count,
-        data.seed,
-        fixed or ctx.settings.calib.batch or ctx.automatic_batch(CORRECTION_BATCH),
-        start=start,
-        workers=data.workers,
-    )
-    batches = keep(batch.inputs for batch in stream)
-    return batches, stream.report
+    size = fixed or ctx.settings.calib.batch or most
+    return dataset.batches(count, data.seed, size, start=start, workers=data.workers)
+
+
+def equalize_source(ctx: RunContext) -> None:
+    """With ``--equalize`` (and INT8 wanted): the model with cross-layer equalization
+    (:mod:`quantbench.export.equalize`), its activations' channels measured on the first
+    ``--bias-correction-images`` calibration images (one a run, unless the model's batch is fixed or
+    ``--batch`` is given), written as ``models/equalized.onnx`` and made
+    ``ctx.source``; what was done goes to ``ctx.equalization`` and a note sums it up.
+
+    Raises:
+        QuantbenchError: the equalized model fails ``onnx.checker``.
+    """
+    import time
+
+    from quantbench.export.equalize import channel_peaks, equalize, find_pairs
+    from quantbench.export.variants import save_model
+    from quantbench.model import LoadedModel
+
+    spec = ctx.settings.variants
+    if not spec.equalize or "int8" not in spec.precisions:
+        return
+    started = time.perf_counter()
+    ctx.progress.start("equalization", 1)
+    try:
+        tensors = list(dict.fromkeys(pair.tensor for pair in find_pairs(ctx.model.proto)))
+        peaks, stream = {}, None
+        if tensors and ctx.calibration_data is not None:  # one sample a run: sizes are not known yet
+            stream = _stream(ctx, spec.bias_correction_images, 0, 1)
+            peaks = channel_peaks(ctx.model.proto, tensors, (batch.inputs for batch in stream), ctx.threads)
+        model, found = equalize(ctx.model.proto, peaks)
+    finally:
+        ctx.progress.finish()
+    ctx.equalization = {
+        **found.to_json(),
+        "images": len(stream.report.used) if stream is not None else 0,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if found.pairs:
+        path = save_model(model, ctx.models_dir / "equalized.onnx")
+        ctx.source = LoadedModel(path, "quantbench")
+        ctx.equalization["model"] = {"file": "models/equalized.onnx", "sha256": ctx.source.sha256}
+    ctx.notes.append(found.summary())
 
 
 def search_ranges(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | None) -> None:
@@ -142,7 +186,7 @@ def search_ranges(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | No
     own = [label for label in ranges.range_sets if label not in ranges.native_labels]
     if not spec.range_search or feeds is None or not own or "int8" not in spec.precisions:
         return
-    model = at_least_opset13(ctx.model.proto)
+    model = at_least_opset13(ctx.source.proto)
     tables = {label: ranges.range_sets[label].amax for label in own}
     ctx.progress.start("range search", 1)
     try:
@@ -173,7 +217,7 @@ def fit_rounding(ctx: RunContext, ranges: RunRanges, feeds: CorrectionData | Non
     own = [table for label, table in ranges.range_sets.items() if label not in ranges.native_labels]
     if spec.weight_rounding != "adaptive" or feeds is None or not own or "int8" not in spec.precisions:
         return None
-    model = at_least_opset13(ctx.model.proto)
+    model = at_least_opset13(ctx.source.proto)
     ctx.progress.start("adaptive rounding", 1)
     try:
         return fit(model, plan_qdq(model, own[0].amax, spec.exclude), feeds.fit, ctx.threads)
@@ -200,7 +244,7 @@ def build_variants(
     spec = ctx.settings.variants
     judge = None  # one for every INT8 variant: FP32's outputs on the check images computed once
     if feeds is not None:
-        judge = CheckJudge(at_least_opset13(ctx.model.proto), feeds, ctx.threads)
+        judge = CheckJudge(at_least_opset13(ctx.source.proto), feeds, ctx.threads)
     variants = [fp32_variant(ctx.model.path)]
     int8_sets = ranges.range_sets if "int8" in spec.precisions else {}
     steps = ("fp16" in spec.precisions) + len(int8_sets)
@@ -216,12 +260,12 @@ def build_variants(
                 ctx.notes.append(
                     "FP16 built without calibrated ranges: no tensor was checked for float16 overflow"
                 )
-            variants.append(fp16_variant(ctx.model.proto, ranges.absmax, ctx.models_dir))
+            variants.append(fp16_variant(ctx.source.proto, ranges.absmax, ctx.models_dir))
             ctx.progress.advance()
         for label, table in int8_sets.items():
             native = label in ranges.native_labels
             variant = int8_variant(
-                ctx.model.proto, table, label, spec.exclude, ctx.models_dir,
+                ctx.source.proto, table, label, spec.exclude, ctx.models_dir,
                 Int8Fitting(None, threads=ctx.threads)
                 if native
                 else Int8Fitting(

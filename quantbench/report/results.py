@@ -18,6 +18,10 @@
 * ``verdict``: the headline of every variant and the one to ship
   (:meth:`quantbench.evaluation.verdict.Verdict.to_json`; null where no output was compared, absent from
   files written before runs recorded one);
+* ``equalization``: what ``--equalize`` did (null without it): ``convs``, ``rounds``, ``pairs`` (see
+  :meth:`quantbench.export.equalize.Equalization.to_json`), the calibration ``images`` its activations
+  were measured on, its ``seconds``, and ``model``, the equalized model's file (relative to the run
+  folder) and SHA-256, where a pair was found;
 * ``sensitivity``: the mixed-precision search of ``--target-agreement`` / ``--target-rel-l2`` (null
   without one): ``method``, ``target``, ``excluded``, ``curve`` and ``ranking``
   (see :meth:`quantbench.search.mixed_precision.SearchResult.to_json`).
@@ -119,6 +123,7 @@ class RunRecord:
         notes: the run's notes.
         seconds: the run's duration.
         sensitivity: the mixed-precision search, when it ran.
+        equalization: what ``--equalize`` did, when it ran.
         verdict: the headline of every variant and the one to ship
             (:class:`quantbench.evaluation.verdict.Verdict`).
     """
@@ -138,6 +143,7 @@ class RunRecord:
     notes: list[str]
     seconds: float = 0.0
     sensitivity: dict[str, Any] | None = None
+    equalization: dict[str, Any] | None = None
     verdict: dict[str, Any] | None = None
 
 
@@ -157,6 +163,7 @@ def build_results(record: RunRecord) -> dict[str, Any]:
         },
         "variants": [_variant_row(record, variant) for variant in record.variants],
         "notes": record.notes,
+        "equalization": record.equalization,
         "sensitivity": record.sensitivity,
         "verdict": record.verdict,
     }

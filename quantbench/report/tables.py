@@ -631,14 +631,15 @@ def _offsets_cell(offsets: Any) -> str:
 
 def build_table(results: dict[str, Any]) -> Table | None:
     """Per INT8 variant, how it was built: the calibration method (and what the range search changed),
-    the weights' rounding, the bias
-    correction, the activation offsets and the CPU flavour timed; a judged step (adaptive rounding, bias
+    the weights' equalization and rounding, the bias correction, the activation offsets and the CPU
+    flavour timed; a judged step (adaptive rounding, bias
     correction) with whether it was kept and the figure that decided it.
 
     Returns:
         The table, or None when the run has no INT8 variant.
     """
     rows = []
+    pairs = len((results.get("equalization") or {}).get("pairs") or [])
     for variant in results["variants"]:
         if variant.get("precision") != "int8":
             continue
@@ -648,6 +649,8 @@ def build_table(results: dict[str, Any]) -> Table | None:
         weights = "nearest"
         if rounding.get("method") == "adaptive":
             weights = _decided(rounding, "adaptive", "nearest (adaptive judged worse)")
+        if pairs:
+            weights = f"equalized ({pairs} pairs), {weights}"
         corrected = "off"
         if correction.get("decision") or correction.get("applied"):
             corrected = _decided(correction, "kept", "rejected")
