@@ -1,5 +1,5 @@
-"""Cross-layer equalization: consecutive convolutions rescaled per channel so that their per-channel weight
-ranges even out, the float model's outputs unchanged.
+"""Cross-layer equalization: consecutive convolutions rescaled per channel so that what INT8 rounds evens
+out across channels, the float model's outputs unchanged.
 
 A pair is a Conv whose output reaches a second Conv through nodes that commute with a positive scale
 per channel (none, ``Relu``, ``PRelu``, ``LeakyRelu``, ``Clip`` with a lower bound of 0, a
@@ -12,16 +12,18 @@ second Conv's input channel ``c`` by ``s_c`` computes the same function:
 * ``Clip(y, 0, hi)``: ``Clip(y / s, 0, hi / s)``, one bound per channel, which ``Clip`` cannot hold: it
   becomes ``Relu(Min(y / s, hi / s))`` (the ``Relu`` keeps the Clip's output name).
 
-``s_c = sqrt(r1_c / r2_c)`` (Nagel et al., "Data-Free Quantization Through Weight Equalization and Bias
-Correction", 2019), with ``r1_c`` the largest ``|w|`` of the first Conv's output channel ``c`` and ``r2_c``
-that of the second Conv's input channel ``c``, leaves both at ``sqrt(r1_c r2_c)``: the second Conv's
-input channels even out, which its per-output-channel weight scales cannot do (no ``s_c`` beyond
-:data:`MAX_SCALE`). Pairs that share a Conv
-(a pointwise, a depthwise, a pointwise Conv) are equalized in turn until the scales settle.
+Without measured activations, ``s_c = sqrt(r1_c / r2_c)`` (Nagel et al., "Data-Free Quantization
+Through Weight Equalization and Bias Correction", 2019), with ``r1_c`` the largest ``|w|`` of the first
+Conv's output channel ``c`` and ``r2_c`` that of the second Conv's input channel ``c``: both end at
+``sqrt(r1_c r2_c)``. quantbench's weights have one scale per output channel, so the first Conv's ranges
+do not matter to them; what ``s_c`` can still improve is the activation between the Convs (one range for
+the whole tensor) and the second Conv's input channels. Given each channel's largest ``|x|`` of that
+activation (:func:`channel_peaks`), ``s_c`` evens out the activation's channels where the second Conv is
+depthwise, and balances them against the second Conv's input channels otherwise (:func:`_scales`). No
+``s_c`` goes beyond :data:`MAX_SCALE`. Pairs that share a Conv (a pointwise, a depthwise, a pointwise
+Conv) are equalized in turn until the scales settle.
 
-What it does not do: the activation between the two Convs is rescaled per channel too (its channels'
-ranges move with ``1 / s_c``), and a chain through anything else (SiLU, HardSwish, a tensor read twice)
-is not a pair.
+A chain through anything else (SiLU, HardSwish, a tensor read twice) is not a pair.
 """
 
 from __future__ import annotations
