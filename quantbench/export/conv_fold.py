@@ -83,9 +83,12 @@ def _fold_once(graph: onnx.GraphProto, constants: dict[str, np.ndarray]) -> bool
         if dq_at is None or graph.node[dq_at].op_type != "DequantizeLinear" or len(uses[conv.input[1]]) != 1:
             continue
         weights = _weights(graph.node[dq_at], inits)
-        bias = _bias(conv, constants, weights[0].shape[0]) if weights is not None else None
-        affine = _affine(node, constants, weights[0]) if weights is not None else None
-        if weights is None or bias is None or affine is None:
+        if weights is None:
+            continue
+        channels, spatial = weights[0].shape[0], weights[0].ndim - 2
+        bias = _bias(conv, constants, channels)
+        affine = channel_affine(node, constants, channels, spatial)
+        if bias is None or affine is None:
             continue
         (codes, scales), (a, b) = weights, affine
         sign = np.where(a < 0, -1, 1).astype(np.int8).reshape((-1,) + (1,) * (codes.ndim - 1))
@@ -139,11 +142,23 @@ def _bias(conv: onnx.NodeProto, constants: dict[str, np.ndarray], channels: int)
     return None if value is None or value.shape != (channels,) else value.astype(np.float64)
 
 
-def _affine(
-    node: onnx.NodeProto, constants: dict[str, np.ndarray], codes: np.ndarray
+def channel_vector(value: np.ndarray, channels: int, spatial: int) -> np.ndarray | None:
+    """``value`` as one float64 value per channel, where it is a float32 constant that broadcasts against
+    a Conv output of ``spatial`` spatial dims as one value per channel (shape ``[C, 1, ...]`` or
+    ``[1, C, 1, ...]``) or as one value for all; else None."""
+    shapes = {(channels,) + (1,) * spatial, (1, channels) + (1,) * spatial}
+    one = value.size == 1 and value.ndim <= spatial + 2  # the same for every channel
+    if value.dtype != np.float32 or not (value.shape in shapes or one):
+        return None
+    return np.broadcast_to(value.reshape(-1).astype(np.float64), (channels,))
+
+
+def channel_affine(
+    node: onnx.NodeProto, constants: dict[str, np.ndarray], channels: int, spatial: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(a, b)`` of the per-channel map ``a * y + b`` that ``node`` computes, or None."""
-    channels, spatial = codes.shape[0], codes.ndim - 2
+    """``(a, b)`` of the per-channel map ``a * y + b`` that ``node`` (of :data:`AFFINE_OPS`) computes on the
+    output of a Conv with ``channels`` outputs and ``spatial`` spatial dims, or None (not such a map, a
+    factor of 0, or a value that is not finite)."""
     if node.op_type == "BatchNormalization":
         params = node.input[1:5]
         if len(params) != 4 or not all(name in constants for name in params):
@@ -158,11 +173,9 @@ def _affine(
         b = beta - a * mean
     else:
         c = next((constants[x] for x in node.input if x in constants), None)
-        shapes = {(channels,) + (1,) * spatial, (1, channels) + (1,) * spatial}
-        one = c is not None and c.size == 1 and c.ndim <= spatial + 2  # the same for every channel
-        if c is None or c.dtype != np.float32 or not (c.shape in shapes or one):
+        c = channel_vector(c, channels, spatial) if c is not None else None
+        if c is None:
             return None
-        c = np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,))
         a, b = (c, np.zeros(channels)) if node.op_type == "Mul" else (np.ones(channels), c)
     if not np.all(np.isfinite(a)) or not np.all(np.isfinite(b)) or np.any(a == 0):
         return None

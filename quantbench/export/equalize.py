@@ -36,13 +36,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from quantbench.export.conv_fold import AFFINE_OPS, channel_affine, channel_vector
+from quantbench.export.onnxruntime_flavour import clip_bounds
 from quantbench.graph import cleanup, constant_values, consumers, tensor_names, unique_name
 
-SCALE_FREE_OPS = frozenset({"Relu", "PRelu", "LeakyRelu", "Mul"})
-"""Nodes between the two Convs of a pair that a positive per-channel scale passes unchanged (a ``Mul`` by
-a constant, a ``PRelu`` with one slope per channel or one for all)."""
-BETWEEN_OPS = SCALE_FREE_OPS | {"Add", "BatchNormalization", "Clip"}
-"""Every node a pair may have between its Convs (see the module docstring)."""
+BETWEEN_OPS = frozenset({"Relu", "PRelu", "LeakyRelu", "Clip", *AFFINE_OPS})
+"""Every node a pair may have between its Convs (see the module docstring and :func:`_passes`)."""
 ROUNDS = 50
 """The most rounds over the pairs; they end earlier once no scale moves by more than :data:`SETTLED`
 (as a ratio)."""
@@ -187,45 +186,23 @@ def _group(node: onnx.NodeProto) -> int:
     return next((a.i for a in node.attribute if a.name == "group"), 1)
 
 
-def _per_channel(value: np.ndarray, channels: int, rank: int) -> bool:
-    """Whether ``value`` broadcasts against a Conv output of ``rank`` dims as one value per channel (shape
-    ``[C, 1, ...]`` after leading 1s) or one for all."""
-    if value.size == 1:
-        return value.ndim <= rank
-    shape = list(value.shape)
-    while len(shape) > rank - 1 and shape[0] == 1:
-        shape = shape[1:]
-    return len(shape) == rank - 1 and shape[0] == channels and all(d == 1 for d in shape[1:])
-
-
 def _passes(node: onnx.NodeProto, channels: int, rank: int, values: dict[str, np.ndarray]) -> bool:
-    """Whether ``node`` (reading the pair's tensor as its first input) may sit between a pair's Convs."""
+    """Whether ``node`` (reading the pair's tensor as its first input) may sit between a pair's Convs: a
+    per-channel affine map (:func:`~quantbench.export.conv_fold.channel_affine`), a Relu or LeakyRelu, a
+    PRelu with one slope per channel or one for all, a ``Clip(x, 0, hi)``."""
     if node.op_type not in BETWEEN_OPS or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
         return False
     named = [name for name in node.input[1:] if name]
-    operands = [values[name] for name in named if name in values]
-    if len(operands) != len(named):
+    if not all(name in values for name in named):
         return False
     if node.op_type in ("Relu", "LeakyRelu"):
         return True
-    if node.op_type in ("PRelu", "Mul", "Add"):
-        return bool(operands) and _per_channel(operands[0], channels, rank)
-    if node.op_type == "BatchNormalization":
-        training = any(a.name == "training_mode" and a.i for a in node.attribute)
-        return not training and len(operands) == 4 and all(p.size == channels for p in operands)
-    low, high = _clip_bounds(node, values)
-    return low == 0.0 and high is not None and high > 0
-
-
-def _clip_bounds(node: onnx.NodeProto, values: dict[str, np.ndarray]) -> tuple[float | None, float | None]:
-    """A Clip's constant lower and upper bounds (None where absent)."""
-    found: dict[str, float | None] = {"min": None, "max": None}
-    for attribute in node.attribute:  # before opset 11
-        found[attribute.name] = float(attribute.f)
-    for key, index in (("min", 1), ("max", 2)):
-        if len(node.input) > index and node.input[index]:
-            found[key] = float(values[node.input[index]].reshape(-1)[0])
-    return found["min"], found["max"]
+    if node.op_type in AFFINE_OPS:
+        return channel_affine(node, values, channels, rank - 2) is not None
+    if node.op_type == "PRelu":
+        return bool(named) and channel_vector(values[named[0]], channels, rank - 2) is not None
+    bounds = clip_bounds(values, node)
+    return bounds is not None and bounds[0] == 0.0 and 0.0 < bounds[1] < np.inf
 
 
 def equalize(
@@ -419,8 +396,9 @@ def _clip_to_min_relu(
 ) -> onnx.NodeProto:
     """Turn ``Clip(x, 0, hi)`` into ``Relu(Min(x, hi / scale))`` (``hi / scale`` one bound per channel); the
     Relu keeps the Clip's name and output. Returns the Min node, which the caller puts before it."""
-    _, high = _clip_bounds(node, values)
-    assert high is not None
+    bounds = clip_bounds(values, node)
+    assert bounds is not None
+    high = bounds[1]
     bound = unique_name(taken, f"{_name(node)}_bound")
     clipped = unique_name(taken, f"{node.output[0]}_min")
     graph.initializer.append(
