@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantbench.errors import QuantbenchError
 from quantbench.export.equalize import MAX_SCALE, channel_peaks, equalize, find_pairs
+from tests.graphs import conv64, make_model, run
 
 
 def uneven(rng: np.random.Generator, shape: tuple[int, ...], spread: float = 8.0) -> np.ndarray:
@@ -50,56 +51,21 @@ def chain(seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
         helper.make_node("PRelu", ["ca", "slope"], ["p"], "prelu"),
         helper.make_node("Conv", ["p", "wd", "bd"], ["y"], "conv_d"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 8, 8])],
-        [numpy_helper.from_array(value, name) for name, value in v.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model, v
-
-
-def conv(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, pad: int = 0, group: int = 1
-) -> np.ndarray:
-    """A slow, obvious 2-D convolution (stride 1) in float64."""
-    x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    n, _, height, width = x.shape
-    outputs, per_group, kh, kw = w.shape
-    out = np.zeros((n, outputs, height - kh + 1, width - kw + 1))
-    for o in range(outputs):
-        g = o // (outputs // group)
-        for i in range(per_group):
-            for dy in range(kh):
-                for dx in range(kw):
-                    patch = x[:, g * per_group + i, dy : dy + out.shape[2], dx : dx + out.shape[3]]
-                    out[:, o] += float(w[o, i, dy, dx]) * patch
-    return out if b is None else out + b.astype(np.float64)[None, :, None, None]
+    value = helper.make_tensor_value_info
+    x, y = value("x", TensorProto.FLOAT, ["n", 4, 8, 8]), value("y", TensorProto.FLOAT, ["n", 3, 8, 8])
+    return make_model(nodes, [x], [y], v), v
 
 
 def reference(x: np.ndarray, v: dict[str, np.ndarray]) -> np.ndarray:
     """:func:`chain`'s output in float64."""
-    a = conv(x, v["wa"], v["ba"], pad=1)
+    a = conv64(x, v["wa"], v["ba"], pads=(1, 1, 1, 1))
     shape = (1, -1, 1, 1)
     bn = (a - v["mean"].reshape(shape)) / np.sqrt(v["var"].reshape(shape) + 1e-5)
     bn = v["gamma"].reshape(shape) * bn + v["beta"].reshape(shape)
-    rb = np.maximum(conv(np.clip(bn, 0, 6), v["wb"], v["bb"], pad=1, group=6), 0)
-    ca = conv(rb, v["wc"]) + v["add"][None]
+    rb = np.maximum(conv64(np.clip(bn, 0, 6), v["wb"], v["bb"], pads=(1, 1, 1, 1), group=6), 0)
+    ca = conv64(rb, v["wc"], np.zeros(5)) + v["add"][None]
     p = np.where(ca >= 0, ca, v["slope"][None] * ca)
-    return conv(p, v["wd"], v["bd"])
-
-
-def run(model: onnx.ModelProto, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    if outputs:
-        model = onnx.ModelProto.FromString(model.SerializeToString())
-        model.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in outputs)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x})
+    return conv64(p, v["wd"], v["bd"])
 
 
 def inputs(count: int = 6, seed: int = 1) -> np.ndarray:
@@ -169,14 +135,9 @@ def test_with_activations_a_depthwise_input_is_evened_out_and_a_pointwise_one_ba
 def small(nodes: list[onnx.NodeProto], extra: dict[str, np.ndarray], outputs: list[str]) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     values = {"w1": uneven(rng, (4, 3, 1, 1)), "w2": uneven(rng, (2, 4, 1, 1)), **extra}
-    graph = helper.make_graph(
-        nodes,
-        "small",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
-        [numpy_helper.from_array(value, name) for name, value in values.items()],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    value = helper.make_tensor_value_info
+    ends = [value(name, TensorProto.FLOAT, None) for name in outputs]
+    return make_model(nodes, [value("x", TensorProto.FLOAT, [1, 3, 4, 4])], ends, values)
 
 
 def test_what_is_not_a_pair():

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantbench.export.qdq import plan_qdq
 from quantbench.export.range_search import MIN_GAIN, candidates, regions, search_ranges
+from tests.graphs import make_model
 
 
 def chain_model(seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -34,16 +35,9 @@ def chain_model(seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
         helper.make_node("Sigmoid", ["v"], ["h"], "sigmoid_c"),
         helper.make_node("Add", ["g", "h"], ["y"], "add"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 6, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5, 6, 6])],
-        [numpy_helper.from_array(v, k) for k, v in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model, weights
+    value = helper.make_tensor_value_info
+    x, y = value("x", TensorProto.FLOAT, ["n", 3, 6, 6]), value("y", TensorProto.FLOAT, ["n", 5, 6, 6])
+    return make_model(nodes, [x], [y], weights), weights
 
 
 def heavy_tailed(count: int, seed: int = 1) -> np.ndarray:
