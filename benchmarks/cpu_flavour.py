@@ -8,7 +8,7 @@ writes them, one shape per model):
   (the judged Q/DQ model's quantized values) and ``fast`` (more tensors quantized,
   ``quantbench/export/onnxruntime_fast.py``); both write the same judged model
   (``models/int8-minmax.onnx``) and time their ``models/int8-minmax.onnxruntime.onnx``; with
-  ``--equalize``, also ``exact`` of the model with cross-layer equalization (its own judged model);
+  ``--equalize``, also both of the model with cross-layer equalization (its own judged model);
 * ONNX Runtime's ``quantize_static`` with its own CPU settings (``benchmarks/zoo_peers.py``): uint8
   asymmetric activations, int8 per-channel weights, MinMax, every operator type it knows (its fastest
   model), in QDQ and in QOperator format.
@@ -70,8 +70,8 @@ def quantbench_models(model: ZooModel, fp32: Path, folders: dict[str, Path], out
 
 
 def flavours(options: Any) -> list[str]:
-    """``exact``, ``fast`` and, with ``--equalize``, ``exact, equalized``."""
-    return [*FLAVOURS, *(["exact, equalized"] if options.equalize else [])]
+    """``exact``, ``fast`` and, with ``--equalize``, both again of the model with cross-layer equalization."""
+    return [*FLAVOURS, *([f"{f}, equalized" for f in FLAVOURS] if options.equalize else [])]
 
 
 def bench_model(name: str, work: Path, options: Any) -> list[dict[str, Any]]:
@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--equalize", action="store_true", help="also the exact flavour of --equalize")
+    parser.add_argument(
+        "--equalize", action="store_true", help="also both flavours of the model with --equalize"
+    )
     options = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
     for name in options.models:

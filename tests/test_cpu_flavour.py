@@ -534,3 +534,42 @@ def test_a_regridded_half_lists_its_judged_and_its_integer_readers(monkeypatch) 
     judged_readers = [n.name for n in qdq.graph.node if names["s1"].dequantized in n.input]
     assert judged_readers == ["conv_b"]  # the judged model's Concat reads s1 in float
     assert sorted(changed["s1"].readers) == ["concat", "conv_b"]
+
+
+def test_a_division_by_a_constant_is_taken_into_the_quantization_before_it(tmp_path: Path) -> None:
+    """HardSwish as written out, ``y * clip(y + 3, 0, 6) / 6``: the Mul's output would be rounded anew and
+    divided in float; instead the Mul quantizes onto the Div output's grid at six times its step, so that
+    output is rounded once (against numpy's rounding of the Mul's float output / 6) and no Div is left."""
+    rng = np.random.default_rng(11)
+    w = _weights(rng, "a", "b")
+    w["three"], w["zero"], w["six"] = np.array(3.0), np.array(0.0), np.array(6.0)
+    w["divisor"] = np.array([6.0])  # of shape (1,), as exporters write it
+    nodes = [
+        _conv("a", "x", "y"),
+        helper.make_node("Add", ["y", "three"], ["t"]),
+        helper.make_node("Clip", ["t", "zero", "six"], ["c"]),
+        helper.make_node("Mul", ["y", "c"], ["m"]),
+        helper.make_node("Div", ["m", "divisor"], ["h"]),
+        _conv("b", "h", "out"),
+    ]
+    model = _model(nodes, w)
+    x = rng.normal(0, 2, (2, C, H, H)).astype(np.float32)
+    qdq, names, amax, _ = _quantized(model, x)
+    fast = make_fast(qdq, names, amax)
+    assert "m" not in {c.tensor for c in fast.changes} and "m" not in fast.names
+    assert "Div" not in [n.op_type for n in fast.model.graph.node]
+    assert any("division by 6" in line for line in fast.rewritten)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(fast.model)
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in ("m", names["h"].dequantized))
+    _, m, h = _session(probe, optimize=False).run(None, {"x": x})
+    step = np.float64(np.float32(amax["h"] / 127.0))
+    expected = np.clip(np.rint(m.astype(np.float64) / 6 / step), -128, 127) * step
+    assert np.mean(np.isclose(h, expected, rtol=0, atol=1e-6)) >= 0.999  # a tie may round either way
+    assert np.abs(h - expected).max() <= step * 1.001
+    flavour = to_onnxruntime_flavour(fast.model, fast.names)
+    ops = _ops(flavour, tmp_path)
+    assert ops["Div"] == 0 and ops["QLinearMul"] == 1 and ops["QLinearAdd"] == 1
+    (expected_out,) = _session(fast.model, optimize=False).run(None, {"x": x})
+    (got,) = _session(flavour, optimize=True).run(None, {"x": x})
+    assert np.linalg.norm(got - expected_out) / np.linalg.norm(expected_out) < 2e-2

@@ -236,6 +236,61 @@ def test_onnxruntime_flavour_runs_the_per_channel_bound_on_the_codes():
     assert at_bound.mean() > 0.05 and (bound < 255).sum() >= 2  # the bounds were exercised
 
 
+def test_fast_flavour_takes_the_per_channel_bound_on_the_codes_too():
+    """The fast flavour quantizes a convolution's output behind its activation, and a Min with a bound per
+    channel then a Relu is an activation too: no new rounding of conv_a's own output (its range is the
+    batch normalization's, far wider than the Relu's), the Min runs on r6's codes, and r6 in the CPU model
+    is the Q/DQ model's r6 within one of its steps."""
+    from quantbench.export.onnxruntime_fast import make_fast
+    from quantbench.export.onnxruntime_flavour import to_onnxruntime_flavour
+    from quantbench.export.qdq import build_qdq, plan_qdq
+    from quantbench.model import expose_tensors
+
+    model, _ = chain()
+    x = inputs(8)
+    equalized, _ = equalize(model, channel_peaks(model, ["r6", "rb", "p"], [{"x": x}]))
+    big = x * 8
+    names_all = [node.output[0] for node in equalized.graph.node]
+    seen = dict(zip(names_all, run(equalized, big, names_all)[1:], strict=True))
+    amax = {name: float(np.abs(value).max()) for name, value in [("x", big), *seen.items()]}
+    minimum = next(node for node in equalized.graph.node if node.op_type == "Min")
+    trt, names = build_qdq(equalized, amax, plan_qdq(equalized, amax))
+    fast = make_fast(trt, names, amax)
+    assert minimum.input[0] not in {change.tensor for change in fast.changes}
+    cpu = to_onnxruntime_flavour(fast.model, fast.names)
+    ops = {node.output[0]: node for node in cpu.graph.node}
+    integer_min = next(node for node in cpu.graph.node if node.op_type == "Min")
+    assert ops[integer_min.input[0]].op_type == "QuantizeLinear"
+    (judged,) = run(expose_tensors(trt, [names["r6"].dequantized]), big)
+    (timed,) = run(expose_tensors(cpu, [fast.names["r6"].dequantized]), big)
+    assert np.abs(timed - judged).max() <= amax["r6"] / 127 * 1.001
+    assert (seen["r6"] >= min_bound(equalized)[None] * 0.999).mean() > 0.05  # the bounds were exercised
+
+
+def test_a_bound_beyond_every_code_leaves_no_min_to_run():
+    """Where every channel's bound lies at or beyond the top of the activation's grid, min(Q(y), Q(b)) is
+    Q(y): the CPU flavour runs no Min, and stores the codes the Q/DQ model stores."""
+    from quantbench.export.onnxruntime_flavour import to_onnxruntime_flavour
+    from quantbench.export.qdq import build_qdq, plan_qdq
+    from quantbench.model import expose_tensors
+
+    model, _ = chain()
+    x = inputs(8)
+    equalized, _ = equalize(model, channel_peaks(model, ["r6", "rb", "p"], [{"x": x}]))
+    seen = run(equalized, x, ["x", "r6", "rb", "p"])[1:]
+    amax = {
+        name: float(np.abs(value).max()) for name, value in zip(["x", "r6", "rb", "p"], seen, strict=True)
+    }
+    assert amax["r6"] < min_bound(equalized).min()  # no channel reaches its bound on these inputs
+    trt, names = build_qdq(equalized, amax, plan_qdq(equalized, amax))
+    cpu = to_onnxruntime_flavour(trt, names)
+    assert "Min" not in [node.op_type for node in cpu.graph.node]
+    (int8,) = run(expose_tensors(trt, [names["r6"].quantized]), x)
+    (uint8,) = run(expose_tensors(cpu, [names["r6"].quantized]), x)
+    diff = int8.astype(np.int32) - (uint8.astype(np.int32) - 128)
+    assert np.mean(diff == 0) >= 0.999 and np.abs(diff).max() <= 1
+
+
 def min_bound(model: onnx.ModelProto) -> np.ndarray:
     """The constant bound of the model's (one) Min."""
     name = next(node for node in model.graph.node if node.op_type == "Min").input[1]

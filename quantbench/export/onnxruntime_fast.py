@@ -23,7 +23,11 @@ graph in order, quantizes:
    input's grid instead when that grid is the same or finer (:data:`REGRID_LIMIT`).
 
 Before the walk, a Softmax over a short axis other than the last is written out as the element-wise ops
-it is made of (:mod:`quantbench.export.short_softmax`): no rounding, a faster float op.
+it is made of (:mod:`quantbench.export.short_softmax`): no rounding, a faster float op. After it, a
+division by a positive constant whose input the walk rounded anew and whose output the judged model
+quantizes (HardSwish's ``/ 6``) is taken into the quantization of its input's writer: that writer
+quantizes straight onto the output's grid at ``k`` times its step, one rounding instead of two, and the
+division no longer runs in float.
 
 Every reader of a newly quantized tensor reads it rounded; a reader of an already quantized tensor that
 read it in float reads it rounded too where it now runs in integer. A tensor without a calibrated range,
@@ -51,7 +55,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from quantbench.export.conv_fold import fold_into_convs
-from quantbench.export.onnxruntime_flavour import ZERO_POINT, clip_bounds
+from quantbench.export.onnxruntime_flavour import ZERO_POINT, activation_chain, clip_bounds
 from quantbench.export.qdq import QdqNames, node_label
 from quantbench.export.short_softmax import write_out_short_softmaxes
 from quantbench.graph import (
@@ -61,6 +65,7 @@ from quantbench.graph import (
     consumers,
     initializers,
     producers,
+    reader_nodes,
     set_initializer,
     tensor_names,
     toposort,
@@ -191,6 +196,7 @@ class _Graph:
         self.fixed = constant_tensors(graph)
         self.outputs = {o.name for o in graph.output}
         self.uses = consumers(graph)
+        self.reader_nodes = {tensor: [i for i, _ in uses] for tensor, uses in self.uses.items()}
         self.writer = producers(graph)  # node indices stay: the walk rewires inputs, inserts come last
         self.source = {qn.dequantized: tensor for tensor, qn in names.items()}
         self.quantized = set(names)
@@ -257,14 +263,12 @@ class _Graph:
 
     def target(self, node: onnx.NodeProto) -> str:
         """The tensor to quantize behind a compute node: its output, or its activation's when that
-        activation is the output's only reader."""
+        activation is the output's only reader (a Relu or Clip, or the Min of the output and a bound per
+        channel that cross-layer equalization writes before the Relu of a ReLU6: the CPU model then takes
+        that Min on the activation's codes, as the exact flavour does)."""
         y = node.output[0]
-        readers = self.readers(y)
-        if len(readers) == 1 and len(self.uses.get(y, [])) == 1 and y not in self.outputs:
-            act = self.graph.node[readers[0]]
-            if act.op_type in ACTIVATIONS:
-                return str(act.output[0])
-        return str(y)
+        chain = activation_chain(self.graph, self.reader_nodes, self.constants, self.outputs, y)
+        return str(self.graph.node[chain[-1]].output[0]) if chain else str(y)
 
 
 def _choose(g: _Graph) -> tuple[dict[str, int], set[int]]:
@@ -367,9 +371,63 @@ def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mappi
     del graph.node[:]
     graph.node.extend(nodes)
     toposort(graph)  # an old Q/DQ pair sits before its first quantized reader, maybe after a new one
+    for tensor, line in _absorb_divisions(graph, all_names, {c.tensor for c in changes if c.new}).items():
+        del all_names[tensor]
+        scales.pop(tensor, None)
+        g.unsigned.discard(tensor)
+        changes = [c for c in changes if c.tensor != tensor]
+        rewritten.append(line)
     cleanup(graph)
     zero_points = {t: UNSIGNED_ZERO_POINT for t in g.unsigned}
     return FastModel(out, all_names, changes, scales, zero_points, rewritten=rewritten)
+
+
+def _absorb_divisions(graph: onnx.GraphProto, names: Mapping[str, QdqNames], new: set[str]) -> dict[str, str]:
+    """Take each division by a positive constant ``k`` whose input ``t`` this flavour rounds anew and whose
+    output ``z`` the judged model quantizes (HardSwish's ``/ 6``) into the quantization of ``t``'s writer:
+    ``t`` is quantized on ``z``'s grid at ``k`` times its step, which gives ``z``'s codes with one rounding
+    instead of two (``t``'s, then ``z``'s), and the division, ``t``'s DequantizeLinear and ``z``'s
+    QuantizeLinear go. Returns ``t`` -> a line saying so, for each division taken; the nodes are dropped
+    here, what they alone read is left to :func:`quantbench.graph.cleanup`."""
+    writer, uses, constants = producers(graph), reader_nodes(graph), constant_values(graph)
+    outputs = {o.name for o in graph.output}
+    behind = {qn.dequantized: t for t, qn in names.items() if t in new}
+    taken = tensor_names(graph)
+    drop: set[int] = set()
+    absorbed: dict[str, str] = {}
+    for i, node in enumerate(graph.node):
+        t = behind.get(node.input[0]) if node.op_type == "Div" and len(node.input) == 2 else None
+        constant = constants.get(node.input[1]) if t is not None else None
+        z = node.output[0]
+        if t is None or constant is None or constant.size != 1 or constant.dtype != np.float32:
+            continue
+        k = float(constant.reshape(-1)[0])
+        if not 0 < k < np.inf:
+            continue
+        qt, qz = names[t], names.get(z)
+        if qz is None or z in outputs or t in outputs or uses.get(qt.dequantized) != [i]:
+            continue
+        quantize_z = graph.node[uses[z][0]] if len(uses.get(z, [])) == 1 else None
+        if (
+            quantize_z is None
+            or quantize_z.op_type != "QuantizeLinear"
+            or quantize_z.output[0] != qz.quantized
+        ):
+            continue
+        if len(uses.get(qt.quantized, [])) != 1:
+            continue
+        step = float(numpy_helper.to_array(next(x for x in graph.initializer if x.name == qz.scale)))
+        scale = unique_name(taken, f"{z}_scale_times_divisor")
+        graph.initializer.append(numpy_helper.from_array(np.array(step * k, np.float32), scale))
+        quantize_t = graph.node[writer[qt.quantized]]
+        quantize_t.input[1], quantize_t.input[2] = scale, qz.zero_point
+        quantize_t.output[0] = qz.quantized
+        drop |= {writer[qt.dequantized], i, uses[z][0]}
+        absorbed[t] = f"{node_label(node, i)}: the division by {k:g} taken into {t}'s quantization"
+    kept = [node for i, node in enumerate(graph.node) if i not in drop]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return absorbed
 
 
 def _new_names(

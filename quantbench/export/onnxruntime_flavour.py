@@ -156,7 +156,7 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
         if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
             continue
         y = node.output[0]
-        chain = _activation_chain(graph, consumers, constants, outputs, y)
+        chain = activation_chain(graph, consumers, constants, outputs, y)
         if chain is None:
             continue
         act = graph.node[chain[-1]]
@@ -171,8 +171,9 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
             continue
         new = [helper.make_node("QuantizeLinear", [y, qn.scale, qn.zero_point], [f"{y}_quantized"], f"{y}_Q")]
         if len(chain) == 2:  # Min(y, bound per channel) first: Q(min(y, b)) = min(Q(y), Q(b))
-            bound = constants[graph.node[chain[0]].input[1]]
-            new.append(_integer_min(graph, z, _min_codes(inits, qn, bound), f"{y}_quantized", f"{y}_min"))
+            min_codes = _min_codes(inits, qn, constants[graph.node[chain[0]].input[1]])
+            if min_codes.min() < 255:  # else every bound lies at or beyond the grid's top: no Min to run
+                new.append(_integer_min(graph, z, min_codes, f"{y}_quantized", f"{y}_min"))
         codes = _clip_codes(inits, qn, bounds)
         if codes is not None:  # else the grid's own saturation clips
             new.append(_integer_clip(graph, z, codes, new[-1].output[0], qn.quantized))
@@ -184,7 +185,7 @@ def _integer_activations(graph: onnx.GraphProto, names: dict[str, QdqNames]) -> 
     _rebuild(graph, replaced)
 
 
-def _activation_chain(
+def activation_chain(
     graph: onnx.GraphProto,
     consumers: dict[str, list[int]],
     constants: dict[str, np.ndarray],
