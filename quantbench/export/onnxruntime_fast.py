@@ -20,7 +20,9 @@ graph in order, quantizes:
 3. the outputs of :data:`SAME_SCALE_OPS` (Split, MaxPool, Reshape, Relu, Clip...) at their input's grid:
    they only move, pick or clip values already rounded, so nothing new is rounded (a Clip's bounds
    become codes). Where the judged model quantizes such an output on a grid of its own, it takes its
-   input's grid instead when that grid is the same or finer (:data:`REGRID_LIMIT`).
+   input's grid instead when that grid is the same or finer (:data:`REGRID_LIMIT`); a Split output that
+   keeps a grid of its own is written on the input's grid and moved to its own by an Add of zero, so
+   that ONNX Runtime still splits the codes and requantizes on its integer Add.
 
 Before the walk, a Softmax over a short axis other than the last is written out as the element-wise ops
 it is made of (:mod:`quantbench.export.short_softmax`): no rounding, a faster float op. After it, a
@@ -196,7 +198,7 @@ class _Graph:
         self.fixed = constant_tensors(graph)
         self.outputs = {o.name for o in graph.output}
         self.uses = consumers(graph)
-        self.reader_nodes = {tensor: [i for i, _ in uses] for tensor, uses in self.uses.items()}
+        self.reader_nodes = reader_nodes(graph)
         self.writer = producers(graph)  # node indices stay: the walk rewires inputs, inserts come last
         self.source = {qn.dequantized: tensor for tensor, qn in names.items()}
         self.quantized = set(names)
@@ -377,9 +379,74 @@ def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mappi
         g.unsigned.discard(tensor)
         changes = [c for c in changes if c.tensor != tensor]
         rewritten.append(line)
+    _split_on_codes(graph, all_names)
     cleanup(graph)
     zero_points = {t: UNSIGNED_ZERO_POINT for t in g.unsigned}
     return FastModel(out, all_names, changes, scales, zero_points, rewritten=rewritten)
+
+
+def _split_on_codes(graph: onnx.GraphProto, names: Mapping[str, QdqNames]) -> None:
+    """Let a Split of a quantized tensor run on its codes where outputs of it go on grids of their own
+    (YOLOv8n's C2f halves, each quantized for its convolution): such an output is written on the input's
+    grid, which rounds nothing (its values are the input's), and added to zero before its own
+    QuantizeLinear, which then reads the same values as before. ONNX Runtime splits the codes and moves
+    those outputs to their grids on its integer Add, instead of dequantizing the whole input, splitting it
+    in float and quantizing every output. Only where each output's one reader is a QuantizeLinear."""
+    source = {qn.dequantized: qn for qn in names.values()}
+    uses, inits, taken = reader_nodes(graph), initializers(graph), tensor_names(graph)
+    inserts: dict[int, list[onnx.NodeProto]] = {}
+    for i, node in enumerate(graph.node):
+        qn = source.get(node.input[0]) if node.op_type == "Split" else None
+        readers = [uses.get(name, []) for name in node.output]
+        if qn is None or any(len(r) != 1 or graph.node[r[0]].op_type != "QuantizeLinear" for r in readers):
+            continue
+        grid = [inits[qn.scale], inits[qn.zero_point]]
+        off_grid = [j for j, r in enumerate(readers) if not _same_grid(graph.node[r[0]], grid, inits)]
+        if not off_grid:
+            continue  # ONNX Runtime splits the codes already
+        zero = unique_name(taken, f"{node.output[0]}_zero")
+        graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero))
+        nodes = _quantize_pair(zero, qn, taken)
+        for j in off_grid:
+            name = node.output[j]
+            on_grid = unique_name(taken, f"{name}_on_input_grid")
+            node.output[j] = on_grid
+            nodes += _quantize_pair(on_grid, qn, taken)
+            nodes.append(
+                helper.make_node(
+                    "Add", [nodes[-1].output[0], nodes[1].output[0]], [name], f"{on_grid}_requantize"
+                )
+            )
+        inserts[i] = nodes
+    ordered = []
+    for i, node in enumerate(graph.node):
+        ordered.append(node)
+        ordered.extend(inserts.get(i, []))
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _quantize_pair(tensor: str, qn: QdqNames, taken: set[str]) -> list[onnx.NodeProto]:
+    """A QuantizeLinear and a DequantizeLinear of ``tensor`` on ``qn``'s grid (new names for both outputs)."""
+    codes, values = unique_name(taken, f"{tensor}_codes"), unique_name(taken, f"{tensor}_values")
+    return [
+        helper.make_node("QuantizeLinear", [tensor, qn.scale, qn.zero_point], [codes], f"{tensor}_Q"),
+        helper.make_node("DequantizeLinear", [codes, qn.scale, qn.zero_point], [values], f"{tensor}_DQ"),
+    ]
+
+
+def _same_grid(
+    quantize: onnx.NodeProto, grid: list[onnx.TensorProto], inits: Mapping[str, onnx.TensorProto]
+) -> bool:
+    """Whether ``quantize`` uses the scale and zero point of ``grid`` (the same values, maybe other
+    initializers)."""
+    mine = [inits.get(name) for name in quantize.input[1:3]]
+    return all(
+        a is not None
+        and a.data_type == b.data_type
+        and np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+        for a, b in zip(mine, grid, strict=True)
+    )
 
 
 def _absorb_divisions(graph: onnx.GraphProto, names: Mapping[str, QdqNames], new: set[str]) -> dict[str, str]:
@@ -390,44 +457,45 @@ def _absorb_divisions(graph: onnx.GraphProto, names: Mapping[str, QdqNames], new
     QuantizeLinear go. Returns ``t`` -> a line saying so, for each division taken; the nodes are dropped
     here, what they alone read is left to :func:`quantbench.graph.cleanup`."""
     writer, uses, constants = producers(graph), reader_nodes(graph), constant_values(graph)
-    outputs = {o.name for o in graph.output}
+    inits, outputs, taken = initializers(graph), {o.name for o in graph.output}, tensor_names(graph)
     behind = {qn.dequantized: t for t, qn in names.items() if t in new}
-    taken = tensor_names(graph)
     drop: set[int] = set()
     absorbed: dict[str, str] = {}
     for i, node in enumerate(graph.node):
-        t = behind.get(node.input[0]) if node.op_type == "Div" and len(node.input) == 2 else None
-        constant = constants.get(node.input[1]) if t is not None else None
-        z = node.output[0]
-        if t is None or constant is None or constant.size != 1 or constant.dtype != np.float32:
+        k = _constant_divisor(node, constants)
+        t, z = behind.get(node.input[0]) if k is not None else None, node.output[0]
+        if t is None or k is None or z not in names or z in outputs or t in outputs:
             continue
-        k = float(constant.reshape(-1)[0])
-        if not 0 < k < np.inf:
+        qt, qz = names[t], names[z]
+        readers = {name: uses.get(name, []) for name in (qt.quantized, qt.dequantized, z)}
+        if readers[qt.dequantized] != [i] or len(readers[qt.quantized]) != 1 or len(readers[z]) != 1:
             continue
-        qt, qz = names[t], names.get(z)
-        if qz is None or z in outputs or t in outputs or uses.get(qt.dequantized) != [i]:
+        quantize_z = graph.node[readers[z][0]]
+        if quantize_z.op_type != "QuantizeLinear" or quantize_z.output[0] != qz.quantized:
             continue
-        quantize_z = graph.node[uses[z][0]] if len(uses.get(z, [])) == 1 else None
-        if (
-            quantize_z is None
-            or quantize_z.op_type != "QuantizeLinear"
-            or quantize_z.output[0] != qz.quantized
-        ):
-            continue
-        if len(uses.get(qt.quantized, [])) != 1:
-            continue
-        step = float(numpy_helper.to_array(next(x for x in graph.initializer if x.name == qz.scale)))
+        step = float(numpy_helper.to_array(inits[qz.scale]))
         scale = unique_name(taken, f"{z}_scale_times_divisor")
         graph.initializer.append(numpy_helper.from_array(np.array(step * k, np.float32), scale))
         quantize_t = graph.node[writer[qt.quantized]]
         quantize_t.input[1], quantize_t.input[2] = scale, qz.zero_point
         quantize_t.output[0] = qz.quantized
-        drop |= {writer[qt.dequantized], i, uses[z][0]}
+        drop |= {writer[qt.dequantized], i, readers[z][0]}
         absorbed[t] = f"{node_label(node, i)}: the division by {k:g} taken into {t}'s quantization"
     kept = [node for i, node in enumerate(graph.node) if i not in drop]
     del graph.node[:]
     graph.node.extend(kept)
     return absorbed
+
+
+def _constant_divisor(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> float | None:
+    """The divisor of a Div by one positive, finite float32 constant; None for any other node."""
+    if node.op_type != "Div" or len(node.input) != 2:
+        return None
+    value = constants.get(node.input[1])
+    if value is None or value.size != 1 or value.dtype != np.float32:
+        return None
+    k = float(value.reshape(-1)[0])
+    return k if 0 < k < np.inf else None
 
 
 def _new_names(
