@@ -567,7 +567,12 @@ def test_a_division_by_a_constant_is_taken_into_the_quantization_before_it(tmp_p
     fast = make_fast(qdq, names, amax)
     assert "m" not in {c.tensor for c in fast.changes} and "m" not in fast.names
     assert "Div" not in [n.op_type for n in fast.model.graph.node]
-    assert any("division by 6" in line for line in fast.rewritten)
+    assert fast.divisions == ["Div:h: the division by 6 taken into m's quantization"] and not fast.rewritten
+    assert fast.details()["divisions"] == fast.divisions
+    from quantbench.cli.summary import _flavour_lines
+
+    (line,) = _flavour_lines({"variants": [{"name": "int8-minmax", "cpu_flavour": fast.details()}]})
+    assert "1 division by a constant taken into the quantization before it" in line and "Softmax" not in line
     probe = onnx.ModelProto()
     probe.CopyFrom(fast.model)
     probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in ("m", names["h"].dequantized))

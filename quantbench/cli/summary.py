@@ -222,8 +222,8 @@ def _correction_lines(results: dict[str, Any]) -> list[str]:
 
 def _flavour_lines(results: dict[str, Any]) -> list[str]:
     """One line per INT8 variant timed on the fast CPU flavour: how many tensors it rounds that the
-    judged model keeps in float or rounds on another grid, the largest error measured there, and the
-    Softmax ops it writes another way."""
+    judged model keeps in float or rounds on another grid, the largest error measured there, the
+    Softmax ops it writes another way and the divisions it takes into a quantization."""
     lines = []
     for variant in results["variants"]:
         flavour = variant.get("cpu_flavour") or {}
@@ -241,7 +241,11 @@ def _flavour_lines(results: dict[str, Any]) -> list[str]:
         rewritten = flavour.get("rewritten") or []
         if rewritten:
             count = f"{len(rewritten)} Softmax" + ("es" if len(rewritten) > 1 else "")
-            line += f", and {count} over a short axis written as element-wise ops"
+            line += f", {count} over a short axis written as element-wise ops"
+        divisions = flavour.get("divisions") or []
+        if divisions:
+            count = f"{len(divisions)} division" + ("s" if len(divisions) > 1 else "")
+            line += f", {count} by a constant taken into the quantization before it"
         lines.append(line + "; listed in results.json and the report")
     return lines
 

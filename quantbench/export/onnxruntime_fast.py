@@ -165,6 +165,8 @@ class FastModel:
         images: how many images the roundings were measured on (None: not measured).
         rewritten: the float ops written another way (:mod:`quantbench.export.short_softmax`), a line
             each: the same function, other float rounding.
+        divisions: the divisions by a constant taken into the quantization before them, a line each: one
+            rounding fewer than the walk gave them.
     """
 
     model: onnx.ModelProto
@@ -174,6 +176,7 @@ class FastModel:
     zero_points: dict[str, int] = field(default_factory=dict)
     images: int | None = None
     rewritten: list[str] = field(default_factory=list)
+    divisions: list[str] = field(default_factory=list)
 
     def details(self) -> dict[str, Any]:
         """What ``results.json`` records: the flavour, every rounding it adds (largest error first where
@@ -185,6 +188,7 @@ class FastModel:
             "measured_on_images": self.images,
             "roundings": [c.as_dict() for c in ordered],
             "rewritten": list(self.rewritten),
+            "divisions": list(self.divisions),
         }
 
 
@@ -373,16 +377,18 @@ def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mappi
     del graph.node[:]
     graph.node.extend(nodes)
     toposort(graph)  # an old Q/DQ pair sits before its first quantized reader, maybe after a new one
-    for tensor, line in _absorb_divisions(graph, all_names, {c.tensor for c in changes if c.new}).items():
+    divisions = _absorb_divisions(graph, all_names, {c.tensor for c in changes if c.new})
+    for tensor in divisions:
         del all_names[tensor]
         scales.pop(tensor, None)
         g.unsigned.discard(tensor)
-        changes = [c for c in changes if c.tensor != tensor]
-        rewritten.append(line)
+    changes = [c for c in changes if c.tensor not in divisions]
     _split_on_codes(graph, all_names)
     cleanup(graph)
     zero_points = {t: UNSIGNED_ZERO_POINT for t in g.unsigned}
-    return FastModel(out, all_names, changes, scales, zero_points, rewritten=rewritten)
+    return FastModel(
+        out, all_names, changes, scales, zero_points, rewritten=rewritten, divisions=list(divisions.values())
+    )
 
 
 def _split_on_codes(graph: onnx.GraphProto, names: Mapping[str, QdqNames]) -> None:
