@@ -402,9 +402,10 @@ def _split_on_codes(graph: onnx.GraphProto, names: Mapping[str, QdqNames]) -> No
     uses, inits, taken = reader_nodes(graph), initializers(graph), tensor_names(graph)
     inserts: dict[int, list[onnx.NodeProto]] = {}
     for i, node in enumerate(graph.node):
-        qn = source.get(node.input[0]) if node.op_type == "Split" else None
-        readers = [uses.get(name, []) for name in node.output]
-        if qn is None or any(len(r) != 1 or graph.node[r[0]].op_type != "QuantizeLinear" for r in readers):
+        if node.op_type != "Split" or node.input[0] not in source:
+            continue
+        qn, readers = source[node.input[0]], [uses.get(name, []) for name in node.output]
+        if any(len(r) != 1 or graph.node[r[0]].op_type != "QuantizeLinear" for r in readers):
             continue
         grid = [inits[qn.scale], inits[qn.zero_point]]
         off_grid = [j for j, r in enumerate(readers) if not _same_grid(graph.node[r[0]], grid, inits)]
