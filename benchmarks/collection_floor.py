@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,14 +61,20 @@ def _reader() -> Callable[[np.ndarray], int]:
     return peak  # type: ignore[no-any-return]
 
 
-def _passes(exposure, feeds, names):  # type: ignore[no-untyped-def]
-    """The four measurements, each a function returning (wall, cpu, serial seconds after the runs)."""
+Figures = tuple[float, float, float]
+"""Wall seconds, CPU seconds, and the seconds spent after the runs, in line."""
+
+
+def _passes(
+    exposure: Any, feeds: list[dict[str, np.ndarray]], names: list[str]
+) -> dict[str, Callable[[], Figures]]:
+    """The four measurements, each a function returning its :data:`Figures`."""
     from quantbench.calibration.collect import collect_histograms
     from quantbench.calibration.histograms import TensorHistogram
 
     read = _reader()
 
-    def run(after: Callable[[dict], None] | None) -> tuple[float, float, float]:
+    def run(after: Callable[[dict], None] | None) -> Figures:
         started, cpu, extra = time.perf_counter(), _cpu(), 0.0
         for feed in feeds:
             for values in exposure.runs(feed):
@@ -87,7 +94,7 @@ def _passes(exposure, feeds, names):  # type: ignore[no-untyped-def]
         for name, (array, _) in values.items():
             hists[name].update(array)
 
-    def collection() -> tuple[float, float, float]:
+    def collection() -> Figures:
         started, cpu = time.perf_counter(), _cpu()
         collect_histograms(exposure, iter(feeds))
         return time.perf_counter() - started, _cpu() - cpu, 0.0
@@ -132,7 +139,7 @@ def main() -> None:
     passes = _passes(exposure, feeds, names)
     for measure in passes.values():  # warm: sessions made, allocator and caches settled
         measure()
-    best: dict[str, tuple[float, float, float]] = {}
+    best: dict[str, Figures] = {}
     for _ in range(max(1, args.rounds)):
         for key, measure in passes.items():
             figures = measure()
