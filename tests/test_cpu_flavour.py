@@ -52,6 +52,17 @@ def _conv(name: str, x: str, y: str) -> onnx.NodeProto:
     return helper.make_node("Conv", [x, f"w{name}", f"b{name}"], [y], name=f"conv_{name}")
 
 
+def _hard_swish_product(w: dict[str, np.ndarray], x: str, y: str) -> list[onnx.NodeProto]:
+    """``y = x * clip(x + 3, 0, 6)`` (HardSwish before its ``/ 6``) through ``t`` and ``c``; its constants
+    go into ``w``."""
+    w["three"], w["zero"], w["six"] = np.array(3.0), np.array(0.0), np.array(6.0)
+    return [
+        helper.make_node("Add", [x, "three"], ["t"]),
+        helper.make_node("Clip", ["t", "zero", "six"], ["c"]),
+        helper.make_node("Mul", [x, "c"], [y]),
+    ]
+
+
 def _session(model: onnx.ModelProto, optimize: bool, saved: Path | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -249,15 +260,7 @@ def test_fast_flavour_hard_swish_constant_and_integer_clip(tmp_path: Path) -> No
     its input's scale, and the flavour computes what its Q/DQ model says."""
     rng = np.random.default_rng(7)
     w = _weights(rng, "a", "b")
-    w["three"] = np.array(3.0)
-    w["zero"], w["six"] = np.array(0.0), np.array(6.0)
-    nodes = [
-        _conv("a", "x", "y"),
-        helper.make_node("Add", ["y", "three"], ["t"]),
-        helper.make_node("Clip", ["t", "zero", "six"], ["c"]),
-        helper.make_node("Mul", ["y", "c"], ["m"]),
-        _conv("b", "m", "out"),
-    ]
+    nodes = [_conv("a", "x", "y"), *_hard_swish_product(w, "y", "m"), _conv("b", "m", "out")]
     model = _model(nodes, w)
     x = rng.normal(0, 2, (2, C, H, H)).astype(np.float32)
     qdq, names, amax, _ = _quantized(model, x)
@@ -550,14 +553,11 @@ def test_a_division_by_a_constant_is_taken_into_the_quantization_before_it(tmp_p
     output is rounded once (against numpy's rounding of the Mul's float output / 6) and no Div is left."""
     rng = np.random.default_rng(11)
     w = _weights(rng, "a", "b")
-    w["three"], w["zero"], w["six"] = np.array(3.0), np.array(0.0), np.array(6.0)
     divisor = numpy_helper.from_array(np.array([6.0], np.float32))  # of shape (1,), in a Constant node
     nodes = [
         helper.make_node("Constant", [], ["divisor"], value=divisor),
         _conv("a", "x", "y"),
-        helper.make_node("Add", ["y", "three"], ["t"]),
-        helper.make_node("Clip", ["t", "zero", "six"], ["c"]),
-        helper.make_node("Mul", ["y", "c"], ["m"]),
+        *_hard_swish_product(w, "y", "m"),
         helper.make_node("Div", ["m", "divisor"], ["h"]),
         _conv("b", "h", "out"),
     ]

@@ -58,7 +58,7 @@ from onnx import helper, numpy_helper
 
 from quantbench.export.conv_fold import fold_into_convs
 from quantbench.export.onnxruntime_flavour import ZERO_POINT, activation_chain, clip_bounds
-from quantbench.export.qdq import QdqNames, node_label
+from quantbench.export.qdq import QdqNames, new_qdq_names, node_label, qdq_nodes
 from quantbench.export.short_softmax import write_out_short_softmaxes
 from quantbench.graph import (
     cleanup,
@@ -360,8 +360,8 @@ def make_fast(model: onnx.ModelProto, names: Mapping[str, QdqNames], amax: Mappi
     taken = tensor_names(graph)
     inserts: dict[int, list[onnx.NodeProto]] = {}
     for tensor, i in added.items():
-        scale = np.float32(g.amax[tensor] / 127.0)
-        all_names[tensor] = _new_names(graph, tensor, scale, taken, inserts.setdefault(i, []))
+        all_names[tensor] = new_qdq_names(graph, tensor, g.amax[tensor] / 127.0, taken)
+        inserts.setdefault(i, []).extend(qdq_nodes(tensor, all_names[tensor]))
     changes = _rewire(g, all_names, added, integer)
     for change in changes:
         change.grid = "uint8" if change.tensor in g.unsigned else "int8"
@@ -436,10 +436,7 @@ def _split_on_codes(graph: onnx.GraphProto, names: Mapping[str, QdqNames]) -> No
 def _quantize_pair(tensor: str, qn: QdqNames, taken: set[str]) -> list[onnx.NodeProto]:
     """A QuantizeLinear and a DequantizeLinear of ``tensor`` on ``qn``'s grid (new names for both outputs)."""
     codes, values = unique_name(taken, f"{tensor}_codes"), unique_name(taken, f"{tensor}_values")
-    return [
-        helper.make_node("QuantizeLinear", [tensor, qn.scale, qn.zero_point], [codes], f"{tensor}_Q"),
-        helper.make_node("DequantizeLinear", [codes, qn.scale, qn.zero_point], [values], f"{tensor}_DQ"),
-    ]
+    return qdq_nodes(tensor, QdqNames(qn.scale, qn.zero_point, codes, values))
 
 
 def _same_grid(
@@ -503,29 +500,6 @@ def _constant_divisor(node: onnx.NodeProto, constants: Mapping[str, np.ndarray])
         return None
     k = float(value.reshape(-1)[0])
     return k if 0 < k < np.inf else None
-
-
-def _new_names(
-    graph: onnx.GraphProto, tensor: str, scale: np.float32, taken: set[str], nodes: list[onnx.NodeProto]
-) -> QdqNames:
-    """A Q/DQ pair for ``tensor`` (int8, zero point 0, like the judged model's), appended to ``nodes``."""
-    qn = QdqNames(
-        scale=unique_name(taken, f"{tensor}_scale"),
-        zero_point=unique_name(taken, f"{tensor}_zero_point"),
-        quantized=unique_name(taken, f"{tensor}_quantized"),
-        dequantized=unique_name(taken, f"{tensor}_dequantized"),
-    )
-    graph.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), qn.scale))
-    graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), qn.zero_point))
-    nodes.append(
-        helper.make_node("QuantizeLinear", [tensor, qn.scale, qn.zero_point], [qn.quantized], f"{tensor}_Q")
-    )
-    nodes.append(
-        helper.make_node(
-            "DequantizeLinear", [qn.quantized, qn.scale, qn.zero_point], [qn.dequantized], f"{tensor}_DQ"
-        )
-    )
-    return qn
 
 
 def _quantize_constants(

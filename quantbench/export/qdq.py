@@ -330,33 +330,35 @@ def _quantize_activations(
     """
     names: dict[str, QdqNames] = {}
     for tensor, uses in plan.activations.items():
-        qn = QdqNames(
-            scale=unique_name(taken, f"{tensor}_scale"),
-            zero_point=unique_name(taken, f"{tensor}_zero_point"),
-            quantized=unique_name(taken, f"{tensor}_quantized"),
-            dequantized=unique_name(taken, f"{tensor}_dequantized"),
-        )
-        names[tensor] = qn
-        graph.initializer.append(
-            numpy_helper.from_array(np.array(amax[tensor] / 127.0, np.float32), qn.scale)
-        )
-        graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), qn.zero_point))
-        inserts.setdefault(min(i for i, _ in uses), []).extend(
-            [
-                helper.make_node(
-                    "QuantizeLinear", [tensor, qn.scale, qn.zero_point], [qn.quantized], f"{tensor}_Q"
-                ),
-                helper.make_node(
-                    "DequantizeLinear",
-                    [qn.quantized, qn.scale, qn.zero_point],
-                    [qn.dequantized],
-                    f"{tensor}_DQ",
-                ),
-            ]
-        )
+        qn = names[tensor] = new_qdq_names(graph, tensor, amax[tensor] / 127.0, taken)
+        inserts.setdefault(min(i for i, _ in uses), []).extend(qdq_nodes(tensor, qn))
         for i, j in uses:
             graph.node[i].input[j] = qn.dequantized
     return names
+
+
+def new_qdq_names(graph: onnx.GraphProto, tensor: str, scale: float, taken: set[str]) -> QdqNames:
+    """Names for a Q/DQ pair of ``tensor`` not yet in ``taken`` (added to it), with ``scale`` (as float32)
+    and the int8 zero point 0 added to ``graph`` as initializers."""
+    qn = QdqNames(
+        scale=unique_name(taken, f"{tensor}_scale"),
+        zero_point=unique_name(taken, f"{tensor}_zero_point"),
+        quantized=unique_name(taken, f"{tensor}_quantized"),
+        dequantized=unique_name(taken, f"{tensor}_dequantized"),
+    )
+    graph.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), qn.scale))
+    graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), qn.zero_point))
+    return qn
+
+
+def qdq_nodes(tensor: str, qn: QdqNames) -> list[onnx.NodeProto]:
+    """The QuantizeLinear and the DequantizeLinear of ``tensor`` with ``qn``'s names."""
+    return [
+        helper.make_node("QuantizeLinear", [tensor, qn.scale, qn.zero_point], [qn.quantized], f"{tensor}_Q"),
+        helper.make_node(
+            "DequantizeLinear", [qn.quantized, qn.scale, qn.zero_point], [qn.dequantized], f"{tensor}_DQ"
+        ),
+    ]
 
 
 def _quantize_weights(
